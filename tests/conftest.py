@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny models load once per session; the network can be blocked."""
+
+import socket
+
+import pytest
+
+import lab
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the random tiny GPT-2, on CPU."""
+    return lab.models.load("tiny-gpt2", device="cpu", verbose=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection fails at once, as on a machine without internet."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    lab.models.hub_reachable.cache_clear()
+    yield
+    lab.models.hub_reachable.cache_clear()

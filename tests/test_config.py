@@ -1,0 +1,85 @@
+"""HybridConfig validation, presets and file round-trips."""
+
+import json
+
+import pytest
+
+from lab.config import HybridConfig, preset
+
+
+@pytest.mark.parametrize("field, value", [
+    ("mode", "ppo"),
+    ("lambda_schedule", "cosine"),
+    ("baseline", "mean"),
+    ("reward_source", "human"),
+    ("discriminator_loss", "hinge"),
+    ("lora_r", 0),
+    ("lora_r", 2.5),
+    ("prompts_per_step", 0),
+    ("max_new_tokens", -1),
+    ("lr", 0.0),
+    ("lr_discriminator", -1e-4),
+    ("temperature", 0),
+    ("top_p", 1.5),
+    ("lora_dropout", 1.0),
+    ("ema_decay", 1.0),
+    ("reward_mix", 2.0),
+    ("lambda_rl", -0.1),
+    ("kl_coef", float("nan")),
+    ("entropy_coef", -1),
+    ("max_grad_norm", -1),
+    ("checkpoint_every", -5),
+    ("seed", "zero"),
+])
+def test_bad_value_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        HybridConfig(**{field: value})
+
+
+def test_loo_needs_two_samples():
+    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
+        HybridConfig(baseline="loo", samples_per_prompt=1)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"semantics": 1.0}, "unknown reward"),
+    ({}, "non-empty"),
+    ({"semantic": 0.0}, "all zero"),
+    ({"semantic": "high"}, "numbers"),
+])
+def test_bad_reward_weights(weights, message):
+    with pytest.raises(ValueError, match=message):
+        HybridConfig(reward_weights=weights)
+
+
+def test_unknown_field_lists_known_ones():
+    with pytest.raises(ValueError, match="Unknown config field.*known fields: .*lambda_rl"):
+        HybridConfig.from_dict({"lamda_rl": 0.5})
+
+
+def test_presets_change_only_what_differs():
+    quick = preset("quick", mode="sft")
+    assert quick.mode == "sft" and quick.max_new_tokens == 16
+    assert quick.lr == HybridConfig().lr
+    assert preset("bench").samples_per_step == 8
+    with pytest.raises(ValueError, match="Unknown preset"):
+        preset("huge")
+
+
+def test_json_and_yaml_round_trip(tmp_path):
+    config = HybridConfig(lambda_rl=0.25, reward_weights={"semantic": 1.0, "rouge": 0.5})
+    config.save(tmp_path / "c.json")
+    assert HybridConfig.load(tmp_path / "c.json") == config
+    (tmp_path / "c.yaml").write_text("mode: rl\nbaseline: loo\nsamples_per_prompt: 4\n")
+    assert HybridConfig.load(tmp_path / "c.yaml").baseline == "loo"
+
+
+def test_bad_config_file(tmp_path):
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ValueError, match="could not be parsed"):
+        HybridConfig.load(tmp_path / "c.json")
+    with pytest.raises(ValueError, match="does not exist"):
+        HybridConfig.load(tmp_path / "missing.yaml")
+    (tmp_path / "list.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="mapping"):
+        HybridConfig.load(tmp_path / "list.json")

@@ -1,0 +1,112 @@
+"""Model resolution, loading, device choice and LoRA wrapping."""
+
+import time
+
+import pytest
+import torch
+
+import lab
+from lab import models
+
+
+def test_auto_offline_picks_bundled_model_without_waiting(no_network, monkeypatch):
+    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: False)
+    start = time.perf_counter()
+    choice = models.resolve("auto")
+    elapsed = time.perf_counter() - start
+    assert choice.name == "smollm2-135m" and choice.source == "bundled"
+    assert "unreachable" in choice.reason
+    assert elapsed < models.HUB_PROBE_TIMEOUT_S  # no retry loop: a blocked network fails at once
+
+
+def test_auto_prefers_cached_gpt2(monkeypatch):
+    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: repo_id == "gpt2")
+    assert models.resolve("auto") == models.ModelChoice(
+        "gpt2", "hf-cache", "gpt2", "auto: gpt2 is in the local Hugging Face cache")
+
+
+def test_hub_probe_false_when_blocked(no_network):
+    assert models.hub_reachable() is False
+
+
+@pytest.mark.parametrize("name", ["no-such-model-xyz", "", "gpt2-medium"])
+def test_unknown_or_unreachable_name_lists_known_names(no_network, monkeypatch, name):
+    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: False)
+    with pytest.raises(ValueError, match="Known names: auto, gpt2, smollm2-135m, tiny-gpt2"):
+        models.resolve(name)
+
+
+def test_tiny_gpt2_generates(tiny):
+    model, tokenizer = tiny
+    assert model.config.model_type == "gpt2" and model.config.n_layer == 2
+    batch = tokenizer(["Hello", "A longer prompt here"], return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)  # (2, P + 4)
+    assert out.shape == (2, batch["input_ids"].shape[1] + 4)
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_tiny_gpt2_weights_are_reproducible():
+    a, _ = models.load("tiny-gpt2", device="cpu", verbose=False)
+    b, _ = models.load("tiny-gpt2", device="cpu", verbose=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_smollm2_loads_from_safetensors_cache_and_generates():
+    model, tokenizer = models.load("smollm2-135m", device="cpu", verbose=False)
+    assert (models.smollm2_dir() / "model.safetensors").is_file()
+    assert not hasattr(model.config, "quantization_config")
+    batch = tokenizer(["### Prompt:\nName a primary colour.\n\n### Response:\n"], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    text = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.strip()
+
+
+def test_device_and_dtype():
+    assert models.pick_device("cpu") == torch.device("cpu")
+    assert models.pick_dtype(torch.device("cpu")) == torch.float32
+    assert models.pick_device("auto").type in ("cuda", "mps", "cpu")
+
+
+def test_lora_wraps_c_attn_on_gpt2(tiny):
+    base, _ = models.load("tiny-gpt2", device="cpu", verbose=False)
+    peft_model = models.add_lora(base, r=4, alpha=8, dropout=0.0)
+    wrapped = {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules()
+               if hasattr(module, "lora_A") and not name.endswith(("lora_A", "lora_B"))}
+    assert wrapped == {"c_attn"}
+    trainable, total = models.count_parameters(peft_model)
+    assert 0 < trainable < total
+    assert all("lora_" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+
+
+def test_lora_targets_llama_style():
+    class Llama:
+        class config:
+            model_type = "llama"
+
+    assert models.lora_targets(Llama) == ["q_proj", "v_proj"]
+
+
+def test_lora_targets_unknown_architecture():
+    class Odd:
+        class config:
+            model_type = "odd-arch"
+
+    with pytest.raises(ValueError, match="target_modules"):
+        models.lora_targets(Odd)
+
+
+def test_embedder_offline_is_bundled_minilm(no_network, monkeypatch):
+    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: False)
+    embedder = models.load_embedder("auto")
+    vectors = embedder.encode(["a cat", "a kitten"], normalize_embeddings=True)
+    assert vectors.shape == (2, 384)
+
+
+def test_set_seed_reproduces_torch_and_numpy():
+    import numpy as np
+
+    lab.set_seed(3)
+    a = (torch.rand(2), np.random.rand())
+    lab.set_seed(3)
+    b = (torch.rand(2), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
