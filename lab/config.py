@@ -88,6 +88,9 @@ class HybridConfig:
         if self.baseline == "loo" and self.samples_per_prompt < 2:
             raise ValueError("baseline='loo' needs samples_per_prompt >= 2 (leave-one-out over the "
                              f"k samples of a prompt); got samples_per_prompt={self.samples_per_prompt}")
+        if self.baseline == "discriminator" and self.reward_source == "discriminator":
+            raise ValueError("baseline='discriminator' with reward_source='discriminator' makes every "
+                             "advantage zero; use baseline='ema' or 'loo' in the adversarial mode")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("model must be a model name such as 'auto', 'smollm2-135m', 'tiny-gpt2' or 'gpt2'")
 

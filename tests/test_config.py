@@ -41,6 +41,11 @@ def test_loo_needs_two_samples():
         HybridConfig(baseline="loo", samples_per_prompt=1)
 
 
+def test_adversarial_mode_needs_another_baseline():
+    with pytest.raises(ValueError, match="baseline"):
+        HybridConfig(baseline="discriminator", reward_source="discriminator")
+
+
 @pytest.mark.parametrize("weights, message", [
     ({"semantics": 1.0}, "unknown reward"),
     ({}, "non-empty"),

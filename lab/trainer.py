@@ -1,0 +1,290 @@
+"""``HybridTrainer``: each step an SFT phase on the reference answers and a REINFORCE phase
+on the generator's own samples, with a discriminator as critic, baseline or adversary.
+
+One frozen backbone serves three roles: the generator (LoRA adapter ``generator``), the
+reference model for the perplexity reward and the KL penalty (adapters disabled), and the
+discriminator (adapter ``discriminator`` + a scalar head), unless the config names a
+separate discriminator model. The trainer knows no reward internals: any callable that
+returns a :class:`lab.rewards.RewardOutput` can be passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from lab import advantages as adv
+from lab import checkpoint, generator, models
+from lab.config import HybridConfig
+from lab.data import Example, load_examples
+from lab.discriminator import Discriminator, JUNK_KINDS, contrastive_loss, make_junk, regression_loss
+from lab.seeding import set_seed
+from lab.textstats import distinct_n
+
+Callback = Callable[["HybridTrainer", dict], None]
+
+
+class HybridTrainer:
+    """Train a LoRA generator with SFT + lambda * (REINFORCE + KL - entropy).
+
+    >>> trainer = HybridTrainer(HybridConfig(model="tiny-gpt2"))   # doctest: +SKIP
+    >>> history = trainer.run(steps=20)                             # doctest: +SKIP
+    """
+
+    def __init__(self, config: HybridConfig, examples: list[Example] | None = None,
+                 reward=None, model=None, tokenizer=None, verbose: bool = True):
+        self.config = config
+        set_seed(config.seed)
+        self.device = models.pick_device(config.device)
+        if model is None:
+            model, tokenizer = models.load(config.model, self.device, verbose=verbose)
+        lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+        self.model = models.add_lora(model, "generator", **lora)
+        self.tokenizer = tokenizer
+        if config.discriminator_model:
+            self.disc = Discriminator.from_name(config.discriminator_model, self.device, **lora)
+        else:
+            self.disc = Discriminator(self.model, tokenizer, lora=lora).to(self.device)
+        self.model.set_adapter("generator")
+        self.examples = examples or load_examples(
+            config.dataset, "train", tokenizer=tokenizer if config.chat_template else None)
+        if reward is None:
+            from lab.rewards import Reward
+
+            reward = Reward(config.reward_weights, model=self.model, tokenizer=tokenizer)
+        self.reward = reward
+        self.gen_params = generator.generator_parameters(self.model)
+        self.opt_gen = torch.optim.AdamW(self.gen_params, lr=config.lr)
+        self.opt_disc = torch.optim.AdamW(self.disc.parameters_to_train(), lr=config.lr_discriminator)
+        self.step_count = 0
+        self.ema_baseline: float | None = None
+        self.critic_accuracy: float | None = None  # running pairwise accuracy of the critic
+        self.rng = random.Random(config.seed)  # junk negatives
+        self.rows: list[dict] = []
+        self.sample_rows: list[dict] = []
+        self._stop = False
+
+    # --- data -------------------------------------------------------------------------
+    def batch(self, step: int) -> list[Example]:
+        """The ``B`` examples of ``step`` (1-based): a seeded shuffle per epoch, so any step's
+        batch is known from the step number alone (exact resume)."""
+        size, n = self.config.prompts_per_step, len(self.examples)
+        picked = []
+        for position in range((step - 1) * size, step * size):
+            epoch, index = divmod(position, n)
+            order = list(range(n))
+            random.Random(self.config.seed * 100_003 + epoch).shuffle(order)
+            picked.append(self.examples[order[index]])
+        return picked
+
+    # --- one step ---------------------------------------------------------------------
+    def step(self) -> dict:
+        """One training step; returns (and records) its history row."""
+        cfg, row, times = self.config, {}, {}
+        self.step_count += 1
+        row["step"], row["mode"] = self.step_count, cfg.mode
+        batch = self.batch(self.step_count)
+        prompts = [e.prompt for e in batch]
+        references = [e.completion for e in batch]
+        self.model.train()
+        use_rl = cfg.mode in ("rl", "hybrid")
+
+        if use_rl:
+            # 1. sample B prompts x k responses in one batched generate
+            t0 = time.perf_counter()
+            self.model.set_adapter("generator")
+            samples = generator.sample(
+                self.model, self.tokenizer, prompts, k=cfg.samples_per_prompt,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                max_prompt_tokens=cfg.max_prompt_tokens)
+            refs = [r for r in references for _ in range(cfg.samples_per_prompt)]  # (N,)
+            times["time_sample"] = time.perf_counter() - t0
+
+            # 2. score: reward parts and the weighted total, on the completions only
+            t0 = time.perf_counter()
+            scored = self.reward(samples.prompts, samples.completions, references=refs)
+            reward = torch.tensor(scored.total, dtype=torch.float32)  # (N,)
+            times["time_reward"] = time.perf_counter() - t0
+
+            # 3. discriminator update: regress the reward (+ rank reference above junk)
+            t0 = time.perf_counter()
+            critic = self._discriminator_update(samples.prompts, samples.completions, reward,
+                                                prompts, references, row)  # (N,)
+            times["time_disc"] = time.perf_counter() - t0
+
+            # 4. advantages: what phase B maximises, minus the baseline
+            target = self._rl_target(reward, critic)  # (N,)
+            advantage, base = adv.advantages(target, cfg.baseline, cfg.samples_per_prompt,
+                                             ema=self.ema_baseline, critic=critic)
+            self.ema_baseline = adv.ema_update(self.ema_baseline, target, cfg.ema_decay)
+            self._record_rewards(row, scored, reward, critic, base, advantage, samples)
+        else:
+            samples = advantage = None
+
+        # 5. generator loss = SFT + lambda * (REINFORCE + beta * KL - eta * entropy)
+        t0 = time.perf_counter()
+        lam = self._lambda()
+        loss = self._generator_loss(prompts, references, samples, advantage, lam, row)
+        # 6. clip and step (generator LoRA parameters only)
+        self.opt_gen.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+        row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.gen_params, clip))
+        self.opt_gen.step()
+        times["time_gen"] = time.perf_counter() - t0
+
+        # 7. one history row
+        row.update(loss=loss.item(), **times)
+        row["lambda"] = lam
+        row["step_time"] = sum(times.values())
+        self.rows.append(row)
+        return row
+
+    def _discriminator_update(self, prompts, completions, reward, batch_prompts, references, row):
+        """One optimizer step of the discriminator; returns its pre-update predictions (N,)."""
+        cfg = self.config
+        self.disc.train()
+        pred = self.disc(prompts, completions)  # (N,)
+        mse = regression_loss(pred, reward.to(pred))
+        loss, contrast = mse, torch.zeros(())
+        if cfg.discriminator_loss == "mse+contrastive":
+            junk = [make_junk(ref, references, self.rng.choice(JUNK_KINDS), self.rng) for ref in references]
+            scores = self.disc(batch_prompts + batch_prompts, references + junk)  # (2B,)
+            good, bad = scores.chunk(2)  # (B,), (B,)
+            contrast = contrastive_loss(good, bad)
+            loss = mse + cfg.contrastive_weight * contrast
+        self.opt_disc.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_disc.step()
+        critic = pred.detach().float().cpu()  # (N,)
+        accuracy = adv.pairwise_accuracy(critic, reward)
+        if accuracy == accuracy:
+            prev = self.critic_accuracy
+            self.critic_accuracy = accuracy if prev is None else 0.8 * prev + 0.2 * accuracy
+        row.update(d_loss=loss.item(), d_mse=mse.item(), d_contrastive=contrast.item(),
+                   d_accuracy=accuracy, d_pred=float(critic.mean()))
+        return critic
+
+    def _rl_target(self, reward: torch.Tensor, critic: torch.Tensor) -> torch.Tensor:
+        """The signal phase B maximises: the reward, the discriminator's score, or a mix."""
+        cfg = self.config
+        if cfg.reward_source == "discriminator":
+            return critic.clone()
+        if cfg.reward_source == "mix":
+            return (1 - cfg.reward_mix) * reward + cfg.reward_mix * critic
+        return reward
+
+    def _lambda(self) -> float:
+        cfg = self.config
+        if cfg.mode == "sft":
+            return 0.0
+        if cfg.mode == "rl":
+            return 1.0
+        return adv.lambda_at(self.step_count, cfg.lambda_schedule, cfg.lambda_rl,
+                             cfg.lambda_warmup_steps, self.critic_accuracy)
+
+    def _generator_loss(self, prompts, references, samples, advantage, lam, row) -> torch.Tensor:
+        cfg = self.config
+        self.model.set_adapter("generator")
+        loss = torch.zeros((), device=self.device)
+        if cfg.mode in ("sft", "hybrid"):
+            sft = generator.sft_loss(self.model, self.tokenizer, prompts, references)
+            loss = loss + sft
+            row["loss_sft"] = sft.item()
+        if samples is not None and lam > 0:
+            ids = samples.input_ids.to(self.device)  # (N, L)
+            mask = samples.attention_mask.to(self.device)  # (N, L)
+            resp = samples.response_mask.to(self.device)  # (N, L)
+            per_token, summed, entropy = generator.response_logprobs(
+                self.model, ids, mask, resp, with_entropy=True)  # (N, L-1), (N,), (N, L-1)
+            resp_shift = resp[:, 1:].to(per_token.dtype)  # (N, L-1): response positions
+            n_tokens = resp_shift.sum().clamp(min=1)
+            rl = generator.reinforce_loss(summed, advantage.to(summed))
+            ent = (entropy * resp_shift).sum() / n_tokens
+            kl = self._kl(ids, mask, resp, per_token, resp_shift, n_tokens)
+            loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * ent)
+            row.update(loss_rl=rl.item(), entropy=ent.item(), kl=kl.item())
+        return loss
+
+    def _kl(self, ids, mask, resp, per_token, resp_shift, n_tokens) -> torch.Tensor:
+        """KL(pi || base) on the sampled tokens, the non-negative k3 estimator
+        ``exp(r) - r - 1`` with ``r = log p_base - log pi`` (Schulman, 2020)."""
+        if self.config.kl_coef == 0:
+            return torch.zeros((), device=per_token.device)
+        with torch.no_grad(), self.model.disable_adapter():
+            ref = generator.response_logprobs(self.model, ids, mask, resp).tokens  # (N, L-1)
+        log_ratio = (ref - per_token) * resp_shift  # (N, L-1)
+        return ((log_ratio.exp() - log_ratio - 1) * resp_shift).sum() / n_tokens
+
+    def _record_rewards(self, row, scored, reward, critic, base, advantage, samples) -> None:
+        row["reward"], row["reward_std"] = float(reward.mean()), float(reward.std(unbiased=False))
+        for name, values in scored.parts.items():
+            row[f"reward_{name}"] = sum(values) / len(values)
+        row.update(baseline=float(base.mean()), adv_mean=float(advantage.mean()),
+                   adv_std=float(advantage.std(unbiased=False)),
+                   response_len=float(samples.lengths.float().mean()),
+                   distinct_1=distinct_n(samples.completions, 1),
+                   distinct_2=distinct_n(samples.completions, 2), sample=samples.completions[0])
+        for i, (prompt, completion) in enumerate(zip(samples.prompts, samples.completions)):
+            parts = {f"reward_{n}": v[i] for n, v in scored.parts.items()}
+            self.sample_rows.append(dict(step=self.step_count, prompt=prompt, completion=completion,
+                                         reward=float(reward[i]), d_pred=float(critic[i]), **parts))
+
+    # --- the run loop -------------------------------------------------------------------
+    def run(self, steps: int, callbacks: list[Callback] = (), out_dir: str | Path | None = None,
+            progress: bool = True) -> pd.DataFrame:
+        """Run ``steps`` more steps; returns the whole history as a DataFrame.
+
+        Each callback is called as ``callback(trainer, row)`` after every step.
+        :meth:`request_stop` (e.g. from a widget's Stop button) ends the run after the
+        current step. With ``out_dir``, checkpoints go there every ``checkpoint_every``
+        steps and at the end.
+        """
+        from tqdm.auto import tqdm
+
+        self._stop = False
+        every = self.config.checkpoint_every
+        with tqdm(total=steps, disable=not progress, desc=f"{self.config.mode} run") as bar:
+            for _ in range(steps):
+                row = self.step()
+                bar.update(1)
+                bar.set_postfix({k: round(row[k], 3) for k in ("reward", "loss") if k in row})
+                for callback in callbacks:
+                    callback(self, row)
+                if out_dir is not None and every and self.step_count % every == 0:
+                    self.save(out_dir)
+                if self._stop:
+                    break
+        if out_dir is not None:
+            self.save(out_dir)
+        return self.history
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the step in progress (thread-safe)."""
+        self._stop = True
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per step so far."""
+        return pd.DataFrame(self.rows)
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Every sampled response with its reward parts and the critic's prediction."""
+        return pd.DataFrame(self.sample_rows)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> Path:
+        """Write a checkpoint atomically under ``out_dir/checkpoints``; returns its folder."""
+        return checkpoint.save(self, Path(out_dir))
+
+    @classmethod
+    def resume(cls, path: str | Path, **kwargs) -> "HybridTrainer":
+        """Rebuild a trainer from a run folder (its latest checkpoint) or a checkpoint folder."""
+        return checkpoint.load(cls, Path(path), **kwargs)
