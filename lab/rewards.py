@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lab.config import REWARD_NAMES  # the one list of reward names (config validates against it)
+
 PERPLEXITY_FORMS = ("scaled", "sketch")
 
 
