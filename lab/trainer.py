@@ -190,24 +190,36 @@ class HybridTrainer:
                              cfg.lambda_warmup_steps, self.critic_accuracy)
 
     def _generator_loss(self, prompts, references, samples, advantage, lam, row) -> torch.Tensor:
+        """SFT on the references and REINFORCE (+ KL - entropy) on the samples, from ONE
+        forward pass over both sets of rows (they are stacked, left-padded)."""
         cfg = self.config
         self.model.set_adapter("generator")
+        parts = []  # (input_ids, attention_mask, response_mask) per row group
+        use_sft = cfg.mode in ("sft", "hybrid")
+        use_rl = samples is not None and lam > 0
+        if use_sft:
+            sft = generator.sft_batch(self.tokenizer, prompts, references, device=self.device)
+            parts.append((sft["input_ids"], sft["attention_mask"], sft["labels"] != generator.IGNORE))
+        if use_rl:
+            parts.append((samples.input_ids, samples.attention_mask, samples.response_mask))
+        if not parts:
+            return torch.zeros((), device=self.device, requires_grad=True)
+        ids, mask, resp = _stack_left(parts, self.tokenizer.pad_token_id, self.device)  # (R, L) each
+        out = generator.response_logprobs(self.model, ids, mask, resp, with_entropy=use_rl,
+                                          entropy_grad=cfg.entropy_coef > 0)
+        on_resp = resp[:, 1:].to(out.tokens.dtype)  # (R, L-1): positions predicting a response token
         loss = torch.zeros((), device=self.device)
-        if cfg.mode in ("sft", "hybrid"):
-            sft = generator.sft_loss(self.model, self.tokenizer, prompts, references)
-            loss = loss + sft
-            row["loss_sft"] = sft.item()
-        if samples is not None and lam > 0:
-            ids = samples.input_ids.to(self.device)  # (N, L)
-            mask = samples.attention_mask.to(self.device)  # (N, L)
-            resp = samples.response_mask.to(self.device)  # (N, L)
-            per_token, summed, entropy = generator.response_logprobs(
-                self.model, ids, mask, resp, with_entropy=True)  # (N, L-1), (N,), (N, L-1)
-            resp_shift = resp[:, 1:].to(per_token.dtype)  # (N, L-1): response positions
-            n_tokens = resp_shift.sum().clamp(min=1)
-            rl = generator.reinforce_loss(summed, advantage.to(summed))
-            ent = (entropy * resp_shift).sum() / n_tokens
-            kl = self._kl(ids, mask, resp, per_token, resp_shift, n_tokens)
+        n_sft = len(prompts) if use_sft else 0
+        if use_sft:
+            sft_loss = -out.tokens[:n_sft].sum() / on_resp[:n_sft].sum().clamp(min=1)
+            loss = loss + sft_loss
+            row["loss_sft"] = sft_loss.item()
+        if use_rl:
+            tokens, on = out.tokens[n_sft:], on_resp[n_sft:]  # (N, L-1)
+            n_tokens = on.sum().clamp(min=1)
+            rl = generator.reinforce_loss(tokens.sum(-1), advantage.to(tokens))
+            ent = (out.entropy[n_sft:] * on).sum() / n_tokens
+            kl = self._kl(ids[n_sft:], mask[n_sft:], resp[n_sft:], tokens, on, n_tokens)
             loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * ent)
             row.update(loss_rl=rl.item(), entropy=ent.item(), kl=kl.item())
         return loss
@@ -288,3 +300,23 @@ class HybridTrainer:
     def resume(cls, path: str | Path, **kwargs) -> "HybridTrainer":
         """Rebuild a trainer from a run folder (its latest checkpoint) or a checkpoint folder."""
         return checkpoint.load(cls, Path(path), **kwargs)
+
+
+def _stack_left(parts, pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Stack row groups into one left-padded batch, dropping every padding position first
+    (left pads of shorter prompts, pads after an early EOS) so no pass pays for them.
+
+    ``parts``: ``[(input_ids, attention_mask, response_mask), ...]``, each tensor (R_i, L_i).
+    Returns ``(input_ids, attention_mask, response_mask)``, each (sum R_i, longest real row).
+    """
+    rows = [(ids[real], resp[real]) for group_ids, group_mask, group_resp in parts
+            for ids, real, resp in zip(group_ids, group_mask.bool(), group_resp)]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (R, L)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (R, L)
+    response_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (R, L)
+    for i, (ids, resp) in enumerate(rows):
+        input_ids[i, width - len(ids):] = ids
+        attention_mask[i, width - len(ids):] = 1
+        response_mask[i, width - len(ids):] = resp.long()
+    return input_ids.to(device), attention_mask.to(device), response_mask.to(device)

@@ -1,0 +1,188 @@
+"""The discriminator (critic): a LoRA adapter and a scalar head that score (prompt, response).
+
+By default it shares the generator's frozen backbone: the same ``PeftModel`` gets a second
+adapter, ``"discriminator"``, so no second copy of the LM is resident (the sketch's defect
+6). ``Discriminator.from_name`` loads a separate (larger) model instead. The head reads
+the last-layer hidden state of the last non-pad token of ``prompt + response + EOS``: the
+response is scored in the context of its prompt, and the prompt appears only once (the
+sketch's defect 2 decoded the prompt into the "response").
+
+Training signals: regression on the reward (:func:`regression_loss`) and ranking of the
+reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`).
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lab.generator import activate, adapter_parameters, left_pad, model_device, position_ids
+
+JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
+
+
+class Discriminator(nn.Module):
+    """Predicted reward of ``prompt + completion``: ``head(h_last)``, one scalar per row.
+
+    ``backbone``: a peft ``PeftModel`` shared with the generator (the adapter ``adapter`` is
+    added when absent), or a plain causal LM, which is wrapped with its own LoRA.
+    ``lora``: ``lab.models.lora_config`` keywords (``r``, ``alpha``, ``dropout``).
+    Only the head is a submodule: the backbone is shared, so ``state_dict()`` holds the
+    head alone and the adapter's weights travel with the backbone's adapters.
+    """
+
+    def __init__(self, backbone, tokenizer, adapter: str = "discriminator", lora: dict | None = None,
+                 max_length: int = 256, chunk_size: int = 8):
+        super().__init__()
+        from peft import PeftModel
+
+        from lab.models import add_lora, lora_config
+
+        lora = lora or {}
+        if isinstance(backbone, PeftModel):
+            if adapter not in backbone.peft_config:
+                backbone.add_adapter(adapter, lora_config(backbone.get_base_model(), **lora))
+        else:
+            backbone = add_lora(backbone, adapter_name=adapter, **lora)
+        self.__dict__["backbone"] = backbone  # not registered: see the class docstring
+        self.tokenizer, self.adapter = tokenizer, adapter
+        self.max_length, self.chunk_size = max_length, chunk_size  # tokens a text keeps, rows a forward
+        hidden_size = backbone.get_base_model().config.hidden_size
+        self.head = nn.Linear(hidden_size, 1).to(model_device(backbone))
+        nn.init.zeros_(self.head.weight)  # start from a constant score ...
+        nn.init.constant_(self.head.bias, 0.5)  # ... in the middle of a [0, 1] reward
+
+    @classmethod
+    def from_name(cls, name: str, device="auto", adapter: str = "discriminator", **lora) -> "Discriminator":
+        """A discriminator on its own model ``name`` (the "larger discriminator" experiment)."""
+        from lab.models import load
+
+        model, tokenizer = load(name, device)
+        return cls(model, tokenizer, adapter=adapter, lora=lora)
+
+    @contextmanager
+    def active(self):
+        """Run with this adapter active; then restore the adapter that was active before."""
+        previous = activate(self.backbone, self.adapter)
+        try:
+            yield
+        finally:
+            activate(self.backbone, previous)
+            adapter_parameters(self.backbone, self.adapter)  # still trainable for the backward
+
+    def forward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        """Scores (N,) of each ``prompt + completion + EOS``.
+
+        Rows run sorted by length in chunks of ``chunk_size``, so little compute goes to padding.
+        """
+        eos = self.tokenizer.eos_token
+        texts = [p + c + eos for p, c in zip(prompts, completions)]
+        rows = [ids[-self.max_length:] for ids in self.tokenizer(texts)["input_ids"]]  # long: keep the end
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        with self.active():
+            scores = [self._score([rows[i] for i in order[start:start + self.chunk_size]])
+                      for start in range(0, len(rows), self.chunk_size)]
+        return torch.cat(scores)[torch.argsort(torch.tensor(order))]  # (N,) back in input order
+
+    def _score(self, rows: list[list[int]]) -> torch.Tensor:
+        """Head on the last-layer hidden state of each row's last non-pad token: (n,)."""
+        ids, mask = left_pad(rows, self.tokenizer.pad_token_id, model_device(self.backbone))  # (n, L)
+        body = self.backbone.get_base_model().base_model  # the transformer without its LM head
+        hidden = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                      use_cache=False).last_hidden_state  # (n, L, H)
+        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)  # (n,) last real token
+        features = hidden[torch.arange(len(rows), device=hidden.device), last]  # (n, H)
+        return self.head(features.to(self.head.weight.dtype)).squeeze(-1)  # (n,)
+
+    def parameters_to_train(self) -> list[nn.Parameter]:
+        """The adapter's LoRA parameters and the head: what the discriminator's optimizer updates."""
+        return adapter_parameters(self.backbone, self.adapter) + list(self.head.parameters())
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error ``mean_i (D(x_i, y_i) - R_i)^2`` between predicted and true reward."""
+    return F.mse_loss(pred, target.to(pred))
+
+
+def contrastive_loss(good_scores: torch.Tensor, bad_scores: torch.Tensor) -> torch.Tensor:
+    """Pairwise ranking loss ``mean_i softplus(bad_i - good_i) = -mean_i log sigmoid(good_i - bad_i)``.
+
+    The Bradley-Terry loss of reward models: ~0.69 when the two scores tie, -> 0 as the good
+    answer's score rises above the bad one's.
+    """
+    return F.softplus(bad_scores - good_scores).mean()
+
+
+def make_junk(completion: str, other_completions: list[str], kind: str, rng: random.Random) -> str:
+    """A bad answer made from a good one.
+
+    - ``shuffle``: the words in random order;
+    - ``repeat``: a short phrase of it repeated;
+    - ``other``: the answer to another prompt (fluent but off-topic);
+    - ``truncate``: the first few words, cut mid-sentence.
+
+    Texts too short for a kind fall back to another kind, so the junk always differs.
+
+    >>> make_junk("The sky is blue.", [], "truncate", random.Random(0))
+    'The sky'
+    """
+    words = completion.split()
+    if kind == "shuffle":
+        if len(set(words)) < 2:
+            return make_junk(completion, other_completions, "repeat", rng)
+        shuffled = words[:]
+        while shuffled == words:
+            rng.shuffle(shuffled)
+        return " ".join(shuffled)
+    if kind == "repeat":
+        start = rng.randrange(max(1, len(words) - 2))
+        phrase = " ".join(words[start:start + 3]) or completion
+        return " ".join([phrase] * rng.randint(3, 6))
+    if kind == "other":
+        others = [c for c in other_completions if c.strip() != completion.strip()]
+        return rng.choice(others) if others else make_junk(completion, [], "shuffle", rng)
+    if kind == "truncate":
+        if len(words) < 3:
+            return completion[:max(1, len(completion) // 2)].rstrip()
+        return " ".join(words[:rng.randint(1, max(2, len(words) // 2))]).rstrip(".,;:!?")
+    raise ValueError(f"Unknown junk kind {kind!r}; choose one of {JUNK_KINDS}.")
+
+
+@torch.no_grad()
+def ranking_accuracy(disc: Discriminator, prompts: list[str], references: list[str], junk: list[str]) -> float:
+    """Fraction of rows where ``D(prompt, reference) > D(prompt, junk)`` (eval mode, no dropout)."""
+    modes = disc.backbone.training, disc.training
+    disc.backbone.eval(), disc.eval()
+    try:
+        n = len(prompts)
+        scores = disc(list(prompts) * 2, list(references) + list(junk))  # (2N,)
+        return float((scores[:n] > scores[n:]).float().mean())
+    finally:
+        disc.backbone.train(modes[0]), disc.train(modes[1])
+
+
+def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: list[str],
+               completions: list[str], targets, junk: list[str] | None = None,
+               contrastive_weight: float = 1.0, junk_target: float | None = None) -> dict[str, float]:
+    """One update: ``MSE(D(x, y), R) + w * contrastive(D(x, y), D(x, junk))``, one batched forward.
+
+    ``targets``: the rewards (N,) of ``completions``. ``junk``: bad answers, ``junk[i]`` ranked
+    below ``completions[i]`` (it may cover only the first rows; ``None``: MSE only).
+    ``junk_target``: when set, the junk also regresses to this reward (e.g. ``0.0``).
+    """
+    n, m = len(completions), len(junk or [])
+    scores = disc(list(prompts) + list(prompts[:m]), list(completions) + list(junk or []))  # (N + M,)
+    targets = torch.as_tensor(targets, dtype=torch.float32)  # (N,)
+    if junk_target is not None:
+        targets = torch.cat([targets, torch.full((m,), float(junk_target))])  # (N + M,)
+    mse = regression_loss(scores[:len(targets)], targets)
+    contrastive = contrastive_loss(scores[:m], scores[n:]) if m else scores.new_zeros(())
+    loss = mse + contrastive_weight * contrastive
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item()}

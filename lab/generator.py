@@ -1,0 +1,220 @@
+"""The generator (policy): batched sampling, response log-probs, completion-only SFT loss.
+
+One frozen backbone wrapped as a peft ``PeftModel`` carries a LoRA adapter per role;
+the generator is the adapter ``"generator"``. Everything here works on whatever adapter
+is active, so the same functions score the reference model inside
+``with model.disable_adapter():``.
+
+Shapes: ``B`` prompts, ``k`` samples each, ``N = B * k`` rows, ``P`` prompt tokens (left
+padded), ``T`` new tokens, ``L = P + T``, ``V`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from lab.sampling import decode
+
+IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
+
+
+@dataclass
+class Samples:
+    """``k`` sampled responses for each of ``B`` prompts, row ``b * k + j`` (prompt-major)."""
+
+    prompts: list[str]  # N = B * k, each prompt repeated k times consecutively
+    completions: list[str]  # N response texts: special tokens skipped, stripped
+    input_ids: torch.Tensor  # (N, P + T) left-padded prompt + response as generated
+    attention_mask: torch.Tensor  # (N, P + T) 0 on left padding and after the first EOS
+    response_mask: torch.Tensor  # (N, P + T) 1 on response tokens up to the first EOS included
+    prompt_len: int  # P
+    lengths: torch.Tensor  # (N,) response tokens per row
+    k: int = 1  # samples per prompt
+
+    @property
+    def num_prompts(self) -> int:
+        """B, the number of distinct prompts."""
+        return len(self.prompts) // self.k
+
+
+class LogProbs(NamedTuple):
+    """What :func:`response_logprobs` returns."""
+
+    tokens: torch.Tensor  # (N, L-1) log p(token t+1 | tokens <= t); 0 off the response
+    sums: torch.Tensor  # (N,) log pi(response | prompt)
+    entropy: torch.Tensor | None  # (N, L-1) policy entropy at response positions, or None
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def encode(tokenizer, texts: list[str], max_length: int, device=None,
+           add_special_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize, keep each text's last ``max_length`` tokens, left-pad: ``(input_ids, attention_mask)``."""
+    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    return left_pad([row[-max_length:] for row in ids], tokenizer.pad_token_id, device)
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> left-padded ``(input_ids, attention_mask)``, each (N, max length)."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, W)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, W)
+    for i, row in enumerate(rows):
+        if row:
+            input_ids[i, width - len(row):] = torch.tensor(row)
+            attention_mask[i, width - len(row):] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on the first real token: ``cumsum - 1`` clamped at 0.
+
+    With left padding the first real token then sits at position 0 in every row, as in
+    ``generate``, so log-probs computed later match the ones the sampler used.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
+
+
+def until_first_eos(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 on tokens up to and including the first ``eos_id`` of each row, 0 after it."""
+    is_eos = (tokens == eos_id).long()  # (N, T)
+    eos_before = is_eos.cumsum(-1) - is_eos  # (N, T) EOS tokens strictly before t
+    return (eos_before == 0).long()  # (N, T)
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int = 32,
+           temperature: float = 0.7, top_p: float = 0.9, max_prompt_tokens: int = 256,
+           do_sample: bool = True) -> Samples:
+    """Sample ``k`` responses for each prompt in one batched decode (:func:`lab.sampling.decode`:
+    one prefill per prompt, shared by its ``k`` samples).
+
+    Uses the active adapter. ``do_sample=False`` decodes greedily (the ``k`` rows of a
+    prompt are then equal). Prompts longer than ``max_prompt_tokens`` keep their end.
+    """
+    repeated = [p for p in prompts for _ in range(k)]  # prompt-major: row b * k + j
+    prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, model_device(model))  # (B, P)
+    was_training = model.training
+    model.eval()  # no LoRA dropout while sampling: the samples come from the policy itself
+    try:
+        response = decode(model, prompt_ids, prompt_mask, k, max_new_tokens, tokenizer.eos_token_id,
+                          tokenizer.pad_token_id, temperature, top_p, do_sample)  # (N, T)
+    finally:
+        model.train(was_training)
+    ids = prompt_ids.repeat_interleave(k, dim=0)  # (N, P)
+    mask = prompt_mask.repeat_interleave(k, dim=0)  # (N, P)
+    out = torch.cat([ids, response], dim=1)  # (N, P + T)
+    prompt_len = ids.shape[1]
+    in_response = until_first_eos(response, tokenizer.eos_token_id)  # (N, T)
+    response_mask = torch.cat([torch.zeros_like(mask), in_response], dim=1)  # (N, P + T)
+    lengths = in_response.sum(-1)  # (N,)
+    completions = [tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+                   for row, n in zip(response.tolist(), lengths.tolist())]
+    return Samples(prompts=repeated, completions=completions, input_ids=out,
+                   attention_mask=torch.cat([mask, in_response], dim=1),  # (N, P + T)
+                   response_mask=response_mask, prompt_len=prompt_len, lengths=lengths, k=k)
+
+
+def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      response_mask: torch.Tensor, with_entropy: bool = False,
+                      entropy_grad: bool = True) -> LogProbs:
+    """Log-probabilities of the response tokens under ``model``, from ONE forward pass.
+
+    ``log pi(y | x) = sum_t log p(y_t | x, y_<t)``: the logits at position ``t`` predict the
+    token at ``t + 1``, so log-probs are read from the shifted logits. Only the logits of
+    positions from the first response token on are computed (``logits_to_keep``).
+    ``with_entropy``: also ``H_t = -sum_v p_v log p_v`` of the policy at response positions
+    (``entropy_grad=False``: detached, for logging only, no backward through it).
+    """
+    n, length = input_ids.shape
+    targets = response_mask[:, 1:].bool()  # (N, L-1) position t predicts response token t+1
+    start = int(targets.any(0).long().argmax())  # first position that predicts a response token
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids(attention_mask), logits_to_keep=length - start,
+                   use_cache=False).logits[:, :-1]  # (N, L-1-start, V)
+    logp = F.log_softmax(logits.float(), dim=-1)  # (N, L-1-start, V)
+    mask = targets[:, start:].to(logp.dtype)  # (N, L-1-start)
+    picked = logp.gather(-1, input_ids[:, start + 1:, None]).squeeze(-1) * mask  # (N, L-1-start)
+    tokens = F.pad(picked, (start, 0))  # (N, L-1)
+    entropy = None
+    if with_entropy:
+        source = logp if entropy_grad else logp.detach()  # (N, L-1-start, V)
+        entropy = F.pad(-(source.exp() * source).sum(-1) * mask, (start, 0))  # (N, L-1)
+    return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)  # sums: (N,)
+
+
+def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_length: int = 256,
+              device=None) -> dict[str, torch.Tensor]:
+    """Left-padded prompt + completion + EOS with labels ``-100`` on prompt and padding.
+
+    The prompt keeps at most its last ``max_length // 2`` tokens; the sequence is then cut
+    at ``max_length`` tokens (a cut answer loses its EOS).
+    """
+    prompt_ids = tokenizer(list(prompts))["input_ids"]
+    answer_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id]
+    rows, labels = [], []
+    for p, a in zip(prompt_ids, answer_ids):
+        p = p[-(max_length // 2):]
+        rows.append((p + a + eos)[:max_length])
+        labels.append(([IGNORE] * len(p) + a + eos)[:max_length])
+    input_ids, attention_mask = left_pad(rows, tokenizer.pad_token_id, device)  # (N, L)
+    label_ids, _ = left_pad(labels, IGNORE, device)  # (N, L) -100 on prompt and padding
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+
+
+def sft_loss(model, tokenizer, prompts: list[str], completions: list[str],
+             max_length: int = 256) -> torch.Tensor:
+    """Mean cross-entropy of the completion tokens (and EOS) given the prompt.
+
+    ``-1/|y| sum_t log p(y_t | x, y_<t)`` over all completion tokens of the batch; prompt
+    tokens and padding carry label ``-100`` and are not trained on (the sketch's defect 3
+    trained on the prompt too).
+    """
+    batch = sft_batch(tokenizer, prompts, completions, max_length, model_device(model))
+    response_mask = batch["labels"] != IGNORE  # (N, L)
+    logprobs = response_logprobs(model, batch["input_ids"], batch["attention_mask"], response_mask)
+    return -logprobs.tokens.sum() / response_mask[:, 1:].sum().clamp(min=1)
+
+
+def reinforce_loss(logprob_sums: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE: ``-mean_i (R_i - b_i) * log pi(y_i | x_i)``.
+
+    Its gradient is the policy-gradient estimate ``E[(R - b) grad log pi(y | x)]``: responses
+    that beat the baseline become more likely. ``logprob_sums`` (N,) must be the log-prob
+    of the *sampled response* given the prompt; the sketch used the prompt's own log-prob
+    (defect 1), whose gradient does not depend on what was sampled. ``advantages`` (N,)
+    are detached: the reward and the baseline are constants here.
+    """
+    return -(advantages.detach() * logprob_sums).mean()
+
+
+def adapter_parameters(model, adapter: str) -> list[torch.nn.Parameter]:
+    """The LoRA parameters of one adapter, marked trainable (peft's ``set_adapter`` may freeze them)."""
+    params = [p for name, p in model.named_parameters() if "lora_" in name and f".{adapter}." in name]
+    if not params:
+        raise ValueError(f"The model has no LoRA adapter named {adapter!r}; "
+                         f"add it with model.add_adapter({adapter!r}, lab.models.lora_config(...)).")
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def generator_parameters(model, adapter: str = "generator") -> list[torch.nn.Parameter]:
+    """The generator adapter's LoRA parameters: what the generator's optimizer updates."""
+    return adapter_parameters(model, adapter)
+
+
+def activate(model, adapter: str) -> str:
+    """Make ``adapter`` the active one and trainable; return the adapter active before."""
+    previous = model.active_adapter
+    model.set_adapter(adapter)
+    adapter_parameters(model, adapter)
+    return previous

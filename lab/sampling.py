@@ -1,0 +1,68 @@
+"""A lean batched decoder: one prefill per prompt, shared by its ``k`` samples.
+
+``generate`` repeats each prompt ``k`` times before the prefill and runs its logits
+processors and stopping criteria every token; on a CPU both cost as much as the model.
+Here the ``B`` prompts are prefilled once, the KV cache is repeated ``k`` times, and each
+step is one forward of ``N = B * k`` new tokens plus temperature / top-p sampling.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches ``top_p`` (nucleus); the
+    others get ``-inf``. The most likely token is always kept. ``logits``: (N, V)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (N, V)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (N, V)
+    drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # (N, V) mass before it already >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # (N, V) back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _cache_keyword(model) -> str:
+    """``cache`` in recent transformers, ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, max_new_tokens: int,
+           eos_id: int, pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
+           do_sample: bool = True) -> torch.Tensor:
+    """Sample ``k`` continuations of each left-padded prompt; returns (B * k, T) new tokens,
+    prompt-major (row ``b * k + j``), ``pad_id`` after a row's EOS, ``T <= max_new_tokens``."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache_arg = _cache_keyword(model)
+    cache.batch_repeat_interleave(k)  # (B, ...) -> (N, ...): the prefill is shared
+    logits = out.logits[:, -1].float().repeat_interleave(k, dim=0)  # (N, V)
+    mask = attention_mask.repeat_interleave(k, dim=0)  # (N, P)
+    position = positions[:, -1:].repeat_interleave(k, dim=0)  # (N, 1)
+    done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (N,)
+    tokens = []
+    for _ in range(max_new_tokens):
+        if do_sample:
+            probs = top_p_filter(logits / temperature, top_p).softmax(-1)  # (N, V)
+            token = torch.multinomial(probs, 1).squeeze(-1)  # (N,)
+        else:
+            token = logits.argmax(-1)  # (N,)
+        token = token.masked_fill(done, pad_id)  # (N,)
+        tokens.append(token)
+        done |= token == eos_id
+        if done.all() or len(tokens) == max_new_tokens:
+            break
+        mask = F.pad(mask, (0, 1), value=1)  # (N, P + t + 1); finished rows' pads are never read
+        position = position + 1  # (N, 1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                    use_cache=True, **{cache_arg: cache})
+        logits = out.logits[:, -1].float()  # (N, V)
+    return torch.stack(tokens, dim=1)  # (N, T)

@@ -1,0 +1,105 @@
+"""lab.discriminator on the tiny random GPT-2: head position, adapter isolation, losses, junk."""
+
+import copy
+import math
+import random
+
+import pytest
+import torch
+
+import lab
+from lab.discriminator import (
+    JUNK_KINDS, Discriminator, contrastive_loss, make_junk, ranking_accuracy, regression_loss,
+    train_step,
+)
+from lab.models import add_lora
+
+PROMPTS = ["### Prompt:\nName a colour.\n\n### Response:\n",
+           "### Prompt:\nWhat is the capital of France? Answer briefly.\n\n### Response:\n",
+           "### Prompt:\nHow many legs does a spider have?\n\n### Response:\n"]
+ANSWERS = ["Blue is a colour of the sky.", "The capital of France is Paris.", "A spider has eight legs."]
+LORA = dict(r=4, alpha=8, dropout=0.0)
+
+
+@pytest.fixture
+def shared(tiny):
+    """A Discriminator on a fresh PeftModel that also carries the generator adapter (eval mode)."""
+    lab.set_seed(0)
+    model, tokenizer = tiny
+    peft_model = add_lora(copy.deepcopy(model), "generator", **LORA).eval()
+    return Discriminator(peft_model, tokenizer, lora=LORA)
+
+
+def _junk(kind="shuffle", seed=0):
+    rng = random.Random(seed)
+    return [make_junk(a, ANSWERS, kind, rng) for a in ANSWERS]
+
+
+def test_shared_backbone_gets_a_second_adapter(shared):
+    assert set(shared.backbone.peft_config) == {"generator", "discriminator"}
+    assert shared.backbone.active_adapter == "generator"
+    assert "backbone" not in dict(shared.named_children())  # shared, not owned
+    scores = shared(PROMPTS, ANSWERS)
+    assert scores.shape == (3,) and shared.backbone.active_adapter == "generator"
+
+
+def test_score_is_the_same_alone_and_in_a_left_padded_batch(shared):
+    with torch.no_grad():
+        for name, p in shared.backbone.named_parameters():  # a non-trivial adapter and head
+            if "lora_B.discriminator" in name:
+                p.normal_(0, 0.02)
+        torch.nn.init.normal_(shared.head.weight, std=0.1)
+        batch = shared(PROMPTS, ANSWERS)  # (3,) rows of different lengths, left padded
+        alone = torch.stack([shared([p], [a])[0] for p, a in zip(PROMPTS, ANSWERS)])
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_train_step_changes_only_discriminator_lora_and_head(shared):
+    model = shared.backbone
+    optimizer = torch.optim.AdamW(shared.parameters_to_train(), lr=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head_before = [p.clone() for p in shared.head.parameters()]
+    for _ in range(2):  # LoRA B starts at zero: the second step moves every LoRA weight
+        out = train_step(shared, optimizer, PROMPTS, ANSWERS, [1.0, 1.0, 1.0], junk=_junk())
+    assert set(out) == {"loss", "mse", "contrastive"} and all(math.isfinite(v) for v in out.values())
+    assert model.active_adapter == "generator"
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {k for k in before if ".discriminator." in k}
+    assert all(not torch.equal(a, b) for a, b in zip(head_before, shared.head.parameters()))
+
+
+def test_losses():
+    tie = contrastive_loss(torch.tensor([0.3, 1.0]), torch.tensor([0.3, 1.0]))
+    torch.testing.assert_close(tie, torch.tensor(math.log(2.0)))
+    assert contrastive_loss(torch.tensor([5.0]), torch.tensor([-5.0])) < 1e-4
+    torch.testing.assert_close(regression_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])),
+                               torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("kind", JUNK_KINDS)
+def test_junk_differs_from_the_answer(kind):
+    rng = random.Random(0)
+    for answer in [*ANSWERS, "Fish.", "Paris", "Yes yes"]:
+        junk = make_junk(answer, ANSWERS, kind, rng)
+        assert junk.strip() and junk != answer
+    with pytest.raises(ValueError, match="junk kind"):
+        make_junk("x y", [], "nonsense", rng)
+
+
+def test_contrastive_training_ranks_references_above_junk(shared):
+    junk = _junk("other", seed=1)
+    optimizer = torch.optim.AdamW(shared.parameters_to_train(), lr=1e-2)
+    losses = [train_step(shared, optimizer, PROMPTS, ANSWERS, [1.0] * 3, junk=junk)["contrastive"]
+              for _ in range(8)]
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+    assert losses[-1] < losses[0]
+    assert ranking_accuracy(shared, PROMPTS, ANSWERS, junk) == 1.0
+
+
+def test_from_name_wraps_its_own_model():
+    disc = Discriminator.from_name("tiny-gpt2", device="cpu", **LORA)
+    assert list(disc.backbone.peft_config) == ["discriminator"]
+    assert disc(PROMPTS[:2], ANSWERS[:2]).shape == (2,)
+    names = {id(p) for p in disc.parameters_to_train()}
+    assert {id(p) for p in disc.head.parameters()} <= names
