@@ -207,7 +207,7 @@ def _tiny_gpt2(tokenizer):
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same "tiny-gpt2" weights in every process
-        return GPT2LMHeadModel(config)
+        return GPT2LMHeadModel(config).eval()  # like from_pretrained: dropout off until .train()
 
 
 def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.dtype | None = None,
