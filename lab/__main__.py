@@ -94,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--n", type=int, default=3, help="held-out prompts when --prompt is absent")
     sample.add_argument("--max-new-tokens", type=int, default=48)
 
+    from lab.ablation import add_cli
+
+    add_cli(sub)  # eval, ablate
     args = parser.parse_args(argv)
     try:
-        return {"train": cmd_train, "sample": cmd_sample}[args.command](args)
+        handler = {"train": cmd_train, "sample": cmd_sample}.get(args.command) or args.func
+        return handler(args) or 0
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
