@@ -1,0 +1,405 @@
+"""Ablation: does the hybrid beat plain SFT? Arms x seeds on one budget, one honest report.
+
+Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps, the
+same ``B`` prompts a step and (where it samples) the same ``k`` samples a prompt; the
+``sft`` arm trains on the same ``B`` reference answers a step. ``base`` is the untrained
+model. Each (arm, seed) is evaluated on the held-out split (:mod:`lab.evaluate`, greedy and
+sampled with the seed), and :mod:`lab.stats` turns the per-seed values into intervals and
+paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
+
+- ``results.csv``: long format, one row per arm, seed and metric (``arm, seed, metric, value``);
+  metrics are ``<decoding>_<metric>`` (``sampled_semantic``) plus ``train_seconds``, ``eval_seconds``;
+- ``summary.csv``: :func:`lab.stats.summarize_results` (mean, 95% CI, paired difference vs sft);
+- ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``;
+- ``report.md``, ``config_<arm>.json``, ``ablation.json`` (the settings), and
+  ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``).
+
+An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run continues, and
+``--seeds`` can grow later (the other settings must stay the same).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lab import evaluate, stats
+from lab.config import HybridConfig
+
+ARMS: dict[str, dict | None] = {  # arm -> config changes (None: not trained)
+    "base": None,
+    "sft": {"mode": "sft"},
+    "rl": {"mode": "rl"},
+    "hybrid": {"mode": "hybrid"},
+    "hybrid+kl": {"mode": "hybrid", "kl_coef": 0.05},
+    "hybrid+entropy": {"mode": "hybrid", "entropy_coef": 0.01},
+    "hybrid_disc_baseline": {"mode": "hybrid", "baseline": "discriminator"},
+    "hybrid_loo": {"mode": "hybrid", "baseline": "loo"},
+    "adversarial": {"mode": "hybrid", "reward_source": "discriminator", "baseline": "ema"},
+}
+ABLATION_PRESETS = {
+    # a 2-core CPU with the bundled SmolLM2-135M: about 10 minutes when the machine is quiet
+    "quick": {"seeds": 2, "steps": 4, "eval_limit": 12,
+              "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
+                         "max_new_tokens": 16, "lr": 5e-4}},
+    # a GPU: 5 seeds, longer runs, the whole held-out split
+    "full": {"seeds": 5, "steps": 100, "eval_limit": None,
+             "config": {"model": "auto", "prompts_per_step": 8, "samples_per_prompt": 4,
+                        "max_new_tokens": 48, "lr": 2e-4}},
+}
+REFERENCE = "sft"
+KEY_METRICS = ("greedy_semantic", "greedy_rouge_l", "sampled_semantic", "sampled_ppl",
+               "sampled_distinct_2", "sampled_self_bleu")
+UNPAIRED = ("greedy_disc", "sampled_disc", "train_seconds", "eval_seconds")  # each arm's own critic; timings
+MEANING = {  # what a HIGHER value means (no metric here is simply "better")
+    "semantic": "closer in meaning to the reference", "rouge_l": "more word overlap with the reference",
+    "bleu": "more n-gram overlap with the reference", "ppl": "less typical text for the base model",
+    "distinct_1": "more varied words across answers", "distinct_2": "more varied word pairs across answers",
+    "self_bleu": "answers more alike across prompts (mode collapse)", "words": "longer answers",
+    "repetition": "more repeated phrases (loops)", "disc": "the arm's own critic likes the answer more",
+}
+
+
+def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, steps: int | None = None,
+                 eval_limit: int | None = None, **config) -> dict:
+    """The ablation's settings: a preset with overrides; ``config`` overrides HybridConfig fields."""
+    if preset not in ABLATION_PRESETS:
+        raise ValueError(f"Unknown ablation preset {preset!r}; choose {', '.join(ABLATION_PRESETS)}")
+    base = ABLATION_PRESETS[preset]
+    arms = list(arms or ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"Unknown arm(s) {unknown}; known arms: {', '.join(ARMS)}")
+    n_seeds = base["seeds"] if seeds is None else seeds
+    if n_seeds < 1 or (steps is not None and steps < 1):
+        raise ValueError("--seeds and --steps must be at least 1")
+    settings = {"preset": preset, "arms": arms, "seeds": list(range(n_seeds)),
+                "steps": base["steps"] if steps is None else steps,
+                "eval_limit": base["eval_limit"] if eval_limit is None else eval_limit,
+                "config": {**base["config"], **config}}
+    HybridConfig.from_dict(settings["config"])  # validate now, not after an hour
+    return settings
+
+
+def arm_config(settings: dict, arm: str, seed: int) -> HybridConfig:
+    """The HybridConfig of one (arm, seed); ``base`` keeps the generation settings only."""
+    return HybridConfig.from_dict({**settings["config"], **(ARMS[arm] or {}), "seed": seed})
+
+
+def _check_resume(out: Path, settings: dict) -> None:
+    """Refuse to mix results from different steps / prompts / configs in one folder."""
+    path = out / "ablation.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        for key in ("steps", "eval_limit", "config"):
+            if old.get(key) != settings[key]:
+                raise ValueError(f"{out} holds an ablation with {key}={old.get(key)!r}, not {settings[key]!r}; "
+                                 "use another --out, or the same settings to continue it")
+        settings = {**settings, "arms": list(dict.fromkeys(old["arms"] + settings["arms"])),
+                    "seeds": sorted(set(old["seeds"]) | set(settings["seeds"]))}
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_s: float) -> list[dict]:
+    table = evaluate.summarize(frame).drop(columns="n")
+    rows = [dict(arm=arm, seed=seed, metric=f"{decoding}_{metric}", value=value)
+            for decoding, values in table.iterrows() for metric, value in values.items()]
+    return rows + [dict(arm=arm, seed=seed, metric="train_seconds", value=train_s),
+                   dict(arm=arm, seed=seed, metric="eval_seconds", value=eval_s)]
+
+
+def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int | None = None,
+                 steps: int | None = None, eval_limit: int | None = None, log=print,
+                 **config) -> pd.DataFrame:
+    """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
+    folder, return the summary (:func:`lab.stats.summarize_results`)."""
+    from lab import models
+    from lab.trainer import HybridTrainer
+
+    settings = settings_for(preset, arms, seeds, steps, eval_limit, **config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, settings)
+    results_path = out / "results.csv"
+    done = set()
+    if results_path.exists():
+        done = set(map(tuple, pd.read_csv(results_path)[["arm", "seed"]].drop_duplicates().to_numpy().tolist()))
+    for arm in settings["arms"]:
+        arm_config(settings, arm, settings["seeds"][0]).save(out / f"config_{arm}.json")
+    started, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+    jobs = [(arm, seed) for seed in settings["seeds"] for arm in settings["arms"]]
+    base, base_greedy, examples = None, None, None
+    for i, (arm, seed) in enumerate(jobs, 1):
+        if (arm, seed) in done:
+            log(f"[{i}/{len(jobs)}] {arm} seed {seed}: already in results.csv, skipped")
+            continue
+        config = arm_config(settings, arm, seed)
+        folder = out / "runs" / f"{arm}_seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        if arm == "base":
+            if base is None:
+                base = models.load(config.model, config.device, verbose=False)
+            model, tokenizer = base
+            examples = examples or evaluate.heldout(
+                settings["eval_limit"], tokenizer=tokenizer if config.chat_template else None)
+            options = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                           top_p=config.top_p, max_prompt_tokens=config.max_prompt_tokens, seed=seed)
+            if base_greedy is None:  # greedy answers of the untrained model are the same for every seed
+                base_greedy = evaluate.evaluate_model(model, tokenizer, examples, ("greedy",), **options)
+            sampled = evaluate.evaluate_model(model, tokenizer, examples, ("sampled",), **options)
+            frame, train_s = pd.concat([base_greedy, sampled], ignore_index=True), 0.0
+        else:
+            trainer = HybridTrainer(config, verbose=False)
+            trainer.run(settings["steps"], progress=False)
+            train_s = time.perf_counter() - t0
+            examples = examples or evaluate.heldout(
+                settings["eval_limit"], tokenizer=trainer.tokenizer if config.chat_template else None)
+            frame = evaluate.evaluate_trainer(trainer, examples)
+            trainer.history.to_csv(folder / "history.csv", index=False)
+            del trainer
+            gc.collect()
+        eval_s = time.perf_counter() - t0 - train_s
+        frame.to_csv(folder / "eval.csv", index=False)
+        rows = pd.DataFrame(_metric_rows(arm, seed, frame, train_s, eval_s))
+        rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
+        sem = rows.set_index("metric")["value"].get("sampled_semantic", math.nan)
+        log(f"[{i}/{len(jobs)}] {arm} seed {seed}: train {train_s:.0f}s, eval {eval_s:.0f}s, "
+            f"CPU {time.process_time() - cpu0:.0f}s, sampled semantic {sem:.3f} | "
+            f"elapsed {time.perf_counter() - started:.0f}s")
+    results = pd.read_csv(results_path)
+    summary = stats.summarize_results(results, REFERENCE, unpaired=UNPAIRED)
+    summary.to_csv(out / "summary.csv", index=False)
+    write_plots(out, results, summary)
+    elapsed = time.perf_counter() - started
+    write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
+                 dict(elapsed_s=elapsed, cpu_s=time.process_time() - cpu_start,
+                      load=(load_start, os.getloadavg()[0])))
+    log(f"ablation done in {elapsed / 60:.1f} min: {out / 'report.md'}")
+    return summary
+
+
+# --- figures -----------------------------------------------------------------------------
+def _figure(nrows=1, ncols=1, figsize=(6.4, 4)):
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False)
+    plt.close(fig)  # shown once in Jupyter, saved by scripts (as lab.plots does)
+    return fig, axes
+
+
+def _colors(arms) -> dict:
+    return {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+
+
+def plot_metrics(summary: pd.DataFrame, metrics=KEY_METRICS):
+    """One bar chart per metric: the mean over seeds per arm, 95% CI error bars."""
+    metrics = [m for m in metrics if m in set(summary["metric"])]
+    arms = list(dict.fromkeys(summary["arm"]))
+    ncols = min(3, max(1, len(metrics)))
+    fig, axes = _figure(math.ceil(len(metrics) / ncols), ncols, (4.2 * ncols, 3.4 * math.ceil(len(metrics) / ncols)))
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
+        part = summary[summary["metric"] == metric].set_index("arm").reindex(arms)
+        err = np.nan_to_num(np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]]))
+        ax.bar(range(len(arms)), part["mean"], yerr=err, capsize=3, color=list(_colors(arms).values()))
+        ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+        ax.set_title(metric)
+        ax.set_ylabel(metric.split("_", 1)[1])
+    fig.suptitle("held-out metrics: mean over seeds, bars = 95% CI (t over seeds)")
+    return fig
+
+
+def plot_quality_diversity(results: pd.DataFrame, x: str = "sampled_distinct_2", y: str = "sampled_semantic"):
+    """Quality (``y``) vs diversity (``x``): each seed a faint dot, each arm's mean with 95% CIs."""
+    fig, axes = _figure(figsize=(6.4, 4.8))
+    ax = axes[0, 0]
+    wide = results.pivot_table(index=["arm", "seed"], columns="metric", values="value").reset_index()
+    arms = list(dict.fromkeys(results["arm"]))
+    for arm, color in _colors(arms).items():
+        part = wide[wide["arm"] == arm]
+        if x not in part or y not in part:
+            continue
+        ax.scatter(part[x], part[y], color=color, alpha=0.35, s=18)
+        (mx, lx, hx), (my, ly, hy) = stats.mean_ci(part[x]), stats.mean_ci(part[y])
+        ax.errorbar(mx, my, xerr=np.nan_to_num([[mx - lx], [hx - mx]]), yerr=np.nan_to_num([[my - ly], [hy - my]]),
+                    fmt="o", color=color, capsize=3, label=arm)
+    ax.set_xlabel(f"{x} (diversity)")
+    ax.set_ylabel(f"{y} (quality)")
+    ax.set_title("quality vs diversity (dots: seeds; markers: mean, 95% CI)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_curves(out: Path, arms, metric: str = "reward"):
+    """Training curves per arm via :func:`lab.plots.compare`, averaged over seeds by step."""
+    from lab import plots
+
+    runs, labels = [], []
+    for arm in arms:
+        histories = [pd.read_csv(p) for p in sorted((out / "runs").glob(f"{arm}_seed*/history.csv"))]
+        if histories:
+            mean = pd.concat(histories).groupby("step").mean(numeric_only=True).reset_index()
+            runs.append((json.loads((out / f"config_{arm}.json").read_text()), mean))
+            labels.append(arm)
+    steps = max((len(h) for _, h in runs), default=1)
+    return plots.compare(runs, metric, window=max(1, steps // 10), labels=labels)
+
+
+def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None:
+    from lab import plots
+
+    arms = list(dict.fromkeys(results["arm"]))
+    plots.save(plot_metrics(summary), out / "metrics.png")
+    plots.save(plot_quality_diversity(results), out / "quality_diversity.png")
+    for metric in ("reward", "loss_sft"):
+        plots.save(plot_curves(out, arms, metric), out / f"curves_{metric}.png")
+
+
+# --- the report ----------------------------------------------------------------------------
+def _md_table(frame: pd.DataFrame) -> str:
+    head = ["", *map(str, frame.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(frame.index, frame.to_numpy())]
+    return "\n".join(lines)
+
+
+def _cell(mean, low, high, diff=False) -> str:
+    fmt = "{:+.3f}" if diff else "{:.3f}"
+    if mean != mean:
+        return "n/a"
+    if low != low:
+        return fmt.format(mean) + " (no CI)"
+    if diff:
+        return f"{fmt.format(mean)} [{low:+.3f}, {high:+.3f}]"
+    return f"{fmt.format(mean)} ± {(high - low) / 2:.3f}"
+
+
+def conclusions(summary: pd.DataFrame, metrics=KEY_METRICS, reference: str = REFERENCE) -> list[str]:
+    """Plain sentences on which differences vs ``reference`` are significant, never more."""
+    rows = summary[(summary["arm"] != reference) & summary["metric"].isin(metrics) & (summary["n_pairs"] > 0)]
+    if rows.empty:
+        return [f"- No arm can be compared with {reference}: the {reference} arm is missing."]
+    if rows["n_pairs"].max() < 2:
+        return ["- Single seed: no interval. No difference can be called significant; "
+                "run at least 3 seeds (`--seeds 3`) to get confidence intervals."]
+    sig, n = rows[rows["significant"]], len(rows)
+    n_seeds = int(rows["n_pairs"].max())
+    lines = []
+    for _, r in sig.iterrows():
+        name = r["metric"].split("_", 1)[1]
+        side = "higher" if r["diff"] > 0 else "lower"
+        lines.append(f"- **{r['arm']}** vs {reference}, {r['metric']}: {r['diff']:+.3f} (95% CI {r['diff_low']:+.3f} "
+                     f"to {r['diff_high']:+.3f}): {side} than {reference}; a higher {name} means "
+                     f"{MEANING.get(name, name)}.")
+    if sig.empty:
+        lines.append(f"- None of the {n} differences vs {reference} on the key metrics is significant at 95%: "
+                     "every interval includes 0. This run cannot tell the arms apart. That is what a small "
+                     "budget gives; it is not evidence that the arms are equal.")
+    else:
+        lines.append(f"- The other {n - len(sig)} of {n} differences are not significant (their intervals include 0).")
+        lines.append(f"- With {n} comparisons at 95% and no correction for multiple comparisons, about "
+                     f"{0.05 * n:.1f} would come out significant by chance alone: treat a lone significant "
+                     "difference as a hint to re-test with more seeds, not as a finding.")
+    if n_seeds < 5:
+        t = stats.sps.t.ppf(0.975, n_seeds - 1)
+        lines.append(f"- With {n_seeds} seeds the intervals are wide (t = {t:.1f} for {n_seeds - 1} degree(s) "
+                     "of freedom), so most differences are not significant; more seeds and steps narrow them.")
+    return lines
+
+
+def _machine() -> str:
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.platform()}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
+
+
+def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, timing: dict) -> None:
+    """``out/report.md``: setup, results table, differences vs sft, plain conclusions."""
+    from lab.models import resolve
+
+    cfg = arm_config(settings, settings["arms"][0], 0)
+    n_prompts = int(pd.read_csv(next((out / "runs").glob("*/eval.csv"))).query("decoding == 'greedy'").shape[0])
+    seeds = sorted(results["seed"].unique().tolist())
+    mean = summary.pivot(index="arm", columns="metric", values="mean")
+    arms = list(dict.fromkeys(results["arm"]))
+    cells = {(r.arm, r.metric): (r.mean, r.ci_low, r.ci_high, r.diff, r.diff_low, r.diff_high, r.significant)
+             for r in summary.itertuples()}
+    metrics = [m for m in KEY_METRICS if m in mean.columns]
+    table = pd.DataFrame({m: [_cell(*cells[(a, m)][:3]) for a in arms] for m in metrics}, index=arms)
+    diffs = pd.DataFrame({m: [_cell(*cells[(a, m)][3:6], diff=True) + (" *" if cells[(a, m)][6] else "")
+                              for a in arms if a != REFERENCE] for m in metrics},
+                         index=[a for a in arms if a != REFERENCE])
+    load = timing["load"]
+    compute = results[results["metric"].isin(["train_seconds", "eval_seconds"])]["value"].sum()
+    text = [
+        "# Ablation: does the hybrid beat plain SFT?", "",
+        f"Written by `python -m lab ablate` on {datetime.datetime.now():%Y-%m-%d %H:%M}.", "",
+        "## Setup", "",
+        f"- model: {resolve(cfg.model).name}; arms: {', '.join(arms)}",
+        f"- seeds: {', '.join(map(str, seeds))} (n = {len(seeds)}); steps per trained arm: {settings['steps']}",
+        f"- B = {cfg.prompts_per_step} prompts a step, k = {cfg.samples_per_prompt} samples a prompt "
+        f"(sft trains on the same B reference answers a step); lr {cfg.lr}; {cfg.max_new_tokens} new tokens",
+        f"- evaluation: {n_prompts} held-out prompts (bundled heldout split), greedy and sampled "
+        f"(temperature {cfg.temperature}, top-p {cfg.top_p}, seeded with the run's seed)",
+        f"- machine: {_machine()}; load average {load[0]:.1f} at start, {load[1]:.1f} at the end",
+        f"- wall time of this invocation: {timing['elapsed_s'] / 60:.1f} min (CPU time "
+        f"{timing['cpu_s'] / 60:.1f} min); training + evaluation time "
+        f"summed over all (arm, seed): {compute / 60:.1f} min", "",
+        "## Results (mean over seeds ± half-width of the 95% CI)", "", _md_table(table), "",
+        f"## Difference vs {REFERENCE} (paired over seeds; [95% CI]; * = the interval excludes 0)", "",
+        _md_table(diffs), "",
+        "## What this shows", "", *conclusions(summary), "",
+        "## How to read it", "",
+        "Each number is first averaged over the held-out prompts of one run, then over seeds. "
+        "The interval is a t-interval over seeds, and the difference vs sft is paired by seed "
+        "(same data order, initial adapter and sampling seed): the seed, not the prompt, is the "
+        "unit of replication, because every prompt of a run is answered by the same trained model. "
+        "Higher values mean: " + "; ".join(f"{k}: {v}" for k, v in MEANING.items()) + ". "
+        "`ppl` is exp(mean NLL) of the answers under the base model; `words` counts whitespace words. "
+        "`disc` (in summary.csv) is each arm's own critic, so it is not compared across arms.", "",
+        "Files: results.csv, summary.csv, metrics.png, quality_diversity.png, curves_reward.png, "
+        "curves_loss_sft.png, config_<arm>.json, runs/<arm>_seed<n>/ (eval.csv, history.csv).", "",
+    ]
+    (out / "report.md").write_text("\n".join(text))
+
+
+# --- command line ----------------------------------------------------------------------------
+def cmd_ablate(args) -> int:
+    extra = {"model": args.model} if args.model else {}
+    run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
+                 eval_limit=args.limit, **extra)
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Add the ``eval`` and ``ablate`` subcommands (each with a ``func`` default)."""
+    ev = subparsers.add_parser("eval", help="held-out metrics of a saved run or an untrained model")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run or checkpoint folder")
+    which.add_argument("--model", help="an untrained model name: auto, gpt2, smollm2-135m ...")
+    ev.add_argument("--limit", type=int, help="first N held-out prompts (default: all)")
+    ev.add_argument("--seed", type=int, help="sampling seed (default: the run's seed, else 0)")
+    ev.add_argument("--max-new-tokens", type=int, help="default: the run's config (32 for --model)")
+    ev.add_argument("--out", help="CSV of per-prompt rows (default: RUN/eval.csv with --run)")
+    ev.set_defaults(func=evaluate.cmd_eval)
+
+    ab = subparsers.add_parser("ablate", help="arms x seeds on one budget; writes results, plots, report.md")
+    ab.add_argument("--out", required=True, help="report folder (an existing one is continued)")
+    ab.add_argument("--preset", default="quick", choices=sorted(ABLATION_PRESETS))
+    ab.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (quick 2, full 5)")
+    ab.add_argument("--steps", type=int, help="training steps per arm (quick 4, full 100)")
+    ab.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all arms")
+    ab.add_argument("--limit", type=int, help="held-out prompts to evaluate (quick 12, full all 72)")
+    ab.add_argument("--model", help="override the preset's model (auto, gpt2, tiny-gpt2 ...)")
+    ab.set_defaults(func=cmd_ablate)

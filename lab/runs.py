@@ -1,0 +1,115 @@
+"""The runs of a session (config + history + samples), as tables, PNG bytes and a saved folder.
+
+Used by :class:`lab.widgets.Playground`, but plain functions: a notebook can build
+:class:`Run` records by hand and pass them to :func:`lab.plots.compare` or :func:`save_session`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lab import plots
+from lab.config import HybridConfig
+
+
+@dataclass
+class Run:
+    """One finished (or stopped) run: what was asked, what happened."""
+
+    config: HybridConfig
+    history: pd.DataFrame
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    steps: int = 0  # steps requested
+    seconds: float = 0.0  # wall time, model loading included
+    stopped: bool = False  # ended early by Stop (or an error)
+
+    @property
+    def final_reward(self) -> float:
+        """Mean reward of the last step (NaN for an SFT-only run)."""
+        if "reward" not in self.history or self.history.empty:
+            return float("nan")
+        return float(self.history["reward"].iloc[-1])
+
+
+def png(fig, dpi: int = 72) -> bytes:
+    """The figure as PNG bytes (for an ``ipywidgets.Image``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _short(text: str, width: int) -> str:
+    """One line without the prompt template's markers, cut to ``width`` characters."""
+    text = re.sub(r"###\s*(Prompt|Response):", " ", str(text))
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def samples_table(samples: pd.DataFrame, width: int = 90) -> str:
+    """HTML table of the last step's samples: prompt, completion, reward, D's guess, parts."""
+    if samples is None or samples.empty:
+        return "<i>No samples yet: an RL or hybrid run shows its sampled answers here.</i>"
+    step = int(samples["step"].max())
+    last = samples[samples["step"] == step].copy()
+    last["prompt"] = last["prompt"].map(lambda t: _short(t, 50))
+    last["completion"] = last["completion"].map(lambda t: _short(t, width))
+    last = last.drop(columns="step").rename(columns=lambda c: c.removeprefix("reward_"))
+    table = last.to_html(index=False, float_format="{:.3f}".format, classes="lab-table", border=0)
+    return f"<b>Samples of step {step}</b>{table}"
+
+
+def summary(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: what differs (the label), steps done, final and mean reward, time."""
+    labels = plots.run_labels([run.config.to_dict() for run in runs])
+    return pd.DataFrame({
+        "run": range(1, len(runs) + 1),
+        "label": labels,
+        "steps": [f"{len(r.history)}/{r.steps}" + (" (stopped)" if r.stopped else "") for r in runs],
+        "final reward": [r.final_reward for r in runs],
+        "mean reward": [r.history["reward"].mean() if "reward" in r.history else float("nan")
+                        for r in runs],
+        "seconds": [r.seconds for r in runs],
+    })
+
+
+def runs_table(runs: list[Run]) -> str:
+    """:func:`summary` as an HTML table."""
+    if not runs:
+        return "<i>No runs yet: press Run.</i>"
+    return summary(runs).to_html(index=False, float_format="{:.3f}".format, classes="lab-table", border=0)
+
+
+def history_table(runs: list[Run]) -> pd.DataFrame:
+    """Every run's history in one frame, with ``run`` (1-based) and ``label`` columns first."""
+    if not runs:
+        return pd.DataFrame()
+    labels = plots.run_labels([run.config.to_dict() for run in runs])
+    frames = [run.history.assign(run=i + 1, label=label) for i, (run, label) in enumerate(zip(runs, labels))]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["run", "label", *[c for c in frame.columns if c not in ("run", "label")]]]
+
+
+def save_session(trainer, runs: list[Run], out: Path, metric: str = "reward") -> Path:
+    """Save the current run and the session into ``out``; returns ``out``.
+
+    ``out`` then holds the trainer's checkpoint (``checkpoints/``, ``config.json``,
+    ``history.csv``, ``samples.csv``, from ``trainer.save``), ``dashboard.png`` of the
+    current run, and for the session ``compare.png`` (``metric`` by run), ``runs.csv``
+    (every history, one ``run`` column) and ``runs.json`` (every config).
+    """
+    out = Path(out)
+    trainer.save(out)
+    title = f"{trainer.config.mode} run, {trainer.step_count} steps"
+    plots.save(plots.dashboard(trainer.history, title=title), out / "dashboard.png")
+    if runs:
+        plots.save(plots.compare(runs, metric), out / "compare.png")
+        history_table(runs).to_csv(out / "runs.csv", index=False)
+        configs = [dict(run.config.to_dict(), steps_done=len(run.history)) for run in runs]
+        (out / "runs.json").write_text(json.dumps(configs, indent=2) + "\n")
+    return out

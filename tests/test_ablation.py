@@ -1,0 +1,107 @@
+"""The ablation runner on tiny-gpt2: report files, expected rows, resume, settings checks, CLI."""
+
+import argparse
+
+import pandas as pd
+import pytest
+
+from lab import ablation, evaluate
+
+TINY = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablate")
+    logs = []
+    ablation.run_ablation(out, arms=["base", "sft"], seeds=2, steps=1, eval_limit=4,
+                          log=logs.append, **TINY)
+    return out, logs
+
+
+def test_writes_results_summary_report_and_plots(report):
+    out, logs = report
+    for name in ("results.csv", "summary.csv", "report.md", "metrics.png", "quality_diversity.png",
+                 "curves_reward.png", "curves_loss_sft.png", "config_sft.json", "config_base.json",
+                 "ablation.json", "runs/sft_seed1/eval.csv", "runs/sft_seed0/history.csv"):
+        assert (out / name).is_file(), name
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == ["arm", "seed", "metric", "value"]
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 2  # two decodings + train/eval seconds
+    assert len(results) == 2 * 2 * per_run
+    assert set(results.groupby(["arm", "seed"]).size()) == {per_run}
+    assert {"greedy_semantic", "sampled_distinct_2", "sampled_ppl", "train_seconds"} <= set(results["metric"])
+    assert len(logs) == 2 * 2 + 1 and "done" in logs[-1]
+
+
+def test_summary_has_intervals_and_paired_differences_vs_sft(report):
+    out, _ = report
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["arm"]) == {"base", "sft"}
+    row = summary.set_index(["arm", "metric"]).loc[("base", "sampled_semantic")]
+    assert row["n_seeds"] == 2 and row["n_pairs"] == 2
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+    assert summary.set_index(["arm", "metric"]).loc[("sft", "sampled_semantic"), "diff"] != \
+        summary.set_index(["arm", "metric"]).loc[("sft", "sampled_semantic"), "diff"]  # NaN for sft itself
+
+
+def test_base_greedy_is_shared_across_seeds_and_sampled_differs(report):
+    out, _ = report
+    first, second = (pd.read_csv(out / f"runs/base_seed{s}/eval.csv").fillna("") for s in (0, 1))
+    greedy = first["decoding"] == "greedy"
+    assert first.loc[greedy, "completion"].tolist() == second.loc[greedy, "completion"].tolist()
+
+
+def test_report_states_setup_and_does_not_overclaim(report):
+    text = (report[0] / "report.md").read_text()
+    assert "tiny-gpt2" in text and "seeds: 0, 1" in text and "B = 2" in text and "k = 2" in text
+    assert "Difference vs sft" in text and "4 held-out prompts" in text
+    assert "With 2 seeds the intervals are wide" in text
+
+
+def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
+    out, _ = report
+    logs = []
+    ablation.run_ablation(out, arms=["base", "sft"], seeds=2, steps=1, eval_limit=4, log=logs.append, **TINY)
+    assert sum("skipped" in line for line in logs) == 4
+    assert len(pd.read_csv(out / "results.csv")) == 2 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 2)
+    with pytest.raises(ValueError, match="steps"):
+        ablation.run_ablation(out, arms=["sft"], seeds=1, steps=2, eval_limit=4, log=logs.append, **TINY)
+
+
+def test_conclusions_single_seed_and_significant_cases():
+    summary = pd.DataFrame([
+        dict(arm="hybrid", metric="sampled_semantic", n_pairs=1, diff=0.1, diff_low=float("nan"),
+             diff_high=float("nan"), significant=False)])
+    assert "Single seed: no interval" in ablation.conclusions(summary)[0]
+    summary = pd.DataFrame([
+        dict(arm="hybrid", metric="sampled_semantic", n_pairs=5, diff=0.1, diff_low=0.02, diff_high=0.18,
+             significant=True),
+        dict(arm="rl", metric="sampled_semantic", n_pairs=5, diff=-0.1, diff_low=-0.3, diff_high=0.1,
+             significant=False)])
+    text = "\n".join(ablation.conclusions(summary))
+    assert "**hybrid** vs sft" in text and "higher than sft" in text and "rl" not in text.split("The other")[0]
+    assert "The other 1 of 2 differences are not significant" in text and "by chance alone" in text
+
+
+def test_settings_validation_and_arm_configs():
+    settings = ablation.settings_for("quick", arms=["sft", "adversarial"], seeds=3, steps=2)
+    assert settings["seeds"] == [0, 1, 2] and settings["steps"] == 2
+    adversarial = ablation.arm_config(settings, "adversarial", 1)
+    assert (adversarial.reward_source, adversarial.baseline, adversarial.seed) == ("discriminator", "ema", 1)
+    assert ablation.arm_config(settings, "hybrid_loo", 0).baseline == "loo"
+    with pytest.raises(ValueError, match="arm"):
+        ablation.settings_for("quick", arms=["nope"])
+    with pytest.raises(ValueError, match="preset"):
+        ablation.settings_for("huge")
+    with pytest.raises(ValueError, match="lr"):
+        ablation.settings_for("quick", lr=-1.0)
+
+
+def test_add_cli_registers_eval_and_ablate():
+    parser = argparse.ArgumentParser()
+    ablation.add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ablate", "--out", "x", "--seeds", "3", "--arms", "base", "sft"])
+    assert args.func is ablation.cmd_ablate and args.seeds == 3 and args.arms == ["base", "sft"]
+    args = parser.parse_args(["eval", "--run", "runs/demo", "--limit", "5"])
+    assert args.func is evaluate.cmd_eval and args.limit == 5

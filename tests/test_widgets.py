@@ -1,0 +1,110 @@
+"""The playground driven headless on tiny-gpt2: config from widgets, Run, Stop, run list, Save."""
+
+import pytest
+
+from lab.config import REWARD_NAMES, HybridConfig
+from lab.data import load_examples
+from lab.widgets import Playground
+
+TINY = dict(model="tiny-gpt2", quick=True, device="cpu", max_new_tokens=6, redraw_every=0)
+WEIGHTS = {"rouge": 1.0, "length": 0.5}  # cheap rewards: no embedder to load
+
+
+def make(**kwargs):
+    return Playground(examples=load_examples("bundled", "train", limit=8), **{**TINY, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def played():
+    """A panel after two runs: one started by clicking Run (2 steps), one of 5 steps that a
+    callback stops after its first step."""
+    panel = make(steps=2)
+    panel.set(reward_weights=WEIGHTS)
+    panel.run_button.click()
+    first = panel.wait(timeout=600)
+    panel.set(lambda_rl=0.0, steps=5)
+    panel.callbacks.append(lambda trainer, row: panel.stop() if row["step"] == 1 else None)
+    second = panel.run(block=True)
+    return panel, first, second
+
+
+def test_config_is_what_the_widgets_show():
+    panel = make()
+    panel.set(lambda_rl=1.25, lambda_schedule="linear", lambda_warmup_steps=7, lora_r=16,
+              lora_alpha=32, lora_dropout=0.1, lr=3e-4, prompts_per_step=3, samples_per_prompt=4,
+              max_new_tokens=12, baseline="loo", reward_source="mix", reward_mix=0.25,
+              kl_coef=0.05, entropy_coef=0.01, mode="hybrid", seed=7,
+              reward_weights={"semantic": 0.5, "rouge": 0.25})
+    panel.controls["model"].value = " tiny-gpt2 "
+    config = panel.config()
+    assert isinstance(config, HybridConfig)
+    assert (config.lambda_rl, config.lambda_schedule, config.lambda_warmup_steps) == (1.25, "linear", 7)
+    assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.1)
+    assert config.lr == pytest.approx(3e-4)
+    assert (config.prompts_per_step, config.samples_per_prompt, config.max_new_tokens) == (3, 4, 12)
+    assert (config.baseline, config.reward_source, config.reward_mix) == ("loo", "mix", 0.25)
+    assert (config.kl_coef, config.entropy_coef, config.seed, config.model) == (0.05, 0.01, 7, "tiny-gpt2")
+    assert config.reward_weights == {"semantic": 0.5, "rouge": 0.25}
+    assert config.device == "cpu"  # a field without a widget keeps the panel's base value
+    assert set(panel.weights) == set(REWARD_NAMES)
+    panel.weights["bleu"].value = 0.3  # moving a slider by hand counts too
+    assert panel.config().reward_weights["bleu"] == 0.3
+
+
+def test_defaults_are_quick_and_valid():
+    panel = Playground(model="tiny-gpt2", quick=True)
+    config = panel.config()
+    assert (config.prompts_per_step, config.samples_per_prompt, config.max_new_tokens) == (2, 2, 16)
+    assert panel.controls["steps"].value == 5 and config.model == "tiny-gpt2"
+    assert "ready" in panel.status.value
+
+
+def test_invalid_settings_show_in_the_status_line_instead_of_raising():
+    panel = make()
+    panel.set(baseline="loo", samples_per_prompt=1)
+    assert panel.config() is None
+    assert "samples_per_prompt" in panel.status.value
+    assert panel.run() is None and not panel.runs
+    panel.set(reward_weights={})
+    panel.set(samples_per_prompt=2)
+    assert panel.config() is None and "all zero" in panel.status.value
+    with pytest.raises(ValueError, match="not a playground control"):
+        panel.set(lambda_rll=0.5)
+
+
+def test_run_gives_the_requested_steps_and_redraws(played):
+    panel, first, _ = played
+    assert len(first.history) == 2 and list(first.history["step"]) == [1, 2]
+    assert not first.stopped and first.config.reward_weights == WEIGHTS
+    assert bytes(panel.dashboard.value).startswith(b"\x89PNG")
+    assert "completion" in panel.samples_view.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+
+
+def test_stop_ends_the_run_early_and_keeps_its_rows(played):
+    panel, _, second = played
+    assert second.stopped and 1 <= len(second.history) < 5
+    assert panel.history is not None and len(panel.history) == len(second.history)
+    assert "stopped" in panel.status.value
+
+
+def test_run_list_and_comparison_have_one_line_per_run(played):
+    panel, first, second = played
+    assert panel.runs == [first, second]
+    legend = panel.compare_figure("reward").axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["lambda_rl=0.5", "lambda_rl=0.0"]
+    assert bytes(panel.compare_view.value).startswith(b"\x89PNG")
+    assert panel.runs_view.value.count("<tr") == 1 + 2  # header + one row per run
+
+
+def test_save_writes_the_run_and_the_comparison(played, tmp_path):
+    panel, _, second = played
+    out = panel.save(tmp_path / "saved")
+    for name in ("config.json", "history.csv", "samples.csv", "dashboard.png", "compare.png",
+                 "runs.csv", "runs.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "checkpoints").iterdir())
+    assert str(out.resolve()) in panel.status.value
+    panel.out_root = tmp_path
+    default = panel.save()
+    assert default.parent == panel.out_root and default.name.startswith("playground-")
