@@ -49,6 +49,12 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     if args.resume and (out / "checkpoints").is_dir():
+        given = [k[4:] for k, v in vars(args).items() if k.startswith("cfg_") and v is not None]
+        if given or args.config:
+            print(f"error: --resume continues with the run's saved config; drop "
+                  f"{', '.join('--' + g.replace('_', '-') for g in given) or '--config'} "
+                  f"or start a new --out", file=sys.stderr)
+            return 2
         trainer = HybridTrainer.resume(out)
         print(f"resumed {out} at step {trainer.step_count}")
     else:

@@ -124,7 +124,7 @@ def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int
 
 def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       response_mask: torch.Tensor, with_entropy: bool = False,
-                      entropy_grad: bool = True) -> LogProbs:
+                      entropy_grad: bool = True, temperature: float | torch.Tensor = 1.0) -> LogProbs:
     """Log-probabilities of the response tokens under ``model``, from ONE forward pass.
 
     ``log pi(y | x) = sum_t log p(y_t | x, y_<t)``: the logits at position ``t`` predict the
@@ -132,6 +132,8 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     positions from the first response token on are computed (``logits_to_keep``).
     ``with_entropy``: also ``H_t = -sum_v p_v log p_v`` of the policy at response positions
     (``entropy_grad=False``: detached, for logging only, no backward through it).
+    ``temperature``: divide the logits first, a float or one value per row (N,), so samples
+    drawn at temperature ``T`` are scored under the distribution they came from.
     """
     n, length = input_ids.shape
     targets = response_mask[:, 1:].bool()  # (N, L-1) position t predicts response token t+1
@@ -139,7 +141,10 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids(attention_mask), logits_to_keep=length - start,
                    use_cache=False).logits[:, :-1]  # (N, L-1-start, V)
-    logp = F.log_softmax(logits.float(), dim=-1)  # (N, L-1-start, V)
+    if not isinstance(temperature, torch.Tensor):
+        temperature = torch.tensor(float(temperature))
+    scale = temperature.to(logits.device, torch.float32).reshape(-1, 1, 1)  # (N or 1, 1, 1)
+    logp = F.log_softmax(logits.float() / scale, dim=-1)  # (N, L-1-start, V)
     mask = targets[:, start:].to(logp.dtype)  # (N, L-1-start)
     picked = logp.gather(-1, input_ids[:, start + 1:, None]).squeeze(-1) * mask  # (N, L-1-start)
     tokens = F.pad(picked, (start, 0))  # (N, L-1)

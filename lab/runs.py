@@ -17,6 +17,11 @@ import pandas as pd
 from lab import plots
 from lab.config import HybridConfig
 
+TABLE_STYLE = ("<style>.lab-table {border-collapse: collapse; font-size: 12px}"
+               " .lab-table th, .lab-table td {padding: 3px 10px; border-bottom: 1px solid #ddd;"
+               " text-align: right} .lab-table td:nth-child(-n+2), .lab-table th:nth-child(-n+2)"
+               " {text-align: left}</style>")
+
 
 @dataclass
 class Run:
@@ -61,7 +66,7 @@ def samples_table(samples: pd.DataFrame, width: int = 90) -> str:
     last["completion"] = last["completion"].map(lambda t: _short(t, width))
     last = last.drop(columns="step").rename(columns=lambda c: c.removeprefix("reward_"))
     table = last.to_html(index=False, float_format="{:.3f}".format, classes="lab-table", border=0)
-    return f"<b>Samples of step {step}</b>{table}"
+    return f"{TABLE_STYLE}<b>Samples of step {step}</b>{table}"
 
 
 def summary(runs: list[Run]) -> pd.DataFrame:
@@ -82,7 +87,8 @@ def runs_table(runs: list[Run]) -> str:
     """:func:`summary` as an HTML table."""
     if not runs:
         return "<i>No runs yet: press Run.</i>"
-    return summary(runs).to_html(index=False, float_format="{:.3f}".format, classes="lab-table", border=0)
+    return TABLE_STYLE + summary(runs).to_html(index=False, float_format="{:.3f}".format, border=0,
+                                               formatters={"seconds": "{:.0f}".format}, classes="lab-table")
 
 
 def history_table(runs: list[Run]) -> pd.DataFrame:

@@ -205,11 +205,14 @@ class HybridTrainer:
         if not parts:
             return torch.zeros((), device=self.device, requires_grad=True)
         ids, mask, resp = _stack_left(parts, self.tokenizer.pad_token_id, self.device)  # (R, L) each
+        # samples are scored at the temperature they were drawn at, references at 1
+        n_sft = len(prompts) if use_sft else 0
+        temps = torch.ones(len(ids))  # (R,)
+        temps[n_sft:] = cfg.temperature
         out = generator.response_logprobs(self.model, ids, mask, resp, with_entropy=use_rl,
-                                          entropy_grad=cfg.entropy_coef > 0)
+                                          entropy_grad=cfg.entropy_coef > 0, temperature=temps)
         on_resp = resp[:, 1:].to(out.tokens.dtype)  # (R, L-1): positions predicting a response token
         loss = torch.zeros((), device=self.device)
-        n_sft = len(prompts) if use_sft else 0
         if use_sft:
             sft_loss = -out.tokens[:n_sft].sum() / on_resp[:n_sft].sum().clamp(min=1)
             loss = loss + sft_loss
@@ -230,7 +233,8 @@ class HybridTrainer:
         if self.config.kl_coef == 0:
             return torch.zeros((), device=per_token.device)
         with torch.no_grad(), self.model.disable_adapter():
-            ref = generator.response_logprobs(self.model, ids, mask, resp).tokens  # (N, L-1)
+            ref = generator.response_logprobs(self.model, ids, mask, resp,
+                                              temperature=self.config.temperature).tokens  # (N, L-1)
         log_ratio = (ref - per_token) * resp_shift  # (N, L-1)
         return ((log_ratio.exp() - log_ratio - 1) * resp_shift).sum() / n_tokens
 

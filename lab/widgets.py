@@ -195,7 +195,7 @@ class Playground:
         try:
             return self.base.replace(**values)
         except ValueError as err:
-            self._say(f"invalid settings: {err}", error=True)
+            self._say(f"invalid settings: {html.escape(str(err))}", error=True)
             return None
 
     def set(self, **values) -> "Playground":

@@ -95,10 +95,6 @@ def jupyter(tmp_path_factory):
         log.close()
 
 
-def _status(page) -> str:
-    return page.locator(".lab-status").inner_text(timeout=10_000)
-
-
 def test_playground_runs_in_jupyterlab(jupyter):
     from playwright.sync_api import sync_playwright
 
@@ -115,6 +111,9 @@ def test_playground_runs_in_jupyterlab(jupyter):
             page.goto(f"{url}/lab/tree/06_playground.ipynb?token={TOKEN}", timeout=120_000)
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
             page.keyboard.press("Control+b")  # hide the file browser: room for the panel
+            page.wait_for_function(  # the kernel started (run-all before that is dropped)
+                "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                ".some(e => e.innerText.includes('| Idle'))", timeout=180_000, polling=500)
 
             # Run > Run All Cells, through the menu bar as a person would (the notebook focused)
             page.locator(".jp-Notebook .jp-Cell").first.click()
@@ -141,10 +140,20 @@ def test_playground_runs_in_jupyterlab(jupyter):
             page.wait_for_function(
                 "() => /(stopped|done) · step/.test(document.querySelector('.lab-status').innerText)",
                 timeout=300_000, polling=1000)
-            assert "error" not in _status(page)
+            assert "error" not in page.locator(".lab-status").inner_text()
             panel.evaluate("el => el.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
             page.screenshot(path=SCREENSHOTS / "playground.png")
+            # the other views: the last step's samples, and the run list with its comparison
+            views = panel.locator(".widget-tab").nth(1)
+            views.locator(".lm-TabBar-tab", has_text="Samples").click()
+            assert "completion" in page.locator(".lab-samples").inner_text(timeout=10_000)
+            page.screenshot(path=SCREENSHOTS / "playground-samples.png")
+            views.locator(".lm-TabBar-tab", has_text="Runs").click()
+            page.wait_for_function("() => document.querySelector('.lab-compare').naturalWidth > 0",
+                                   timeout=30_000)
+            assert "/5" in page.locator(".lab-runs").inner_text()  # run 1: steps done / 5
+            page.screenshot(path=SCREENSHOTS / "playground-runs.png")
         except Exception:
             page.screenshot(path=SCREENSHOTS / "playground-failure.png")
             raise
