@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/python -m lab train --out $(OUT) --steps $(STEPS) --preset quick
 
+# One torch thread per process: the notebook kernel, JupyterLab and Chromium share 2 cores,
+# and oversubscribed OpenMP threads slow everything down by up to 10x.
 test: $(STAMP) browser-deps
-	LAB_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+	LAB_QUICK=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not browser" -p no:cacheprovider
