@@ -31,7 +31,8 @@ class HybridConfig:
     # --- LoRA (both adapters) -----------------------------------------------------------
     lora_r: int = 8  # adapter rank; 2-64
     lora_alpha: int = 16  # scaling numerator; usually 2 * lora_r
-    lora_dropout: float = 0.05  # dropout on the adapter input; 0-0.1
+    lora_dropout: float = 0.0  # dropout on the adapter input, 0-0.1; 0 scores the samples under
+    # exactly the policy that drew them (TRL turns dropout off for RL too)
     # --- optimisation -------------------------------------------------------------------
     lr: float = 1e-4  # generator (LoRA) learning rate; 1e-5 - 1e-3
     lr_discriminator: float = 3e-4  # discriminator (LoRA + head) learning rate
@@ -58,6 +59,7 @@ class HybridConfig:
     entropy_coef: float = 0.0  # entropy bonus; 0-0.05
     # --- discriminator ------------------------------------------------------------------
     discriminator_loss: str = "mse"  # "mse" or "mse+contrastive" (reference vs junk)
+    discriminator_top_layers: int = 8  # its LoRA on the top N blocks only (0: all); backward stops there
     contrastive_weight: float = 1.0  # weight of the contrastive term
     # --- data and run -------------------------------------------------------------------
     dataset: str = "bundled"  # "bundled", "alpaca", "auto", or a local JSON/JSONL/CSV path
@@ -75,6 +77,7 @@ class HybridConfig:
                      "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps"):
             self._check_int(name, minimum=1)
         self._check_int("checkpoint_every", minimum=0)
+        self._check_int("discriminator_top_layers", minimum=0)
         self._check_int("seed", minimum=0)
         for name in ("lr", "lr_discriminator", "temperature"):
             self._check_range(name, low=0.0, low_open=True)

@@ -3,9 +3,13 @@
 By default it shares the generator's frozen backbone: the same ``PeftModel`` gets a second
 adapter, ``"discriminator"``, so no second copy of the LM is resident (the sketch's defect
 6). ``Discriminator.from_name`` loads a separate (larger) model instead. The head reads
-the last-layer hidden state of the last non-pad token of ``prompt + response + EOS``: the
+the last-layer hidden state of the last token of ``prompt + response + EOS``: the
 response is scored in the context of its prompt, and the prompt appears only once (the
 sketch's defect 2 decoded the prompt into the "response").
+
+Two things keep it cheap: the adapter sits on the top ``top_layers`` blocks only (the
+backward stops there), and responses to the same prompt share one pass over that prompt
+(its KV cache is reused, as in :func:`lab.generator.continuation_logprobs`).
 
 Training signals: regression on the reward (:func:`regression_loss`) and ranking of the
 reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`).
@@ -20,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.generator import activate, adapter_parameters, left_pad, model_device, position_ids
+from lab.generator import activate, adapter_parameters, left_pad, model_device, position_ids, right_pad
+from lab.sampling import cache_keyword, output_cache
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
 
@@ -36,13 +41,13 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, backbone, tokenizer, adapter: str = "discriminator", lora: dict | None = None,
-                 max_length: int = 256, chunk_size: int = 8):
+                 max_length: int = 256, chunk_size: int = 8, top_layers: int | None = 8):
         super().__init__()
         from peft import PeftModel
 
         from lab.models import add_lora, lora_config
 
-        lora = lora or {}
+        lora = {**(lora or {}), "top_layers": top_layers}
         if isinstance(backbone, PeftModel):
             if adapter not in backbone.peft_config:
                 backbone.add_adapter(adapter, lora_config(backbone.get_base_model(), **lora))
@@ -57,12 +62,13 @@ class Discriminator(nn.Module):
         nn.init.constant_(self.head.bias, 0.5)  # ... in the middle of a [0, 1] reward
 
     @classmethod
-    def from_name(cls, name: str, device="auto", adapter: str = "discriminator", **lora) -> "Discriminator":
+    def from_name(cls, name: str, device="auto", adapter: str = "discriminator", top_layers: int | None = 8,
+                  **lora) -> "Discriminator":
         """A discriminator on its own model ``name`` (the "larger discriminator" experiment)."""
         from lab.models import load
 
         model, tokenizer = load(name, device)
-        return cls(model, tokenizer, adapter=adapter, lora=lora)
+        return cls(model, tokenizer, adapter=adapter, lora=lora, top_layers=top_layers)
 
     @contextmanager
     def active(self):
@@ -77,25 +83,39 @@ class Discriminator(nn.Module):
     def forward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Scores (N,) of each ``prompt + completion + EOS``.
 
-        Rows run sorted by length in chunks of ``chunk_size``, so little compute goes to padding.
+        Rows run grouped by prompt and sorted by length, ``chunk_size`` rows a forward; each
+        distinct prompt of a chunk is computed once.
         """
-        eos = self.tokenizer.eos_token
-        texts = [p + c + eos for p, c in zip(prompts, completions)]
-        rows = [ids[-self.max_length:] for ids in self.tokenizer(texts)["input_ids"]]  # long: keep the end
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        tok = self.tokenizer
+        eos = [tok.eos_token_id]
+        answers = [(ids + eos)[-self.max_length:]  # a long answer keeps its end (and the EOS)
+                   for ids in tok([c for c in completions], add_special_tokens=False)["input_ids"]]
+        contexts = [ids[-max(1, self.max_length - len(a)):]  # the prompt keeps its end too
+                    for ids, a in zip(tok(list(prompts))["input_ids"], answers)]
+        order = sorted(range(len(answers)), key=lambda i: (len(contexts[i]), prompts[i], len(answers[i])))
         with self.active():
-            scores = [self._score([rows[i] for i in order[start:start + self.chunk_size]])
-                      for start in range(0, len(rows), self.chunk_size)]
+            scores = [self._score([contexts[i] for i in chunk], [answers[i] for i in chunk])
+                      for chunk in (order[s:s + self.chunk_size] for s in range(0, len(order), self.chunk_size))]
         return torch.cat(scores)[torch.argsort(torch.tensor(order))]  # (N,) back in input order
 
-    def _score(self, rows: list[list[int]]) -> torch.Tensor:
-        """Head on the last-layer hidden state of each row's last non-pad token: (n,)."""
-        ids, mask = left_pad(rows, self.tokenizer.pad_token_id, model_device(self.backbone))  # (n, L)
+    def _score(self, contexts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
+        """Head on the last-layer hidden state of each row's last token (the EOS): (n,)."""
+        device = model_device(self.backbone)
+        distinct = list(dict.fromkeys(map(tuple, contexts)))  # each prompt once
+        which = torch.tensor([distinct.index(tuple(c)) for c in contexts], device=device)  # (n,) row -> prompt
         body = self.backbone.get_base_model().base_model  # the transformer without its LM head
-        hidden = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                      use_cache=False).last_hidden_state  # (n, L, H)
-        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)  # (n,) last real token
-        features = hidden[torch.arange(len(rows), device=hidden.device), last]  # (n, H)
+        prompt_ids, prompt_mask = left_pad([list(c) for c in distinct], self.tokenizer.pad_token_id, device)  # (U, P)
+        prefill = body(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                       use_cache=True)
+        cache = output_cache(prefill)
+        cache.batch_select_indices(which)  # (U, ...) -> (n, ...): rows share their prompt's pass
+        ids, mask = right_pad(answers, self.tokenizer.pad_token_id, device)  # (n, T)
+        start = prompt_mask.sum(-1)[which, None]  # (n, 1) real prompt tokens before each answer
+        hidden = body(input_ids=ids, attention_mask=torch.cat([prompt_mask[which], mask], 1),
+                      position_ids=start + torch.arange(ids.shape[1], device=device), use_cache=True,
+                      **{cache_keyword(body): cache}).last_hidden_state  # (n, T, H)
+        last = mask.sum(-1) - 1  # (n,) each answer's EOS
+        features = hidden[torch.arange(len(answers), device=device), last]  # (n, H)
         return self.head(features.to(self.head.weight.dtype)).squeeze(-1)  # (n,)
 
     def parameters_to_train(self) -> list[nn.Parameter]:

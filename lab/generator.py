@@ -17,9 +17,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lab.sampling import decode
+from lab.sampling import cache_keyword, decode, output_cache
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
+MAX_ANSWER_TOKENS = 256  # reference answers are cut here for SFT (a cut answer loses its EOS)
 
 
 @dataclass
@@ -71,6 +72,17 @@ def left_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Ten
             input_ids[i, width - len(row):] = torch.tensor(row)
             attention_mask[i, width - len(row):] = 1
     return input_ids.to(device), attention_mask.to(device)
+
+
+def right_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> right-padded ``(input_ids, mask)``, each (N, max length)."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, W)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, W)
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return input_ids.to(device), mask.to(device)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -141,18 +153,61 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids(attention_mask), logits_to_keep=length - start,
                    use_cache=False).logits[:, :-1]  # (N, L-1-start, V)
+    picked = _score(logits, input_ids[:, start + 1:], targets[:, start:], temperature,
+                    with_entropy, entropy_grad)
+    tokens = F.pad(picked.tokens, (start, 0))  # (N, L-1)
+    entropy = None if picked.entropy is None else F.pad(picked.entropy, (start, 0))  # (N, L-1)
+    return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)  # sums: (N,)
+
+
+def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                          continuations: torch.Tensor, continuation_mask: torch.Tensor,
+                          prompt_index: torch.Tensor, with_entropy: bool = False, entropy_grad: bool = True,
+                          temperature: float | torch.Tensor = 1.0) -> LogProbs:
+    """:func:`response_logprobs` for continuations of shared prompts, each prompt computed
+    ONCE: a forward over the ``U`` prompts fills a KV cache, each continuation row gets its
+    prompt's cache, and one forward over the continuations reads it. Gradients flow through
+    the shared prompt pass, so the result (and its gradient) equals scoring every
+    ``prompt + continuation`` row on its own, at a fraction of the cost when prompts are long.
+
+    ``prompt_ids``, ``prompt_mask``: (U, P), left-padded. ``continuations``: (N, T), right-
+    padded; row ``i`` continues prompt ``prompt_index[i]`` ((N,) long). ``continuation_mask``
+    (N, T) is 1 on the tokens to score (a row stops being attended where it turns 0).
+    Returns ``tokens`` and ``entropy`` of shape (N, T), aligned with ``continuations``.
+    """
+    n, width = continuations.shape
+    prompt_index = prompt_index.to(prompt_ids.device)
+    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                  use_cache=True, logits_to_keep=1)  # prefill: (U, 1, V) predicts token 0
+    logits = first.logits[prompt_index]  # (N, 1, V)
+    if width > 1:
+        cache = output_cache(first)
+        cache.batch_select_indices(prompt_index)  # (U, ...) -> (N, ...), still in the graph
+        mask = torch.cat([prompt_mask[prompt_index], continuation_mask], 1)  # (N, P + T)
+        start = prompt_mask.sum(-1, keepdim=True)[prompt_index]  # (N, 1) real prompt tokens
+        positions = start + torch.arange(width - 1, device=start.device)  # (N, T-1)
+        rest = model(input_ids=continuations[:, :-1], attention_mask=mask[:, :-1], position_ids=positions,
+                     use_cache=True, **{cache_keyword(model): cache}).logits  # (N, T-1, V)
+        logits = torch.cat([logits, rest], dim=1)  # (N, T, V)
+    out = _score(logits, continuations, continuation_mask.bool(), temperature, with_entropy, entropy_grad)
+    return LogProbs(tokens=out.tokens, sums=out.tokens.sum(-1), entropy=out.entropy)
+
+
+def _score(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+           temperature: float | torch.Tensor, with_entropy: bool, entropy_grad: bool) -> LogProbs:
+    """Log-prob of each target token (and the entropy) where ``mask`` is set; 0 elsewhere.
+    ``logits``: (N, T, V) predicting ``targets`` (N, T); ``temperature``: float or (N,)."""
     if not isinstance(temperature, torch.Tensor):
         temperature = torch.tensor(float(temperature))
     scale = temperature.to(logits.device, torch.float32).reshape(-1, 1, 1)  # (N or 1, 1, 1)
-    logp = F.log_softmax(logits.float() / scale, dim=-1)  # (N, L-1-start, V)
-    mask = targets[:, start:].to(logp.dtype)  # (N, L-1-start)
-    picked = logp.gather(-1, input_ids[:, start + 1:, None]).squeeze(-1) * mask  # (N, L-1-start)
-    tokens = F.pad(picked, (start, 0))  # (N, L-1)
+    logp = F.log_softmax(logits.float() / scale, dim=-1)  # (N, T, V)
+    on = mask.to(logp.dtype)  # (N, T)
+    tokens = logp.gather(-1, targets[..., None]).squeeze(-1) * on  # (N, T)
     entropy = None
     if with_entropy:
-        source = logp if entropy_grad else logp.detach()  # (N, L-1-start, V)
-        entropy = F.pad(-(source.exp() * source).sum(-1) * mask, (start, 0))  # (N, L-1)
-    return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)  # sums: (N,)
+        source = logp if entropy_grad else logp.detach()  # (N, T, V)
+        entropy = -(source.exp() * source).sum(-1) * on  # (N, T)
+    return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)
 
 
 def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_length: int = 256,

@@ -273,13 +273,21 @@ def lora_targets(model) -> list[str]:
 
 
 def lora_config(model, r: int = 8, alpha: int = 16, dropout: float = 0.05,
-                target_modules: list[str] | None = None):
-    """A ``peft.LoraConfig`` for a causal LM with per-architecture target modules."""
+                target_modules: list[str] | None = None, top_layers: int | None = None):
+    """A ``peft.LoraConfig`` for a causal LM with per-architecture target modules.
+
+    ``top_layers``: adapt only the last ``top_layers`` transformer blocks (``None`` or 0: all);
+    the layers below then run exactly as the frozen base, and a backward stops above them.
+    """
     from peft import LoraConfig, TaskType
 
+    layers = None
+    if top_layers:
+        total = model.config.num_hidden_layers
+        layers = list(range(max(0, total - top_layers), total))
     return LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type=TaskType.CAUSAL_LM,
-        target_modules=target_modules or lora_targets(model),
+        target_modules=target_modules or lora_targets(model), layers_to_transform=layers,
         fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores W transposed
     )
 

@@ -97,7 +97,7 @@ class Perplexity:
 
     An empty completion scores 0. ``model`` may be a peft ``PeftModel`` (the generator):
     it is then scored with its adapters disabled, so no second copy of the base is needed.
-    One padded forward per batch, no gradients; the model is put in eval mode for the call.
+    No gradients; the model is put in eval mode for the call.
     """
 
     def __init__(self, model, tokenizer, form: str = "scaled", tau: float = 4.0,
@@ -116,48 +116,35 @@ class Perplexity:
         start = self.tokenizer.eos_token_id if start is None else start
         return prompt_ids[-self.max_prompt_tokens:] if prompt_ids else [start]
 
-    def _batch(self, prompts: list[str], completions: list[str]):
-        """Left-padded ``input_ids``, ``attention_mask`` and completion-token mask, each (batch, seq)."""
-        tok = self.tokenizer
-        prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
-        completion_ids = tok(list(completions), add_special_tokens=False)["input_ids"]
-        seqs = [(self._context(p), c) for p, c in zip(prompt_ids, completion_ids)]
-        width = max(len(p) + len(c) for p, c in seqs)
-        input_ids = torch.full((len(seqs), width), tok.pad_token_id or 0, dtype=torch.long)  # (batch, seq)
-        attention = torch.zeros(len(seqs), width, dtype=torch.long)  # (batch, seq)
-        scored = torch.zeros(len(seqs), width, dtype=torch.bool)  # (batch, seq): completion tokens
-        for i, (p, c) in enumerate(seqs):
-            input_ids[i, width - len(p) - len(c):] = torch.tensor(p + c)
-            attention[i, width - len(p) - len(c):] = 1
-            scored[i, width - len(c):] = True
-        return input_ids, attention, scored, max(len(c) for _, c in seqs)
-
     @torch.no_grad()
     def nll(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        """Mean NLL per completion token given the prompt, shape (batch,); NaN for empty completions."""
+        """Mean NLL per completion token given the prompt, shape (batch,); NaN for empty completions.
+        Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`)."""
+        from lab.generator import continuation_logprobs, left_pad, model_device, right_pad
+
         out = torch.full((len(completions),), float("nan"))  # (batch,)
         keep = [i for i, c in enumerate(completions) if c.strip()]
         if not keep:
             return out
-        input_ids, attention, scored, longest = self._batch(
-            [prompts[i] for i in keep], [completions[i] for i in keep])
-        device = next(self.model.parameters()).device
-        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # (batch, seq): left-padding safe
+        tok, pad = self.tokenizer, self.tokenizer.pad_token_id or 0
+        contexts = [tuple(self._context(ids)) for ids in
+                    tok([prompts[i] for i in keep], add_special_tokens=False)["input_ids"]]
+        answers = tok([completions[i] for i in keep], add_special_tokens=False)["input_ids"]
+        distinct = list(dict.fromkeys(contexts))  # each prompt once
+        index = torch.tensor([distinct.index(c) for c in contexts])  # (kept,) row -> prompt
+        device = model_device(self.model)
+        prompt_ids, prompt_mask = left_pad([list(c) for c in distinct], pad, device)  # (U, P)
+        answer_ids, answer_mask = right_pad(answers, pad, device)  # (kept, T)
         adapters_off = getattr(self.model, "disable_adapter", None)
         was_training = self.model.training
         self.model.eval()
         try:
             with adapters_off() if adapters_off else nullcontext():
-                logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                    position_ids=position_ids.to(device), use_cache=False,
-                                    logits_to_keep=longest + 1).logits  # (batch, longest + 1, vocab)
+                logprobs = continuation_logprobs(self.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
+                                                 index)  # tokens: (kept, T)
         finally:
             self.model.train(was_training)
-        targets = input_ids[:, -longest:].to(device)  # (batch, longest)
-        logp = logits[:, :-1].float().log_softmax(-1)  # (batch, longest, vocab)
-        logp = logp.gather(-1, targets[..., None])[..., 0]  # (batch, longest)
-        mask = scored[:, -longest:].to(device)  # (batch, longest)
-        out[keep] = (-(logp * mask).sum(-1) / mask.sum(-1)).cpu()  # (kept,)
+        out[keep] = (-logprobs.sums / answer_mask.sum(-1)).float().cpu()  # (kept,)
         return out
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:

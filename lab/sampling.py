@@ -26,7 +26,30 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def _cache_keyword(model) -> str:
+def nucleus(logits: torch.Tensor, top_p: float, candidates: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-p distribution as ``(probs, token_ids)``, each (N, K): probabilities (zero
+    outside the nucleus, not renormalised) and the tokens they belong to.
+
+    Exactly :func:`top_p_filter` followed by a softmax, but cheaper: when the ``candidates``
+    most likely tokens already hold ``top_p`` of the mass in every row (the usual case at
+    temperatures below 1), the nucleus lies among them and no full sort of the vocabulary
+    is needed; otherwise K is the whole vocabulary. ``logits``: (N, V).
+    """
+    probs = logits.softmax(-1)  # (N, V)
+    top, ids = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (N, K), most likely first
+    if top_p < 1.0 and bool((top.sum(-1) >= top_p).all()):
+        before = top.cumsum(-1) - top  # (N, K) mass of the more likely tokens
+        return top.masked_fill(before >= top_p, 0.0), ids
+    everything = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)  # (N, V)
+    return top_p_filter(logits, top_p).softmax(-1), everything
+
+
+def output_cache(output):
+    """The KV cache of a model output: ``cache`` in recent transformers, ``past_key_values`` before."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+def cache_keyword(model) -> str:
     """``cache`` in recent transformers, ``past_key_values`` before."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
@@ -41,8 +64,8 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    cache_arg = _cache_keyword(model)
+    cache = output_cache(out)
+    cache_arg = cache_keyword(model)
     cache.batch_repeat_interleave(k)  # (B, ...) -> (N, ...): the prefill is shared
     logits = out.logits[:, -1].float().repeat_interleave(k, dim=0)  # (N, V)
     mask = attention_mask.repeat_interleave(k, dim=0)  # (N, P)
@@ -51,8 +74,8 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
     tokens = []
     for _ in range(max_new_tokens):
         if do_sample:
-            probs = top_p_filter(logits / temperature, top_p).softmax(-1)  # (N, V)
-            token = torch.multinomial(probs, 1).squeeze(-1)  # (N,)
+            probs, ids = nucleus(logits / temperature, top_p)  # (N, K) each
+            token = ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)  # (N,)
         else:
             token = logits.argmax(-1)  # (N,)
         token = token.masked_fill(done, pad_id)  # (N,)

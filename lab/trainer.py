@@ -48,9 +48,11 @@ class HybridTrainer:
         self.model = models.add_lora(model, "generator", **lora)
         self.tokenizer = tokenizer
         if config.discriminator_model:
-            self.disc = Discriminator.from_name(config.discriminator_model, self.device, **lora)
+            self.disc = Discriminator.from_name(config.discriminator_model, self.device,
+                                                top_layers=config.discriminator_top_layers, **lora)
         else:
-            self.disc = Discriminator(self.model, tokenizer, lora=lora).to(self.device)
+            self.disc = Discriminator(self.model, tokenizer, lora=lora,
+                                      top_layers=config.discriminator_top_layers).to(self.device)
         self.model.set_adapter("generator")
         self.examples = examples or load_examples(
             config.dataset, "train", tokenizer=tokenizer if config.chat_template else None)
@@ -191,52 +193,71 @@ class HybridTrainer:
 
     def _generator_loss(self, prompts, references, samples, advantage, lam, row) -> torch.Tensor:
         """SFT on the references and REINFORCE (+ KL - entropy) on the samples, from ONE
-        forward pass over both sets of rows (they are stacked, left-padded)."""
+        forward pass: each prompt is computed once and shared by its reference answer and its
+        ``k`` samples (:func:`lab.generator.continuation_logprobs`)."""
         cfg = self.config
         self.model.set_adapter("generator")
-        parts = []  # (input_ids, attention_mask, response_mask) per row group
         use_sft = cfg.mode in ("sft", "hybrid")
         use_rl = samples is not None and lam > 0
-        if use_sft:
-            sft = generator.sft_batch(self.tokenizer, prompts, references, device=self.device)
-            parts.append((sft["input_ids"], sft["attention_mask"], sft["labels"] != generator.IGNORE))
-        if use_rl:
-            parts.append((samples.input_ids, samples.attention_mask, samples.response_mask))
-        if not parts:
+        if not (use_sft or use_rl):
             return torch.zeros((), device=self.device, requires_grad=True)
-        ids, mask, resp = _stack_left(parts, self.tokenizer.pad_token_id, self.device)  # (R, L) each
-        # samples are scored at the temperature they were drawn at, references at 1
-        n_sft = len(prompts) if use_sft else 0
-        temps = torch.ones(len(ids))  # (R,)
-        temps[n_sft:] = cfg.temperature
-        out = generator.response_logprobs(self.model, ids, mask, resp, with_entropy=use_rl,
-                                          entropy_grad=cfg.entropy_coef > 0, temperature=temps)
-        on_resp = resp[:, 1:].to(out.tokens.dtype)  # (R, L-1): positions predicting a response token
+        if samples is not None:  # the prompts exactly as the sampler saw them
+            prompt_ids = samples.input_ids[::samples.k, :samples.prompt_len]  # (B, P)
+            prompt_mask = samples.attention_mask[::samples.k, :samples.prompt_len]  # (B, P)
+        else:
+            prompt_ids, prompt_mask = generator.encode(self.tokenizer, prompts, cfg.max_prompt_tokens,
+                                                       self.device)  # (B, P)
+        k = samples.k if use_rl else 0
+        groups = [[] for _ in prompts]  # per prompt: [reference] + its k samples, as (tokens, temperature)
+        if use_sft:
+            eos = [self.tokenizer.eos_token_id]
+            answers = self.tokenizer(list(references), add_special_tokens=False)["input_ids"]
+            for group, answer in zip(groups, answers):
+                group.append(((answer + eos)[:generator.MAX_ANSWER_TOKENS], 1.0))  # scored at temperature 1
+        if use_rl:
+            response = samples.input_ids[:, samples.prompt_len:]  # (N, T)
+            for i, (tokens, n) in enumerate(zip(response.tolist(), samples.lengths.tolist())):
+                groups[i // k].append((tokens[:max(n, 1)], cfg.temperature))  # at their sampling temperature
+        rows = [tokens for group in groups for tokens, _ in group]
+        conts, cont_mask = generator.right_pad(rows, self.tokenizer.pad_token_id, self.device)  # (B*r, T)
+        temps = torch.tensor([t for group in groups for _, t in group])  # (B*r,)
+        r = len(groups[0])
+        index = torch.arange(len(prompts)).repeat_interleave(r)  # (B*r,) row -> its prompt
+        out = generator.continuation_logprobs(self.model, prompt_ids, prompt_mask, conts, cont_mask, index,
+                                              with_entropy=use_rl, entropy_grad=cfg.entropy_coef > 0,
+                                              temperature=temps)
+        tokens = out.tokens.view(len(prompts), r, -1)  # (B, r, T)
+        on = cont_mask.view(len(prompts), r, -1).to(tokens.dtype)  # (B, r, T)
         loss = torch.zeros((), device=self.device)
         if use_sft:
-            sft_loss = -out.tokens[:n_sft].sum() / on_resp[:n_sft].sum().clamp(min=1)
+            sft_loss = -tokens[:, 0].sum() / on[:, 0].sum().clamp(min=1)
             loss = loss + sft_loss
             row["loss_sft"] = sft_loss.item()
         if use_rl:
-            tokens, on = out.tokens[n_sft:], on_resp[n_sft:]  # (N, L-1)
-            n_tokens = on.sum().clamp(min=1)
-            rl = generator.reinforce_loss(tokens.sum(-1), advantage.to(tokens))
-            ent = (out.entropy[n_sft:] * on).sum() / n_tokens
-            kl = self._kl(ids[n_sft:], mask[n_sft:], resp[n_sft:], tokens, on, n_tokens)
+            rl_tokens = tokens[:, int(use_sft):].reshape(len(prompts) * k, -1)  # (N, T), row b * k + j
+            rl_on = on[:, int(use_sft):].reshape(len(prompts) * k, -1)  # (N, T)
+            entropy = out.entropy.view(len(prompts), r, -1)[:, int(use_sft):].reshape_as(rl_on)  # (N, T)
+            n_tokens = rl_on.sum().clamp(min=1)
+            rl = generator.reinforce_loss(rl_tokens.sum(-1), advantage.to(rl_tokens))
+            ent = entropy.sum() / n_tokens
+            kl = self._kl(prompt_ids, prompt_mask, conts.view(len(prompts), r, -1)[:, int(use_sft):],
+                          rl_on, rl_tokens, n_tokens)
             loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * ent)
             row.update(loss_rl=rl.item(), entropy=ent.item(), kl=kl.item())
         return loss
 
-    def _kl(self, ids, mask, resp, per_token, resp_shift, n_tokens) -> torch.Tensor:
+    def _kl(self, prompt_ids, prompt_mask, responses, on, per_token, n_tokens) -> torch.Tensor:
         """KL(pi || base) on the sampled tokens, the non-negative k3 estimator
-        ``exp(r) - r - 1`` with ``r = log p_base - log pi`` (Schulman, 2020)."""
+        ``exp(r) - r - 1`` with ``r = log p_base - log pi`` (Schulman, 2020).
+        ``responses``: (B, k, T) sampled tokens; ``on``, ``per_token``: (N, T)."""
         if self.config.kl_coef == 0:
             return torch.zeros((), device=per_token.device)
+        index = torch.arange(len(prompt_ids)).repeat_interleave(responses.shape[1])  # (N,) row -> prompt
         with torch.no_grad(), self.model.disable_adapter():
-            ref = generator.response_logprobs(self.model, ids, mask, resp,
-                                              temperature=self.config.temperature).tokens  # (N, L-1)
-        log_ratio = (ref - per_token) * resp_shift  # (N, L-1)
-        return ((log_ratio.exp() - log_ratio - 1) * resp_shift).sum() / n_tokens
+            ref = generator.continuation_logprobs(self.model, prompt_ids, prompt_mask, responses.reshape(on.shape),
+                                                  on.long(), index, temperature=self.config.temperature).tokens  # (N, T)
+        log_ratio = (ref - per_token) * on  # (N, T)
+        return ((log_ratio.exp() - log_ratio - 1) * on).sum() / n_tokens
 
     def _record_rewards(self, row, scored, reward, critic, base, advantage, samples) -> None:
         row["reward"], row["reward_std"] = float(reward.mean()), float(reward.std(unbiased=False))
@@ -304,23 +325,3 @@ class HybridTrainer:
     def resume(cls, path: str | Path, **kwargs) -> "HybridTrainer":
         """Rebuild a trainer from a run folder (its latest checkpoint) or a checkpoint folder."""
         return checkpoint.load(cls, Path(path), **kwargs)
-
-
-def _stack_left(parts, pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    """Stack row groups into one left-padded batch, dropping every padding position first
-    (left pads of shorter prompts, pads after an early EOS) so no pass pays for them.
-
-    ``parts``: ``[(input_ids, attention_mask, response_mask), ...]``, each tensor (R_i, L_i).
-    Returns ``(input_ids, attention_mask, response_mask)``, each (sum R_i, longest real row).
-    """
-    rows = [(ids[real], resp[real]) for group_ids, group_mask, group_resp in parts
-            for ids, real, resp in zip(group_ids, group_mask.bool(), group_resp)]
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (R, L)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (R, L)
-    response_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (R, L)
-    for i, (ids, resp) in enumerate(rows):
-        input_ids[i, width - len(ids):] = ids
-        attention_mask[i, width - len(ids):] = 1
-        response_mask[i, width - len(ids):] = resp.long()
-    return input_ids.to(device), attention_mask.to(device), response_mask.to(device)

@@ -29,6 +29,7 @@ from lab.config import HybridConfig, preset
     ("entropy_coef", -1),
     ("max_grad_norm", -1),
     ("checkpoint_every", -5),
+    ("discriminator_top_layers", -1),
     ("seed", "zero"),
 ])
 def test_bad_value_names_the_field(field, value):

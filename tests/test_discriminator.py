@@ -54,6 +54,31 @@ def test_score_is_the_same_alone_and_in_a_left_padded_batch(shared):
     torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_shared_prompts_score_as_one_full_pass_each(tiny):
+    """Answers to the same prompt reuse its KV cache; each score still equals the head on a
+    plain forward over ``prompt + answer + EOS``. The adapter sits on the top block only."""
+    lab.set_seed(0)
+    model, tok = tiny
+    peft_model = add_lora(copy.deepcopy(model), "generator", **LORA).eval()
+    disc = Discriminator(peft_model, tok, lora=LORA, top_layers=1)
+    names = [n for n, _ in peft_model.named_parameters() if "lora_" in n and ".discriminator." in n]
+    assert names and all(".h.1." in n for n in names)  # tiny-gpt2 has blocks h.0 and h.1
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B.discriminator" in name:
+                p.normal_(0, 0.02)
+        torch.nn.init.normal_(disc.head.weight, std=0.1)
+        prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
+        answers = [ANSWERS[0], ANSWERS[1], "Red.", "Green, like grass in spring."]
+        scores = disc(prompts, answers)  # (4,) three rows share PROMPTS[0]
+        with disc.active():
+            body = peft_model.get_base_model().base_model
+            for i, (p, a) in enumerate(zip(prompts, answers)):
+                ids = tok(p)["input_ids"] + tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                hidden = body(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]  # (H,)
+                torch.testing.assert_close(scores[i], disc.head(hidden)[0], atol=1e-5, rtol=1e-5)
+
+
 def test_train_step_changes_only_discriminator_lora_and_head(shared):
     model = shared.backbone
     optimizer = torch.optim.AdamW(shared.parameters_to_train(), lr=1e-2)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import lab
 from lab.discriminator import Discriminator
 from lab.generator import (
-    generator_parameters, left_pad, position_ids, reinforce_loss, response_logprobs, sample,
-    sft_batch, sft_loss, until_first_eos,
+    continuation_logprobs, generator_parameters, left_pad, position_ids, reinforce_loss,
+    response_logprobs, sample, sft_batch, sft_loss, until_first_eos,
 )
 from lab.models import add_lora
 
@@ -70,6 +70,30 @@ def test_response_logprobs_equal_hand_computation(gen):
         torch.testing.assert_close(out.sums[i], torch.stack(hand).sum(), atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(out.entropy[i, cols], torch.stack(hand_entropy), atol=1e-4, rtol=1e-5)
         assert out.tokens[i].count_nonzero() == len(cols)
+
+
+def test_shared_prompt_logprobs_equal_full_rows_values_and_gradients(gen):
+    """Each prompt computed once (KV cache repeated) gives the log-probs, the entropy and the
+    LoRA gradients of scoring every prompt + response row on its own."""
+    model, tok = gen
+    _perturb_lora(model)
+    s = sample(model, tok, PROMPTS, k=3, max_new_tokens=6)
+    temps = torch.tensor([0.7, 1.0, 0.7, 1.0, 0.7, 1.0])  # (N,) one temperature per row
+    P = s.prompt_len
+    shared = continuation_logprobs(model, s.input_ids[::3, :P], s.attention_mask[::3, :P], s.input_ids[:, P:],
+                                   s.response_mask[:, P:], torch.tensor([0, 0, 0, 1, 1, 1]), with_entropy=True,
+                                   temperature=temps)
+    full = response_logprobs(model, s.input_ids, s.attention_mask, s.response_mask, with_entropy=True,
+                             temperature=temps)
+    torch.testing.assert_close(shared.sums, full.sums, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(shared.tokens, full.tokens[:, P - 1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.entropy, full.entropy[:, P - 1:], atol=1e-4, rtol=1e-5)
+    params = generator_parameters(model)
+    weights = torch.arange(1.0, 7.0)  # (N,) a loss that weighs rows differently
+    grads_shared = torch.autograd.grad((shared.sums * weights).sum(), params)
+    grads_full = torch.autograd.grad((full.sums * weights).sum(), params)
+    for a, b in zip(grads_shared, grads_full):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_sft_loss_trains_on_completion_tokens_only(gen):

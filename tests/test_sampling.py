@@ -3,7 +3,7 @@
 import torch
 
 from lab import generator
-from lab.sampling import top_p_filter
+from lab.sampling import nucleus, top_p_filter
 
 
 def test_top_p_keeps_the_smallest_nucleus():
@@ -12,6 +12,18 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert kept.tolist() == [[True, True, False, False]]
     assert top_p_filter(logits, 0.01).isfinite().sum() == 1  # the top token always stays
     assert top_p_filter(logits, 1.0).isfinite().all()
+
+
+def test_nucleus_is_the_filtered_softmax_with_and_without_the_shortcut():
+    torch.manual_seed(0)
+    peaked = torch.randn(3, 500) * 4  # the top 64 tokens hold 0.9 of the mass: shortcut
+    flat = torch.randn(2, 500) * 0.1  # they do not: the whole vocabulary
+    for logits, width in ((peaked, 64), (flat, 500)):
+        probs, ids = nucleus(logits, 0.9)
+        assert probs.shape == ids.shape == (len(logits), width)
+        full = torch.zeros_like(logits).scatter(-1, ids, probs)  # (N, V)
+        expected = top_p_filter(logits, 0.9).softmax(-1)  # (N, V)
+        torch.testing.assert_close(full / full.sum(-1, keepdim=True), expected)
 
 
 def test_greedy_decode_equals_generate(tiny):
