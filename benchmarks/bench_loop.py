@@ -255,8 +255,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="smollm2-135m", help="model for both sides (default smollm2-135m)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="response length cap, both sides (default 32)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps per side (default 1)")
-    parser.add_argument("--naive-steps", type=int, default=12, help="timed steps of the naive loop (default 12)")
-    parser.add_argument("--kit-steps", type=int, default=5, help="timed steps of the kit (default 5)")
+    parser.add_argument("--naive-steps", type=int, default=20, help="timed steps of the naive loop (default 20)")
+    parser.add_argument("--kit-steps", type=int, default=8, help="timed steps of the kit (default 8)")
     parser.add_argument("--kit-batch", type=int, default=4, help="kit prompts per step B (default 4: preset 'bench')")
     parser.add_argument("--kit-k", type=int, default=2, help="kit samples per prompt k (default 2: preset 'bench')")
     parser.add_argument("--sweep", action="store_true",

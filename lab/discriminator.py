@@ -45,14 +45,10 @@ class Discriminator(nn.Module):
         super().__init__()
         from peft import PeftModel
 
-        from lab.models import add_lora, lora_config
+        from lab.models import add_lora
 
-        lora = {**(lora or {}), "top_layers": top_layers}
-        if isinstance(backbone, PeftModel):
-            if adapter not in backbone.peft_config:
-                backbone.add_adapter(adapter, lora_config(backbone.get_base_model(), **lora))
-        else:
-            backbone = add_lora(backbone, adapter_name=adapter, **lora)
+        if not (isinstance(backbone, PeftModel) and adapter in backbone.peft_config):
+            backbone = add_lora(backbone, adapter_name=adapter, **(lora or {}), top_layers=top_layers)
         self.__dict__["backbone"] = backbone  # not registered: see the class docstring
         self.tokenizer, self.adapter = tokenizer, adapter
         self.max_length, self.chunk_size = max_length, chunk_size  # tokens a text keeps, rows a forward

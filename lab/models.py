@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,7 +294,13 @@ def lora_config(model, r: int = 8, alpha: int = 16, dropout: float = 0.05,
 
 
 def add_lora(model, adapter_name: str = "generator", **lora_kwargs):
-    """Wrap ``model`` with a LoRA adapter named ``adapter_name``; the base stays frozen."""
-    from peft import get_peft_model
+    """Wrap ``model`` with a LoRA adapter named ``adapter_name`` (or add the adapter when
+    ``model`` is already a ``PeftModel``); the base stays frozen."""
+    from peft import PeftModel, get_peft_model
 
-    return get_peft_model(model, lora_config(model, **lora_kwargs), adapter_name=adapter_name)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if isinstance(model, PeftModel):
+            model.add_adapter(adapter_name, lora_config(model.get_base_model(), **lora_kwargs))
+            return model
+        return get_peft_model(model, lora_config(model, **lora_kwargs), adapter_name=adapter_name)

@@ -71,17 +71,20 @@ def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
 
 def test_conclusions_single_seed_and_significant_cases():
     summary = pd.DataFrame([
-        dict(arm="hybrid", metric="sampled_semantic", n_pairs=1, diff=0.1, diff_low=float("nan"),
+        dict(arm="hybrid", metric="sampled_semantic", mean=0.5, n_pairs=1, diff=0.1, diff_low=float("nan"),
              diff_high=float("nan"), significant=False)])
     assert "Single seed: no interval" in ablation.conclusions(summary)[0]
     summary = pd.DataFrame([
-        dict(arm="hybrid", metric="sampled_semantic", n_pairs=5, diff=0.1, diff_low=0.02, diff_high=0.18,
-             significant=True),
-        dict(arm="rl", metric="sampled_semantic", n_pairs=5, diff=-0.1, diff_low=-0.3, diff_high=0.1,
-             significant=False)])
+        dict(arm="hybrid", metric="sampled_semantic", mean=0.6, n_pairs=5, diff=0.1, diff_low=0.02,
+             diff_high=0.18, significant=True),
+        dict(arm="rl", metric="sampled_semantic", mean=0.4, n_pairs=5, diff=-0.1, diff_low=-0.3, diff_high=0.1,
+             significant=False),
+        dict(arm="hybrid+kl", metric="sampled_semantic", mean=0.6, n_pairs=5, diff=0.1, diff_low=0.02,
+             diff_high=0.18, significant=True)])
     text = "\n".join(ablation.conclusions(summary))
     assert "**hybrid** vs sft" in text and "higher than sft" in text and "rl" not in text.split("The other")[0]
-    assert "The other 1 of 2 differences are not significant" in text and "by chance alone" in text
+    assert "The other 1 of 3 differences are not significant" in text and "by chance alone" in text
+    assert "hybrid, hybrid+kl gave identical values" in text
 
 
 def test_settings_validation_and_arm_configs():
