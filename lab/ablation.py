@@ -48,7 +48,7 @@ ARMS: dict[str, dict | None] = {  # arm -> config changes (None: not trained)
     "adversarial": {"mode": "hybrid", "reward_source": "discriminator", "baseline": "ema"},
 }
 ABLATION_PRESETS = {
-    # 2-core CPU, bundled SmolLM2-135M: 8.7 min measured on a quiet machine (14.4 min on one core)
+    # 2-core CPU, bundled SmolLM2-135M: 8.4 min wall measured on a quiet machine (2026-11-25)
     "quick": {"seeds": 2, "steps": 4, "eval_limit": 12,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},

@@ -88,8 +88,9 @@ def right_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Te
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that start at 0 on the first real token: ``cumsum - 1`` clamped at 0.
 
-    With left padding the first real token then sits at position 0 in every row, as in
-    ``generate``, so log-probs computed later match the ones the sampler used.
+    With left padding the first real token then sits at position 0 in every row, as in the
+    sampler (:func:`lab.sampling.decode`) and ``generate``, so log-probs computed later match
+    the ones the sampler used.
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
 

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-LOSSES = {"loss": "total", "loss_sft": "SFT", "loss_rl": "REINFORCE", "kl": "KL", "entropy": "entropy"}
+LOSSES = {"loss": "total", "loss_sft": "SFT", "loss_rl": "REINFORCE", "kl": "KL",
+          "entropy": "policy entropy"}  # entropy is logged always, a loss term only if entropy_coef > 0
 PHASES = {"time_sample": "sample", "time_reward": "reward", "time_disc": "discriminator",
           "time_gen": "generator update"}
 SHORT_NAMES = {"reward_weights": "weights"}  # config fields renamed in compare() labels
@@ -68,6 +70,8 @@ def _finish(ax: Axes, title: str, ylabel: str, drawn: bool, *twins: Axes,
     """Labels, title ("(no data)" when nothing was drawn) and one legend over ``ax`` and its twins."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if xlabel == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 2.5 on short runs
     ax.set_title(title if drawn else f"{title} (no data)")
     if not drawn:  # an empty frame, not meaningless 0-1 ticks
         ax.set_xticks([])
@@ -118,7 +122,8 @@ def rewards(history, window: int = 5, ax: Axes | None = None) -> Figure:
 
 
 def losses(history, ax: Axes | None = None) -> Figure:
-    """Generator loss terms per step: total (bold), SFT, REINFORCE, KL and entropy."""
+    """Generator loss terms per step: total (bold), SFT, REINFORCE, KL; and the policy's
+    entropy (dashed), which is a loss term only when ``entropy_coef > 0``."""
     history = _frame(history)
     ax, x = _axes(ax), _steps(history)
     drawn = False
@@ -126,7 +131,7 @@ def losses(history, ax: Axes | None = None) -> Figure:
         values = _series(history, column)
         if values is not None:
             ax.plot(x, values, label=label, color="black" if column == "loss" else f"C{i}",
-                    linewidth=2 if column == "loss" else 1.2)
+                    linewidth=2 if column == "loss" else 1.2, linestyle="--" if column == "entropy" else "-")
             drawn = True
     return _finish(ax, "Generator losses", "loss", drawn)
 
