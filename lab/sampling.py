@@ -55,12 +55,20 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-@torch.no_grad()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, max_new_tokens: int,
            eos_id: int, pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
            do_sample: bool = True) -> torch.Tensor:
     """Sample ``k`` continuations of each left-padded prompt; returns (B * k, T) new tokens,
     prompt-major (row ``b * k + j``), ``pad_id`` after a row's EOS, ``T <= max_new_tokens``."""
+    with torch.inference_mode():  # cheaper than no_grad: no autograd bookkeeping at all
+        tokens = _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id,
+                         temperature, top_p, do_sample)  # (N, T)
+    return tokens.clone()  # a normal tensor again, usable as input of later passes with gradients
+
+
+def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id, temperature, top_p,
+            do_sample) -> torch.Tensor:
+    """The loop of :func:`decode`, run under ``torch.inference_mode``."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 use_cache=True, logits_to_keep=1)
