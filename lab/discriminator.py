@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.generator import activate, adapter_parameters, left_pad, model_device, position_ids, right_pad
-from lab.sampling import cache_keyword, output_cache
+from lab.generator import (
+    activate, adapter_parameters, forward_after_prompts, group_prompts, left_pad, model_device, right_pad,
+)
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
 
@@ -85,7 +86,7 @@ class Discriminator(nn.Module):
         tok = self.tokenizer
         eos = [tok.eos_token_id]
         answers = [(ids + eos)[-self.max_length:]  # a long answer keeps its end (and the EOS)
-                   for ids in tok([c for c in completions], add_special_tokens=False)["input_ids"]]
+                   for ids in tok(list(completions), add_special_tokens=False)["input_ids"]]
         contexts = [ids[-max(1, self.max_length - len(a)):]  # the prompt keeps its end too
                     for ids, a in zip(tok(list(prompts))["input_ids"], answers)]
         order = sorted(range(len(answers)), key=lambda i: (len(contexts[i]), prompts[i], len(answers[i])))
@@ -96,22 +97,14 @@ class Discriminator(nn.Module):
 
     def _score(self, contexts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
         """Head on the last-layer hidden state of each row's last token (the EOS): (n,)."""
-        device = model_device(self.backbone)
-        distinct = list(dict.fromkeys(map(tuple, contexts)))  # each prompt once
-        which = torch.tensor([distinct.index(tuple(c)) for c in contexts], device=device)  # (n,) row -> prompt
+        device, pad = model_device(self.backbone), self.tokenizer.pad_token_id
+        distinct, which = group_prompts(contexts, device)  # each prompt once; (n,) row -> prompt
+        prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
+        ids, mask = right_pad(answers, pad, device)  # (n, T)
         body = self.backbone.get_base_model().base_model  # the transformer without its LM head
-        prompt_ids, prompt_mask = left_pad([list(c) for c in distinct], self.tokenizer.pad_token_id, device)  # (U, P)
-        prefill = body(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                       use_cache=True)
-        cache = output_cache(prefill)
-        cache.batch_select_indices(which)  # (U, ...) -> (n, ...): rows share their prompt's pass
-        ids, mask = right_pad(answers, self.tokenizer.pad_token_id, device)  # (n, T)
-        start = prompt_mask.sum(-1)[which, None]  # (n, 1) real prompt tokens before each answer
-        hidden = body(input_ids=ids, attention_mask=torch.cat([prompt_mask[which], mask], 1),
-                      position_ids=start + torch.arange(ids.shape[1], device=device), use_cache=True,
-                      **{cache_keyword(body): cache}).last_hidden_state  # (n, T, H)
+        _, out = forward_after_prompts(body, prompt_ids, prompt_mask, which, ids, mask)
         last = mask.sum(-1) - 1  # (n,) each answer's EOS
-        features = hidden[torch.arange(len(answers), device=device), last]  # (n, H)
+        features = out.last_hidden_state[torch.arange(len(answers), device=device), last]  # (n, H)
         return self.head(features.to(self.head.weight.dtype)).squeeze(-1)  # (n,)
 
     def parameters_to_train(self) -> list[nn.Parameter]:

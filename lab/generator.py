@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lab.sampling import cache_keyword, decode, output_cache
+from lab.sampling import cache_keyword, decode, output_cache, position_ids  # noqa: F401 (re-exported)
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
 MAX_ANSWER_TOKENS = 256  # reference answers are cut here for SFT (a cut answer loses its EOS)
@@ -64,35 +64,32 @@ def encode(tokenizer, texts: list[str], max_length: int, device=None,
 
 def left_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-id lists -> left-padded ``(input_ids, attention_mask)``, each (N, max length)."""
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, W)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, W)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row):] = torch.tensor(row)
-            attention_mask[i, width - len(row):] = 1
-    return input_ids.to(device), attention_mask.to(device)
+    return _pad(rows, pad_id, device, left=True)
 
 
 def right_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-id lists -> right-padded ``(input_ids, mask)``, each (N, max length)."""
+    return _pad(rows, pad_id, device, left=False)
+
+
+def _pad(rows: list[list[int]], pad_id: int, device, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, W)
     mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, W)
     for i, row in enumerate(rows):
-        input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
+        if row:
+            cols = slice(width - len(row), width) if left else slice(0, len(row))
+            input_ids[i, cols] = torch.tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
     return input_ids.to(device), mask.to(device)
 
 
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 on the first real token: ``cumsum - 1`` clamped at 0.
-
-    With left padding the first real token then sits at position 0 in every row, as in the
-    sampler (:func:`lab.sampling.decode`) and ``generate``, so log-probs computed later match
-    the ones the sampler used.
-    """
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
+def group_prompts(prompts: list[list[int]], device=None) -> tuple[list[list[int]], torch.Tensor]:
+    """Each distinct token list once, in first-seen order, and the (N,) index of every row's
+    one: what :func:`forward_after_prompts` takes to compute a shared prompt once."""
+    first: dict[tuple, int] = {}
+    index = [first.setdefault(tuple(p), len(first)) for p in prompts]
+    return [list(p) for p in first], torch.tensor(index, device=device)
 
 
 def until_first_eos(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -161,14 +158,37 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)  # sums: (N,)
 
 
+def forward_after_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                          prompt_index: torch.Tensor, input_ids: torch.Tensor, input_mask: torch.Tensor,
+                          **prefill_kwargs):
+    """Run rows that continue shared prompts, each prompt computed ONCE: a forward over the
+    ``U`` prompts fills a KV cache, every row gets its prompt's cache, and one forward over
+    the rows' own tokens reads it. Gradients flow through the shared prompt pass.
+
+    ``prompt_ids``, ``prompt_mask``: (U, P), left-padded. ``input_ids``, ``input_mask``: (N, T),
+    right-padded; row ``i`` continues prompt ``prompt_index[i]`` ((N,) long). ``prefill_kwargs``
+    go to the prompt pass only (e.g. ``logits_to_keep=1``). Returns ``(prompt pass output, rows'
+    output)``; the second is ``None`` when ``T == 0``.
+    """
+    prefill = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                    use_cache=True, **prefill_kwargs)
+    if input_ids.shape[1] == 0:
+        return prefill, None
+    cache = output_cache(prefill)
+    cache.batch_select_indices(prompt_index)  # (U, ...) -> (N, ...), still in the graph
+    mask = torch.cat([prompt_mask[prompt_index], input_mask], 1)  # (N, P + T)
+    start = prompt_mask.sum(-1, keepdim=True)[prompt_index]  # (N, 1) real prompt tokens
+    positions = start + torch.arange(input_ids.shape[1], device=start.device)  # (N, T)
+    return prefill, model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_keyword(model): cache})
+
+
 def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                           continuations: torch.Tensor, continuation_mask: torch.Tensor,
                           prompt_index: torch.Tensor, with_entropy: bool = False, entropy_grad: bool = True,
                           temperature: float | torch.Tensor = 1.0) -> LogProbs:
     """:func:`response_logprobs` for continuations of shared prompts, each prompt computed
-    ONCE: a forward over the ``U`` prompts fills a KV cache, each continuation row gets its
-    prompt's cache, and one forward over the continuations reads it. Gradients flow through
-    the shared prompt pass, so the result (and its gradient) equals scoring every
+    once (:func:`forward_after_prompts`). The result (and its gradient) equals scoring every
     ``prompt + continuation`` row on its own, at a fraction of the cost when prompts are long.
 
     ``prompt_ids``, ``prompt_mask``: (U, P), left-padded. ``continuations``: (N, T), right-
@@ -176,20 +196,12 @@ def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     (N, T) is 1 on the tokens to score (a row stops being attended where it turns 0).
     Returns ``tokens`` and ``entropy`` of shape (N, T), aligned with ``continuations``.
     """
-    n, width = continuations.shape
     prompt_index = prompt_index.to(prompt_ids.device)
-    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                  use_cache=True, logits_to_keep=1)  # prefill: (U, 1, V) predicts token 0
-    logits = first.logits[prompt_index]  # (N, 1, V)
-    if width > 1:
-        cache = output_cache(first)
-        cache.batch_select_indices(prompt_index)  # (U, ...) -> (N, ...), still in the graph
-        mask = torch.cat([prompt_mask[prompt_index], continuation_mask], 1)  # (N, P + T)
-        start = prompt_mask.sum(-1, keepdim=True)[prompt_index]  # (N, 1) real prompt tokens
-        positions = start + torch.arange(width - 1, device=start.device)  # (N, T-1)
-        rest = model(input_ids=continuations[:, :-1], attention_mask=mask[:, :-1], position_ids=positions,
-                     use_cache=True, **{cache_keyword(model): cache}).logits  # (N, T-1, V)
-        logits = torch.cat([logits, rest], dim=1)  # (N, T, V)
+    first, rest = forward_after_prompts(model, prompt_ids, prompt_mask, prompt_index, continuations[:, :-1],
+                                        continuation_mask[:, :-1], logits_to_keep=1)
+    logits = first.logits[prompt_index]  # (N, 1, V): the prompt's last position predicts token 0
+    if rest is not None:
+        logits = torch.cat([logits, rest.logits], dim=1)  # (N, T, V)
     out = _score(logits, continuations, continuation_mask.bool(), temperature, with_entropy, entropy_grad)
     return LogProbs(tokens=out.tokens, sums=out.tokens.sum(-1), entropy=out.entropy)
 

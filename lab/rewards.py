@@ -120,20 +120,19 @@ class Perplexity:
     def nll(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Mean NLL per completion token given the prompt, shape (batch,); NaN for empty completions.
         Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`)."""
-        from lab.generator import continuation_logprobs, left_pad, model_device, right_pad
+        from lab.generator import continuation_logprobs, group_prompts, left_pad, model_device, right_pad
 
         out = torch.full((len(completions),), float("nan"))  # (batch,)
         keep = [i for i, c in enumerate(completions) if c.strip()]
         if not keep:
             return out
         tok, pad = self.tokenizer, self.tokenizer.pad_token_id or 0
-        contexts = [tuple(self._context(ids)) for ids in
-                    tok([prompts[i] for i in keep], add_special_tokens=False)["input_ids"]]
+        contexts = [self._context(ids)
+                    for ids in tok([prompts[i] for i in keep], add_special_tokens=False)["input_ids"]]
         answers = tok([completions[i] for i in keep], add_special_tokens=False)["input_ids"]
-        distinct = list(dict.fromkeys(contexts))  # each prompt once
-        index = torch.tensor([distinct.index(c) for c in contexts])  # (kept,) row -> prompt
         device = model_device(self.model)
-        prompt_ids, prompt_mask = left_pad([list(c) for c in distinct], pad, device)  # (U, P)
+        distinct, index = group_prompts(contexts)  # each prompt once; (kept,) row -> prompt
+        prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
         answer_ids, answer_mask = right_pad(answers, pad, device)  # (kept, T)
         adapters_off = getattr(self.model, "disable_adapter", None)
         was_training = self.model.training

@@ -44,6 +44,16 @@ def nucleus(logits: torch.Tensor, top_p: float, candidates: int = 64) -> tuple[t
     return top_p_filter(logits, top_p).softmax(-1), everything
 
 
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on the first real token: ``cumsum - 1`` clamped at 0.
+
+    With left padding the first real token then sits at position 0 in every row, as in
+    ``generate``, so log-probs computed later (:mod:`lab.generator`) match the ones the
+    sampler used.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
+
+
 def output_cache(output):
     """The KV cache of a model output: ``cache`` in recent transformers, ``past_key_values`` before."""
     return output["cache"] if "cache" in output else output["past_key_values"]
@@ -69,7 +79,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
 def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id, temperature, top_p,
             do_sample) -> torch.Tensor:
     """The loop of :func:`decode`, run under ``torch.inference_mode``."""
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    positions = position_ids(attention_mask)  # (B, P)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 use_cache=True, logits_to_keep=1)
     cache = output_cache(out)

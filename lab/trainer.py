@@ -234,28 +234,28 @@ class HybridTrainer:
             loss = loss + sft_loss
             row["loss_sft"] = sft_loss.item()
         if use_rl:
-            rl_tokens = tokens[:, int(use_sft):].reshape(len(prompts) * k, -1)  # (N, T), row b * k + j
-            rl_on = on[:, int(use_sft):].reshape(len(prompts) * k, -1)  # (N, T)
-            entropy = out.entropy.view(len(prompts), r, -1)[:, int(use_sft):].reshape_as(rl_on)  # (N, T)
+            def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
+                return x.view(len(prompts), r, -1)[:, int(use_sft):].reshape(len(prompts) * k, -1)
+
+            rl_tokens, rl_on = sample_rows(out.tokens), sample_rows(cont_mask).to(tokens.dtype)  # (N, T)
             n_tokens = rl_on.sum().clamp(min=1)
             rl = generator.reinforce_loss(rl_tokens.sum(-1), advantage.to(rl_tokens))
-            ent = entropy.sum() / n_tokens
-            kl = self._kl(prompt_ids, prompt_mask, conts.view(len(prompts), r, -1)[:, int(use_sft):],
-                          rl_on, rl_tokens, n_tokens)
+            ent = sample_rows(out.entropy).sum() / n_tokens
+            kl = self._kl(prompt_ids, prompt_mask, sample_rows(conts), k, rl_on, rl_tokens, n_tokens)
             loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * ent)
             row.update(loss_rl=rl.item(), entropy=ent.item(), kl=kl.item())
         return loss
 
-    def _kl(self, prompt_ids, prompt_mask, responses, on, per_token, n_tokens) -> torch.Tensor:
+    def _kl(self, prompt_ids, prompt_mask, responses, k, on, per_token, n_tokens) -> torch.Tensor:
         """KL(pi || base) on the sampled tokens, the non-negative k3 estimator
         ``exp(r) - r - 1`` with ``r = log p_base - log pi`` (Schulman, 2020).
-        ``responses``: (B, k, T) sampled tokens; ``on``, ``per_token``: (N, T)."""
+        ``responses``, ``on``, ``per_token``: (N, T), ``k`` rows per prompt."""
         if self.config.kl_coef == 0:
             return torch.zeros((), device=per_token.device)
-        index = torch.arange(len(prompt_ids)).repeat_interleave(responses.shape[1])  # (N,) row -> prompt
+        index = torch.arange(len(prompt_ids)).repeat_interleave(k)  # (N,) row -> prompt
         with torch.no_grad(), self.model.disable_adapter():
-            ref = generator.continuation_logprobs(self.model, prompt_ids, prompt_mask, responses.reshape(on.shape),
-                                                  on.long(), index, temperature=self.config.temperature).tokens  # (N, T)
+            ref = generator.continuation_logprobs(self.model, prompt_ids, prompt_mask, responses, on.long(), index,
+                                                  temperature=self.config.temperature).tokens  # (N, T)
         log_ratio = (ref - per_token) * on  # (N, T)
         return ((log_ratio.exp() - log_ratio - 1) * on).sum() / n_tokens
 
