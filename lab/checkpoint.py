@@ -12,7 +12,8 @@ leaves the previous checkpoint intact. A checkpoint holds:
 | ``rng.pt``, ``state.json`` | RNG states, step count, EMA baseline, critic accuracy |
 | ``config.json``, ``history.jsonl``, ``history.csv``, ``samples.csv`` | config and history |
 
-Adapters load with plain ``peft.PeftModel.from_pretrained(base, ".../generator")``.
+Adapters load with plain ``peft.PeftModel.from_pretrained(base, ".../generator")``
+(:func:`load_generator`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def save(trainer, out_dir: Path) -> Path:
     save_file({k: v.contiguous() for k, v in disc.head.state_dict().items()}, tmp / "head.safetensors")
     torch.save({"generator": trainer.opt_gen.state_dict(),
                 "discriminator": trainer.opt_disc.state_dict()}, tmp / "optimizers.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
     state = {
         "step": trainer.step_count, "ema_baseline": trainer.ema_baseline,
         "critic_accuracy": trainer.critic_accuracy,
@@ -145,7 +149,10 @@ def load(trainer_cls, path: Path, **kwargs):
     trainer.rng.setstate(_tupled(state["junk_random"]))
     kind, keys, pos, has_gauss, gauss = state["numpy_random"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     lines = (ckpt / "history.jsonl").read_text().splitlines()
     trainer.rows = [json.loads(line) for line in lines if line]
     samples = ckpt / "samples.csv"
@@ -155,3 +162,18 @@ def load(trainer_cls, path: Path, **kwargs):
         trainer.sample_rows = pd.read_csv(samples, keep_default_na=False).to_dict("records")
     trainer.model.set_adapter("generator")
     return trainer
+
+
+def load_generator(run: Path, device: str = "auto"):
+    """``(peft_model, tokenizer, config)`` from a run or checkpoint folder, loading the
+    adapter with plain ``peft.PeftModel.from_pretrained`` (what a user outside the kit does)."""
+    from peft import PeftModel
+
+    from lab import models
+    from lab.config import HybridConfig
+
+    ckpt = find(Path(run))
+    config = HybridConfig.load(ckpt / "config.json")
+    base, tokenizer = models.load(config.model, device, verbose=False)
+    model = PeftModel.from_pretrained(base, ckpt / "generator", adapter_name="generator")
+    return model.eval(), tokenizer, config

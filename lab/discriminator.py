@@ -9,7 +9,7 @@ sketch's defect 2 decoded the prompt into the "response").
 
 Two things keep it cheap: the adapter sits on the top ``top_layers`` blocks only (the
 backward stops there), and responses to the same prompt share one pass over that prompt
-(its KV cache is reused, as in :func:`lab.generator.continuation_logprobs`).
+(its KV cache is reused: :func:`lab.tensors.forward_after_prompts`).
 
 Training signals: regression on the reward (:func:`regression_loss`) and ranking of the
 reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`).
@@ -18,15 +18,13 @@ reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_jun
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.generator import (
-    activate, adapter_parameters, forward_after_prompts, group_prompts, left_pad, model_device, right_pad,
-)
+from lab.models import adapter_parameters, using_adapter
+from lab.tensors import eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
 
@@ -67,16 +65,6 @@ class Discriminator(nn.Module):
         model, tokenizer = load(name, device)
         return cls(model, tokenizer, adapter=adapter, lora=lora, top_layers=top_layers)
 
-    @contextmanager
-    def active(self):
-        """Run with this adapter active; then restore the adapter that was active before."""
-        previous = activate(self.backbone, self.adapter)
-        try:
-            yield
-        finally:
-            activate(self.backbone, previous)
-            adapter_parameters(self.backbone, self.adapter)  # still trainable for the backward
-
     def forward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Scores (N,) of each ``prompt + completion + EOS``.
 
@@ -90,7 +78,7 @@ class Discriminator(nn.Module):
         contexts = [ids[-max(1, self.max_length - len(a)):]  # the prompt keeps its end too
                     for ids, a in zip(tok(list(prompts))["input_ids"], answers)]
         order = sorted(range(len(answers)), key=lambda i: (len(contexts[i]), prompts[i], len(answers[i])))
-        with self.active():
+        with using_adapter(self.backbone, self.adapter):
             scores = [self._score([contexts[i] for i in chunk], [answers[i] for i in chunk])
                       for chunk in (order[s:s + self.chunk_size] for s in range(0, len(order), self.chunk_size))]
         return torch.cat(scores)[torch.argsort(torch.tensor(order))]  # (N,) back in input order
@@ -161,37 +149,45 @@ def make_junk(completion: str, other_completions: list[str], kind: str, rng: ran
     raise ValueError(f"Unknown junk kind {kind!r}; choose one of {JUNK_KINDS}.")
 
 
+def junk_for(references: list[str], rng: random.Random, kinds=JUNK_KINDS) -> list[str]:
+    """One junk answer per reference, of a kind drawn from ``kinds`` by ``rng``; the other
+    references serve as the off-topic answers of kind ``other``."""
+    return [make_junk(ref, references, rng.choice(kinds), rng) for ref in references]
+
+
 @torch.no_grad()
 def ranking_accuracy(disc: Discriminator, prompts: list[str], references: list[str], junk: list[str]) -> float:
     """Fraction of rows where ``D(prompt, reference) > D(prompt, junk)`` (eval mode, no dropout)."""
-    modes = disc.backbone.training, disc.training
-    disc.backbone.eval(), disc.eval()
-    try:
+    with eval_mode(disc.backbone, disc):
         n = len(prompts)
         scores = disc(list(prompts) * 2, list(references) + list(junk))  # (2N,)
         return float((scores[:n] > scores[n:]).float().mean())
-    finally:
-        disc.backbone.train(modes[0]), disc.train(modes[1])
 
 
 def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: list[str],
                completions: list[str], targets, junk: list[str] | None = None,
-               contrastive_weight: float = 1.0, junk_target: float | None = None) -> dict[str, float]:
+               contrastive_weight: float = 1.0, junk_target: float | None = None) -> dict:
     """One update: ``MSE(D(x, y), R) + w * contrastive(D(x, y), D(x, junk))``, one batched forward.
 
-    ``targets``: the rewards (N,) of ``completions``. ``junk``: bad answers, ``junk[i]`` ranked
-    below ``completions[i]`` (it may cover only the first rows; ``None``: MSE only).
+    ``targets``: the rewards (N,) of ``completions``; a NaN target leaves its row out of the
+    MSE (a reference that is only ranked, not regressed). ``junk``: bad answers, ``junk[i]``
+    ranked below ``completions[i]`` (it may cover only the first rows; ``None``: MSE only).
     ``junk_target``: when set, the junk also regresses to this reward (e.g. ``0.0``).
+    Returns the losses and ``scores`` (N,), the predictions for ``completions`` before the
+    update (detached). :class:`lab.trainer.HybridTrainer` calls this for its critic.
     """
     n, m = len(completions), len(junk or [])
     scores = disc(list(prompts) + list(prompts[:m]), list(completions) + list(junk or []))  # (N + M,)
-    targets = torch.as_tensor(targets, dtype=torch.float32)  # (N,)
+    targets = torch.as_tensor(targets, dtype=torch.float32).to(scores.device)  # (N,)
     if junk_target is not None:
-        targets = torch.cat([targets, torch.full((m,), float(junk_target))])  # (N + M,)
-    mse = regression_loss(scores[:len(targets)], targets)
+        targets = torch.cat([targets, targets.new_full((m,), float(junk_target))])  # (N + M,)
+    regressed = ~targets.isnan()  # (N or N + M,)
+    predicted = scores[:len(targets)]
+    mse = regression_loss(predicted[regressed], targets[regressed]) if regressed.any() else scores.new_zeros(())
     contrastive = contrastive_loss(scores[:m], scores[n:]) if m else scores.new_zeros(())
     loss = mse + contrastive_weight * contrastive
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item()}
+    return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(),
+            "scores": scores[:n].detach()}

@@ -17,7 +17,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lab.sampling import cache_keyword, decode, output_cache, position_ids  # noqa: F401 (re-exported)
+from lab.models import adapter_parameters
+from lab.sampling import decode
+from lab.tensors import (
+    encode, eval_mode, forward_after_prompts, left_pad, model_device, position_ids, right_pad, until_first_eos,
+)
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
 MAX_ANSWER_TOKENS = 256  # reference answers are cut here for SFT (a cut answer loses its EOS)
@@ -50,55 +54,6 @@ class LogProbs(NamedTuple):
     entropy: torch.Tensor | None  # (N, L-1) policy entropy at response positions, or None
 
 
-def model_device(model) -> torch.device:
-    """The device of the model's first parameter."""
-    return next(model.parameters()).device
-
-
-def encode(tokenizer, texts: list[str], max_length: int, device=None,
-           add_special_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize, keep each text's last ``max_length`` tokens, left-pad: ``(input_ids, attention_mask)``."""
-    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-    return left_pad([row[-max_length:] for row in ids], tokenizer.pad_token_id, device)
-
-
-def left_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id lists -> left-padded ``(input_ids, attention_mask)``, each (N, max length)."""
-    return _pad(rows, pad_id, device, left=True)
-
-
-def right_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id lists -> right-padded ``(input_ids, mask)``, each (N, max length)."""
-    return _pad(rows, pad_id, device, left=False)
-
-
-def _pad(rows: list[list[int]], pad_id: int, device, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, W)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, W)
-    for i, row in enumerate(rows):
-        if row:
-            cols = slice(width - len(row), width) if left else slice(0, len(row))
-            input_ids[i, cols] = torch.tensor(row, dtype=torch.long)
-            mask[i, cols] = 1
-    return input_ids.to(device), mask.to(device)
-
-
-def group_prompts(prompts: list[list[int]], device=None) -> tuple[list[list[int]], torch.Tensor]:
-    """Each distinct token list once, in first-seen order, and the (N,) index of every row's
-    one: what :func:`forward_after_prompts` takes to compute a shared prompt once."""
-    first: dict[tuple, int] = {}
-    index = [first.setdefault(tuple(p), len(first)) for p in prompts]
-    return [list(p) for p in first], torch.tensor(index, device=device)
-
-
-def until_first_eos(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """1 on tokens up to and including the first ``eos_id`` of each row, 0 after it."""
-    is_eos = (tokens == eos_id).long()  # (N, T)
-    eos_before = is_eos.cumsum(-1) - is_eos  # (N, T) EOS tokens strictly before t
-    return (eos_before == 0).long()  # (N, T)
-
-
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int = 32,
            temperature: float = 0.7, top_p: float = 0.9, max_prompt_tokens: int = 256,
@@ -111,13 +66,9 @@ def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int
     """
     repeated = [p for p in prompts for _ in range(k)]  # prompt-major: row b * k + j
     prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, model_device(model))  # (B, P)
-    was_training = model.training
-    model.eval()  # no LoRA dropout while sampling: the samples come from the policy itself
-    try:
+    with eval_mode(model):  # no LoRA dropout while sampling: the samples come from the policy itself
         response = decode(model, prompt_ids, prompt_mask, k, max_new_tokens, tokenizer.eos_token_id,
                           tokenizer.pad_token_id, temperature, top_p, do_sample)  # (N, T)
-    finally:
-        model.train(was_training)
     ids = prompt_ids.repeat_interleave(k, dim=0)  # (N, P)
     mask = prompt_mask.repeat_interleave(k, dim=0)  # (N, P)
     out = torch.cat([ids, response], dim=1)  # (N, P + T)
@@ -156,31 +107,6 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     tokens = F.pad(picked.tokens, (start, 0))  # (N, L-1)
     entropy = None if picked.entropy is None else F.pad(picked.entropy, (start, 0))  # (N, L-1)
     return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)  # sums: (N,)
-
-
-def forward_after_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                          prompt_index: torch.Tensor, input_ids: torch.Tensor, input_mask: torch.Tensor,
-                          **prefill_kwargs):
-    """Run rows that continue shared prompts, each prompt computed ONCE: a forward over the
-    ``U`` prompts fills a KV cache, every row gets its prompt's cache, and one forward over
-    the rows' own tokens reads it. Gradients flow through the shared prompt pass.
-
-    ``prompt_ids``, ``prompt_mask``: (U, P), left-padded. ``input_ids``, ``input_mask``: (N, T),
-    right-padded; row ``i`` continues prompt ``prompt_index[i]`` ((N,) long). ``prefill_kwargs``
-    go to the prompt pass only (e.g. ``logits_to_keep=1``). Returns ``(prompt pass output, rows'
-    output)``; the second is ``None`` when ``T == 0``.
-    """
-    prefill = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                    use_cache=True, **prefill_kwargs)
-    if input_ids.shape[1] == 0:
-        return prefill, None
-    cache = output_cache(prefill)
-    cache.batch_select_indices(prompt_index)  # (U, ...) -> (N, ...), still in the graph
-    mask = torch.cat([prompt_mask[prompt_index], input_mask], 1)  # (N, P + T)
-    start = prompt_mask.sum(-1, keepdim=True)[prompt_index]  # (N, 1) real prompt tokens
-    positions = start + torch.arange(input_ids.shape[1], device=start.device)  # (N, T)
-    return prefill, model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                          **{cache_keyword(model): cache})
 
 
 def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
@@ -223,38 +149,57 @@ def _score(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)
 
 
-def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_length: int = 256,
-              device=None) -> dict[str, torch.Tensor]:
-    """Left-padded prompt + completion + EOS with labels ``-100`` on prompt and padding.
-
-    The prompt keeps at most its last ``max_length // 2`` tokens; the sequence is then cut
-    at ``max_length`` tokens (a cut answer loses its EOS).
-    """
-    prompt_ids = tokenizer(list(prompts))["input_ids"]
-    answer_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+def answer_tokens(tokenizer, completions: list[str], max_tokens: int = MAX_ANSWER_TOKENS) -> list[list[int]]:
+    """The SFT targets: each reference answer's tokens + EOS, cut at ``max_tokens`` (a cut
+    answer loses its EOS). The one rule used by :func:`sft_loss` and the trainer."""
     eos = [tokenizer.eos_token_id]
-    rows, labels = [], []
-    for p, a in zip(prompt_ids, answer_ids):
-        p = p[-(max_length // 2):]
-        rows.append((p + a + eos)[:max_length])
-        labels.append(([IGNORE] * len(p) + a + eos)[:max_length])
+    return [(ids + eos)[:max_tokens] for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]]
+
+
+def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_prompt_tokens: int = 256,
+              device=None) -> dict[str, torch.Tensor]:
+    """The plain per-row layout of an SFT batch: left-padded ``prompt + answer + EOS`` with
+    labels ``-100`` on prompt and padding (what ``transformers`` models take as ``labels``).
+
+    Prompts keep their last ``max_prompt_tokens`` tokens and answers follow
+    :func:`answer_tokens`, the same rules as :func:`sft_loss`.
+    """
+    prompt_ids = [ids[-max_prompt_tokens:] for ids in tokenizer(list(prompts))["input_ids"]]
+    answers = answer_tokens(tokenizer, completions)
+    rows = [p + a for p, a in zip(prompt_ids, answers)]
+    labels = [[IGNORE] * len(p) + a for p, a in zip(prompt_ids, answers)]
     input_ids, attention_mask = left_pad(rows, tokenizer.pad_token_id, device)  # (N, L)
     label_ids, _ = left_pad(labels, IGNORE, device)  # (N, L) -100 on prompt and padding
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
 
 
+def mean_nll(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The SFT loss from per-token log-probs: ``-sum_t log p(y_t | ...) / #tokens`` over the
+    tokens where ``mask`` is 1, pooled over the whole batch (a long answer weighs more).
+
+    >>> mean_nll(torch.tensor([[-1.0, -3.0], [-2.0, 0.0]]), torch.tensor([[1, 1], [1, 0]]))
+    tensor(2.)
+    """
+    mask = mask.to(token_logprobs.dtype)  # (N, T)
+    return -(token_logprobs * mask).sum() / mask.sum().clamp(min=1)
+
+
 def sft_loss(model, tokenizer, prompts: list[str], completions: list[str],
-             max_length: int = 256) -> torch.Tensor:
+             max_prompt_tokens: int = 256) -> torch.Tensor:
     """Mean cross-entropy of the completion tokens (and EOS) given the prompt.
 
-    ``-1/|y| sum_t log p(y_t | x, y_<t)`` over all completion tokens of the batch; prompt
-    tokens and padding carry label ``-100`` and are not trained on (the sketch's defect 3
-    trained on the prompt too).
+    ``-1/|y| sum_t log p(y_t | x, y_<t)`` over all completion tokens of the batch
+    (:func:`mean_nll`); the prompt is context only, never a target (the sketch's defect 3
+    trained on the prompt too). Each prompt is computed once (:func:`continuation_logprobs`);
+    the result equals scoring the per-row layout of :func:`sft_batch` with
+    :func:`response_logprobs`. The trainer computes its SFT term with the same two pieces.
     """
-    batch = sft_batch(tokenizer, prompts, completions, max_length, model_device(model))
-    response_mask = batch["labels"] != IGNORE  # (N, L)
-    logprobs = response_logprobs(model, batch["input_ids"], batch["attention_mask"], response_mask)
-    return -logprobs.tokens.sum() / response_mask[:, 1:].sum().clamp(min=1)
+    device = model_device(model)
+    prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, device)  # (B, P)
+    answers, answer_mask = right_pad(answer_tokens(tokenizer, completions), tokenizer.pad_token_id, device)  # (B, T)
+    index = torch.arange(len(prompts), device=device)  # (B,) row b continues prompt b
+    out = continuation_logprobs(model, prompt_ids, prompt_mask, answers, answer_mask, index)
+    return mean_nll(out.tokens, answer_mask)
 
 
 def reinforce_loss(logprob_sums: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -269,25 +214,7 @@ def reinforce_loss(logprob_sums: torch.Tensor, advantages: torch.Tensor) -> torc
     return -(advantages.detach() * logprob_sums).mean()
 
 
-def adapter_parameters(model, adapter: str) -> list[torch.nn.Parameter]:
-    """The LoRA parameters of one adapter, marked trainable (peft's ``set_adapter`` may freeze them)."""
-    params = [p for name, p in model.named_parameters() if "lora_" in name and f".{adapter}." in name]
-    if not params:
-        raise ValueError(f"The model has no LoRA adapter named {adapter!r}; "
-                         f"add it with model.add_adapter({adapter!r}, lab.models.lora_config(...)).")
-    for p in params:
-        p.requires_grad_(True)
-    return params
-
-
 def generator_parameters(model, adapter: str = "generator") -> list[torch.nn.Parameter]:
     """The generator adapter's LoRA parameters: what the generator's optimizer updates."""
     return adapter_parameters(model, adapter)
 
-
-def activate(model, adapter: str) -> str:
-    """Make ``adapter`` the active one and trainable; return the adapter active before."""
-    previous = model.active_adapter
-    model.set_adapter(adapter)
-    adapter_parameters(model, adapter)
-    return previous

@@ -20,6 +20,7 @@ import importlib.util
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,3 +305,50 @@ def add_lora(model, adapter_name: str = "generator", **lora_kwargs):
             model.add_adapter(adapter_name, lora_config(model.get_base_model(), **lora_kwargs))
             return model
         return get_peft_model(model, lora_config(model, **lora_kwargs), adapter_name=adapter_name)
+
+
+def adapter_parameters(model, adapter: str) -> list[torch.nn.Parameter]:
+    """The LoRA parameters of one adapter, marked trainable (peft's ``set_adapter`` may freeze them)."""
+    params = [p for name, p in model.named_parameters() if "lora_" in name and f".{adapter}." in name]
+    if not params:
+        raise ValueError(f"The model has no LoRA adapter named {adapter!r}; "
+                         f"add it with lab.models.add_lora(model, {adapter!r}).")
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def activate(model, adapter: str) -> str:
+    """Make ``adapter`` the active one and trainable; return the adapter active before."""
+    previous = model.active_adapter
+    model.set_adapter(adapter)
+    adapter_parameters(model, adapter)
+    return previous
+
+
+@contextmanager
+def using_adapter(model, adapter: str):
+    """Run the block with ``adapter`` active, then reactivate the one before; every adapter
+    involved stays trainable (a backward after the block still reaches it)."""
+    previous = activate(model, adapter)
+    try:
+        yield
+    finally:
+        activate(model, previous)
+        adapter_parameters(model, adapter)
+
+
+def disable_dropout(model, keep: str = "lora_dropout") -> int:
+    """Switch off the backbone's own dropout (GPT-2 ships with p=0.1) so that training mode
+    changes nothing but the LoRA dropout (modules whose name contains ``keep``): samples are
+    then scored, and the KL reference computed, under exactly the policy that drew them (TRL
+    disables dropout for RL too). Returns the number of modules changed."""
+    changed = 0
+    for name, module in model.named_modules():
+        if keep in name:
+            continue
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p, changed = 0.0, changed + 1
+        elif isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout > 0:
+            module.attention_dropout, changed = 0.0, changed + 1  # llama-style functional attention dropout
+    return changed

@@ -8,10 +8,10 @@ step is one forward of ``N = B * k`` new tokens plus temperature / top-p samplin
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
+
+from lab.tensors import cache_keyword, output_cache, position_ids
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -42,27 +42,6 @@ def nucleus(logits: torch.Tensor, top_p: float, candidates: int = 64) -> tuple[t
         return top.masked_fill(before >= top_p, 0.0), ids
     everything = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)  # (N, V)
     return top_p_filter(logits, top_p).softmax(-1), everything
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 on the first real token: ``cumsum - 1`` clamped at 0.
-
-    With left padding the first real token then sits at position 0 in every row, as in
-    ``generate``, so log-probs computed later (:mod:`lab.generator`) match the ones the
-    sampler used.
-    """
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
-
-
-def output_cache(output):
-    """The KV cache of a model output: ``cache`` in recent transformers, ``past_key_values`` before."""
-    return output["cache"] if "cache" in output else output["past_key_values"]
-
-
-def cache_keyword(model) -> str:
-    """``cache`` in recent transformers, ``past_key_values`` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, max_new_tokens: int,

@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 
 from lab import advantages as adv
-from lab import checkpoint, generator, models
+from lab import checkpoint, discriminator, generator, models
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
-from lab.discriminator import Discriminator, JUNK_KINDS, contrastive_loss, make_junk, regression_loss
+from lab.discriminator import Discriminator
+from lab.tensors import encode, right_pad
 from lab.seeding import set_seed
 from lab.textstats import distinct_n
 
@@ -46,6 +47,7 @@ class HybridTrainer:
             model, tokenizer = models.load(config.model, self.device, verbose=verbose)
         lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         self.model = models.add_lora(model, "generator", **lora)
+        models.disable_dropout(self.model)  # train mode then differs from eval only by LoRA dropout
         self.tokenizer = tokenizer
         if config.discriminator_model:
             self.disc = Discriminator.from_name(config.discriminator_model, self.device,
@@ -53,6 +55,7 @@ class HybridTrainer:
         else:
             self.disc = Discriminator(self.model, tokenizer, lora=lora,
                                       top_layers=config.discriminator_top_layers).to(self.device)
+        models.disable_dropout(self.disc.backbone)  # a separate discriminator model too
         self.model.set_adapter("generator")
         self.examples = examples or load_examples(
             config.dataset, "train", tokenizer=tokenizer if config.chat_template else None)
@@ -149,27 +152,24 @@ class HybridTrainer:
         return row
 
     def _discriminator_update(self, prompts, completions, reward, batch_prompts, references, row):
-        """One optimizer step of the discriminator; returns its pre-update predictions (N,)."""
+        """One optimizer step of the discriminator (:func:`lab.discriminator.train_step`):
+        regress the samples' reward, and with ``mse+contrastive`` rank each reference above a
+        junk answer. Returns its pre-update predictions for the samples (N,)."""
         cfg = self.config
         self.disc.train()
-        pred = self.disc(prompts, completions)  # (N,)
-        mse = regression_loss(pred, reward.to(pred))
-        loss, contrast = mse, torch.zeros(())
-        if cfg.discriminator_loss == "mse+contrastive":
-            junk = [make_junk(ref, references, self.rng.choice(JUNK_KINDS), self.rng) for ref in references]
-            scores = self.disc(batch_prompts + batch_prompts, references + junk)  # (2B,)
-            good, bad = scores.chunk(2)  # (B,), (B,)
-            contrast = contrastive_loss(good, bad)
-            loss = mse + cfg.contrastive_weight * contrast
-        self.opt_disc.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_disc.step()
-        critic = pred.detach().float().cpu()  # (N,)
+        junk, ranked = None, 0
+        if cfg.discriminator_loss == "mse+contrastive":  # references first: junk[i] ranks below row i
+            junk, ranked = discriminator.junk_for(references, self.rng), len(references)
+            prompts, completions = list(batch_prompts) + list(prompts), list(references) + list(completions)
+            reward = torch.cat([torch.full((ranked,), float("nan")), reward])  # (B + N,) NaN: ranked only
+        out = discriminator.train_step(self.disc, self.opt_disc, prompts, completions, reward, junk=junk,
+                                       contrastive_weight=cfg.contrastive_weight)
+        critic, reward = out["scores"][ranked:].float().cpu(), reward[ranked:]  # (N,) the samples' rows
         accuracy = adv.pairwise_accuracy(critic, reward)
         if accuracy == accuracy:
             prev = self.critic_accuracy
             self.critic_accuracy = accuracy if prev is None else 0.8 * prev + 0.2 * accuracy
-        row.update(d_loss=loss.item(), d_mse=mse.item(), d_contrastive=contrast.item(),
+        row.update(d_loss=out["loss"], d_mse=out["mse"], d_contrastive=out["contrastive"],
                    d_accuracy=accuracy, d_pred=float(critic.mean()))
         return critic
 
@@ -205,21 +205,18 @@ class HybridTrainer:
             prompt_ids = samples.input_ids[::samples.k, :samples.prompt_len]  # (B, P)
             prompt_mask = samples.attention_mask[::samples.k, :samples.prompt_len]  # (B, P)
         else:
-            prompt_ids, prompt_mask = generator.encode(self.tokenizer, prompts, cfg.max_prompt_tokens,
-                                                       self.device)  # (B, P)
+            prompt_ids, prompt_mask = encode(self.tokenizer, prompts, cfg.max_prompt_tokens, self.device)  # (B, P)
         k = samples.k if use_rl else 0
         groups = [[] for _ in prompts]  # per prompt: [reference] + its k samples, as (tokens, temperature)
-        if use_sft:
-            eos = [self.tokenizer.eos_token_id]
-            answers = self.tokenizer(list(references), add_special_tokens=False)["input_ids"]
-            for group, answer in zip(groups, answers):
-                group.append(((answer + eos)[:generator.MAX_ANSWER_TOKENS], 1.0))  # scored at temperature 1
+        if use_sft:  # the targets of lab.generator.sft_loss, scored at temperature 1
+            for group, answer in zip(groups, generator.answer_tokens(self.tokenizer, references)):
+                group.append((answer, 1.0))
         if use_rl:
             response = samples.input_ids[:, samples.prompt_len:]  # (N, T)
             for i, (tokens, n) in enumerate(zip(response.tolist(), samples.lengths.tolist())):
                 groups[i // k].append((tokens[:max(n, 1)], cfg.temperature))  # at their sampling temperature
         rows = [tokens for group in groups for tokens, _ in group]
-        conts, cont_mask = generator.right_pad(rows, self.tokenizer.pad_token_id, self.device)  # (B*r, T)
+        conts, cont_mask = right_pad(rows, self.tokenizer.pad_token_id, self.device)  # (B*r, T)
         temps = torch.tensor([t for group in groups for _, t in group])  # (B*r,)
         r = len(groups[0])
         index = torch.arange(len(prompts)).repeat_interleave(r)  # (B*r,) row -> its prompt
@@ -230,7 +227,7 @@ class HybridTrainer:
         on = cont_mask.view(len(prompts), r, -1).to(tokens.dtype)  # (B, r, T)
         loss = torch.zeros((), device=self.device)
         if use_sft:
-            sft_loss = -tokens[:, 0].sum() / on[:, 0].sum().clamp(min=1)
+            sft_loss = generator.mean_nll(tokens[:, 0], on[:, 0])  # = generator.sft_loss on this batch
             loss = loss + sft_loss
             row["loss_sft"] = sft_loss.item()
         if use_rl:

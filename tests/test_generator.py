@@ -9,9 +9,9 @@ import torch.nn.functional as F
 import lab
 from lab.discriminator import Discriminator
 from lab.generator import (
-    continuation_logprobs, generator_parameters, left_pad, position_ids, reinforce_loss,
-    response_logprobs, sample, sft_batch, sft_loss, until_first_eos,
+    continuation_logprobs, generator_parameters, reinforce_loss, response_logprobs, sample, sft_batch, sft_loss,
 )
+from lab.tensors import left_pad, position_ids, until_first_eos
 from lab.models import add_lora
 
 PROMPTS = ["### Prompt:\nName a colour.\n\n### Response:\n",

@@ -2,7 +2,7 @@
 
 import torch
 
-from lab import generator
+from lab import generator, tensors
 from lab.sampling import nucleus, top_p_filter
 
 
@@ -30,7 +30,7 @@ def test_greedy_decode_equals_generate(tiny):
     model, tokenizer = tiny
     prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "Hi"]
     ours = generator.sample(model, tokenizer, prompts, k=2, max_new_tokens=6, do_sample=False)
-    ids, mask = generator.encode(tokenizer, ours.prompts, 256)
+    ids, mask = tensors.encode(tokenizer, ours.prompts, 256)
     theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id)  # (4, P + 6)
     expected = [tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in theirs]

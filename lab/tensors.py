@@ -1,0 +1,154 @@
+"""Tensor plumbing shared by the generator, the discriminator and the rewards.
+
+Padding, prompt grouping, position ids, the KV-cache calling convention, the shared-prompt
+forward (each prompt computed once, its cache handed to every row that continues it) and
+:func:`eval_mode`. Nothing here knows about policies, rewards or critics.
+
+Shapes: ``U`` distinct prompts, ``N`` rows, ``P`` prompt tokens (left padded), ``T``
+continuation tokens (right padded).
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+
+import torch
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+@contextmanager
+def eval_mode(*modules):
+    """Put ``modules`` in eval mode (no dropout) for the block, then restore each one's mode.
+
+    >>> layer = torch.nn.Dropout(0.5)
+    >>> with eval_mode(layer):
+    ...     layer.training
+    False
+    >>> layer.training
+    True
+    """
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> left-padded ``(input_ids, attention_mask)``, each (N, max length).
+
+    >>> left_pad([[5, 6], [7]], 0)
+    (tensor([[5, 6],
+            [0, 7]]), tensor([[1, 1],
+            [0, 1]]))
+    """
+    return _pad(rows, pad_id, device, left=True)
+
+
+def right_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> right-padded ``(input_ids, mask)``, each (N, max length).
+
+    >>> right_pad([[5, 6], [7]], 0)[0]
+    tensor([[5, 6],
+            [7, 0]])
+    """
+    return _pad(rows, pad_id, device, left=False)
+
+
+def _pad(rows: list[list[int]], pad_id: int, device, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (N, W)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (N, W)
+    for i, row in enumerate(rows):
+        if row:
+            cols = slice(width - len(row), width) if left else slice(0, len(row))
+            input_ids[i, cols] = torch.tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def encode(tokenizer, texts: list[str], max_length: int, device=None,
+           add_special_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize, keep each text's last ``max_length`` tokens, left-pad: ``(input_ids, attention_mask)``."""
+    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    return left_pad([row[-max_length:] for row in ids], tokenizer.pad_token_id, device)
+
+
+def group_prompts(prompts: list[list[int]], device=None) -> tuple[list[list[int]], torch.Tensor]:
+    """Each distinct token list once, in first-seen order, and the (N,) index of every row's
+    one: what :func:`forward_after_prompts` takes to compute a shared prompt once.
+
+    >>> group_prompts([[1, 2], [3], [1, 2]])
+    ([[1, 2], [3]], tensor([0, 1, 0]))
+    """
+    first: dict[tuple, int] = {}
+    index = [first.setdefault(tuple(p), len(first)) for p in prompts]
+    return [list(p) for p in first], torch.tensor(index, device=device)
+
+
+def until_first_eos(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 on tokens up to and including the first ``eos_id`` of each row, 0 after it.
+
+    >>> until_first_eos(torch.tensor([[4, 2, 5, 2]]), eos_id=2)
+    tensor([[1, 1, 0, 0]])
+    """
+    is_eos = (tokens == eos_id).long()  # (N, T)
+    eos_before = is_eos.cumsum(-1) - is_eos  # (N, T) EOS tokens strictly before t
+    return (eos_before == 0).long()  # (N, T)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on the first real token: ``cumsum - 1`` clamped at 0.
+
+    With left padding the first real token then sits at position 0 in every row, as in
+    ``generate``, so log-probs computed later match the ones the sampler used.
+
+    >>> position_ids(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    tensor([[0, 0, 1],
+            [0, 1, 2]])
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
+
+
+def output_cache(output):
+    """The KV cache of a model output: ``cache`` in recent transformers, ``past_key_values`` before."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+def cache_keyword(model) -> str:
+    """``cache`` in recent transformers, ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def forward_after_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                          prompt_index: torch.Tensor, input_ids: torch.Tensor, input_mask: torch.Tensor,
+                          **prefill_kwargs):
+    """Run rows that continue shared prompts, each prompt computed ONCE: a forward over the
+    ``U`` prompts fills a KV cache, every row gets its prompt's cache, and one forward over
+    the rows' own tokens reads it. Gradients flow through the shared prompt pass.
+
+    ``prompt_ids``, ``prompt_mask``: (U, P), left-padded. ``input_ids``, ``input_mask``: (N, T),
+    right-padded; row ``i`` continues prompt ``prompt_index[i]`` ((N,) long). ``prefill_kwargs``
+    go to the prompt pass only (e.g. ``logits_to_keep=1``). Returns ``(prompt pass output, rows'
+    output)``; the second is ``None`` when ``T == 0``.
+    """
+    prefill = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                    use_cache=True, **prefill_kwargs)
+    if input_ids.shape[1] == 0:
+        return prefill, None
+    cache = output_cache(prefill)
+    cache.batch_select_indices(prompt_index)  # (U, ...) -> (N, ...), still in the graph
+    mask = torch.cat([prompt_mask[prompt_index], input_mask], 1)  # (N, P + T)
+    start = prompt_mask.sum(-1, keepdim=True)[prompt_index]  # (N, 1) real prompt tokens
+    positions = start + torch.arange(input_ids.shape[1], device=start.device)  # (N, T)
+    return prefill, model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_keyword(model): cache})
