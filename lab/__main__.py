@@ -1,8 +1,14 @@
 """Command line: ``python -m lab train | sample | eval | ablate``.
 
-Every :class:`lab.config.HybridConfig` field is a flag (``--lambda-rl 0.3``,
-``--reward-weights '{"semantic": 1.0}'``); ``--config FILE`` (JSON/YAML) and ``--preset``
-give the starting values, flags override them.
+``train``: every :class:`lab.config.HybridConfig` field is a flag (``--lambda-rl 0.3``,
+``--lr 1e-4``, ``--chat-template yes``, ``--reward-weights '{"semantic": 1}'``), read by the
+field's type (:func:`lab.config.coerce`). The starting values stack as
+``--preset`` < ``--config FILE`` (only the fields the file names) < flags. ``--resume``
+continues the run in ``--out`` with its saved config, so it takes none of them.
+
+``eval`` and ``ablate`` evaluate on the held-out split of the run's own dataset
+(:func:`lab.evaluate.heldout`), or on any local JSON/JSONL/CSV file given with ``--data``
+(``--columns`` maps its column names onto instruction/input/output).
 """
 
 from __future__ import annotations
@@ -13,33 +19,64 @@ import json
 import sys
 from pathlib import Path
 
-from lab.config import PRESETS, HybridConfig
+from lab.config import PRESETS, HybridConfig, coerce, field_kind
+
+METAVARS = {"float": "FLOAT", "int": "INT", "bool": "BOOL", "optional str": "NAME", "str": "TEXT",
+            "dict": "JSON"}
 
 
-def _value(text: str):
-    """Parse a flag's value as YAML (numbers, booleans, null, dicts), else keep the string."""
+def _flag_type(name: str):
+    """argparse ``type=`` for field ``name``: :func:`lab.config.coerce` of the text; a bad value
+    is an argparse error naming the flag and the expected type (exit code 2)."""
+    def parse(text: str):
+        try:
+            return coerce(name, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = field_kind(name)
+    return parse
+
+
+def _columns(text: str) -> dict[str, str]:
+    """``--columns``: a JSON (or YAML) mapping of the kit's field to the file's column."""
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)  # JSON is YAML too
     except yaml.YAMLError:
-        return text
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON mapping such as '{{\"instruction\": \"prompt\", \"output\": \"response\"}}', "
+            f"got {text!r}")
+    return value
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` flag per config field, all defaulting to 'not given'."""
-    group = parser.add_argument_group("config fields (see lab/config.py)")
+    """One ``--field-name`` flag per config field, with the field's help; all default to 'not given'."""
+    group = parser.add_argument_group("config fields (lab/config.py; preset < --config file < these flags)")
     for field in dataclasses.fields(HybridConfig):
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        text = f"{field.metadata.get('help', '')} (default: {json.dumps(default)})"
         group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"cfg_{field.name}",
-                           type=_value, default=None, metavar="V")
+                           type=_flag_type(field.name), default=None,
+                           metavar=METAVARS[field_kind(field.name)], help=text.replace("%", "%%"))
+
+
+def _flags(args: argparse.Namespace) -> dict:
+    """The config fields given as flags."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
 
 
 def build_config(args: argparse.Namespace) -> HybridConfig:
-    """Preset, then ``--config`` file, then flags."""
-    values = dict(PRESETS[args.preset])
+    """Preset, then the fields the ``--config`` file names, then flags."""
+    from lab.config import read_file
+
+    values = dict(PRESETS[args.preset or "default"])
     if args.config:
-        values.update(HybridConfig.load(args.config).to_dict())
-    values.update({k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None})
+        values.update(read_file(args.config))
+    values.update(_flags(args))
     return HybridConfig.from_dict(values)
 
 
@@ -48,19 +85,23 @@ def cmd_train(args) -> int:
     from lab.trainer import HybridTrainer
 
     out = Path(args.out)
-    if args.resume and (out / "checkpoints").is_dir():
-        given = [k[4:] for k, v in vars(args).items() if k.startswith("cfg_") and v is not None]
-        if given or args.config:
-            print(f"error: --resume continues with the run's saved config; drop "
-                  f"{', '.join('--' + g.replace('_', '-') for g in given) or '--config'} "
-                  f"or start a new --out", file=sys.stderr)
+    has_run = (out / "checkpoints").is_dir()
+    if args.resume:
+        given = ([f"--preset {args.preset}"] if args.preset else []) + \
+            ([f"--config {args.config}"] if args.config else []) + \
+            [f"--{name.replace('_', '-')}" for name in _flags(args)]
+        if given:
+            print(f"error: --resume continues the run in {out} with its saved config; drop "
+                  f"{', '.join(given)}, or start a new run with another --out", file=sys.stderr)
+            return 2
+        if not has_run:
+            print(f"error: no checkpoint in {out} to resume; drop --resume to start a new run there",
+                  file=sys.stderr)
             return 2
         trainer = HybridTrainer.resume(out)
         print(f"resumed {out} at step {trainer.step_count}")
     else:
-        if args.resume:
-            print(f"no checkpoint in {out}: starting a new run")
-        elif (out / "checkpoints").is_dir():
+        if has_run:
             print(f"error: {out} already holds a run; pass --resume to continue it, "
                   f"or choose another --out", file=sys.stderr)
             return 2
@@ -81,32 +122,109 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_eval(args) -> int:
+    """Per-prompt rows to a CSV (``--out``; with ``--run`` by default ``RUN/eval.csv``), the
+    summary to stdout."""
+    from lab import checkpoint, evaluate, models
 
-    train = sub.add_parser("train", help="train a generator; writes history, checkpoints, plots")
+    tokens = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    if args.run:
+        config = HybridConfig.load(checkpoint.find(Path(args.run)) / "config.json")
+        source = args.data or config.dataset
+        print(f"evaluating the run {args.run} on {evaluate.describe_source(source, trained_on=config.dataset)}")
+        frame = evaluate.evaluate_run(args.run, limit=args.limit, device=args.device, seed=args.seed,
+                                      source=source, columns=args.columns, **tokens)
+    else:
+        config = HybridConfig(model=args.model or "auto", device=args.device)
+        source = args.data or config.dataset
+        model, tokenizer = models.load(config.model, config.device, verbose=True)
+        examples = evaluate.heldout(args.limit, source, columns=args.columns)
+        print(f"evaluating {config.model} (untrained) on {evaluate.describe_source(source)}")
+        options = {**evaluate.generation_options(config), **tokens}
+        frame = evaluate.evaluate_model(model, tokenizer, examples, seed=args.seed or 0, **options)
+    out = args.out or (Path(args.run) / "eval.csv" if args.run else None)
+    if out:
+        frame.to_csv(out, index=False)
+        print(f"per-prompt rows written to {out}")
+    print(evaluate.summarize(frame).round(4).to_string())
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from lab.ablation import run_ablation
+
+    extra = {k: v for k, v in (("model", args.model), ("dataset", args.dataset)) if v}
+    run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
+                 eval_limit=args.limit, eval_data=args.data, eval_columns=args.columns, **extra)
+    return 0
+
+
+def _data_flags(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--data", metavar="FILE", help="evaluate on this local JSON/JSONL/CSV file "
+                        "(all its rows) or source (bundled, alpaca, auto; their held-out split); "
+                        f"default: {default}")
+    parser.add_argument("--columns", type=_columns, metavar="JSON", help="the file's column names, "
+                        "e.g. '{\"instruction\": \"prompt\", \"output\": \"response\"}' (Dolly, OASST)")
+
+
+def parser() -> argparse.ArgumentParser:
+    from lab.ablation import ABLATION_PRESETS, ARMS
+
+    top = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a generator; writes history, checkpoints, plots",
+                           description="Train a generator. Starting values: --preset < --config "
+                           "file (the fields it names) < field flags.")
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--steps", type=int, default=50, help="total steps (default 50)")
-    train.add_argument("--config", help="JSON or YAML config file")
-    train.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--config", metavar="FILE", help="JSON or YAML file of config fields; "
+                       "the fields it names override the preset")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="starting values (default: "
+                       "default): " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in PRESETS.items()))
+    train.add_argument("--resume", action="store_true", help="continue the run in --out with its "
+                       "saved config (takes no --preset, --config or field flag)")
     add_config_flags(train)
+    train.set_defaults(func=cmd_train)
 
     sample = sub.add_parser("sample", help="generate from a saved run's generator")
     sample.add_argument("--run", required=True, help="run folder or checkpoint folder")
     sample.add_argument("--prompt", action="append", help="instruction (repeatable); "
-                        "default: held-out prompts")
+                        "default: held-out prompts of the run's dataset")
     sample.add_argument("--n", type=int, default=3, help="held-out prompts when --prompt is absent")
     sample.add_argument("--max-new-tokens", type=int, default=48)
+    sample.set_defaults(func=cmd_sample)
 
-    from lab.ablation import add_cli
+    ev = sub.add_parser("eval", help="held-out metrics of a saved run or an untrained model")
+    which = ev.add_mutually_exclusive_group()
+    which.add_argument("--run", help="run or checkpoint folder")
+    which.add_argument("--model", help="an untrained model: auto (default), gpt2, smollm2-135m ...")
+    _data_flags(ev, "the held-out split of the run's dataset (bundled for --model)")
+    ev.add_argument("--limit", type=int, help="first N prompts (default: all)")
+    ev.add_argument("--seed", type=int, help="sampling seed (default: the run's seed, else 0)")
+    ev.add_argument("--max-new-tokens", type=int, help="default: the run's config (32 for --model)")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
+    ev.add_argument("--out", help="CSV of per-prompt rows (default: RUN/eval.csv with --run)")
+    ev.set_defaults(func=cmd_eval)
 
-    add_cli(sub)  # eval, ablate
-    args = parser.parse_args(argv)
+    ab = sub.add_parser("ablate", help="arms x seeds on one budget; writes results, plots, report.md")
+    ab.add_argument("--out", required=True, help="report folder (an existing one is continued)")
+    ab.add_argument("--preset", default="quick", choices=sorted(ABLATION_PRESETS))
+    ab.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (quick 2, full 5)")
+    ab.add_argument("--steps", type=int, help="training steps per arm (quick 4, full 100)")
+    ab.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all arms")
+    ab.add_argument("--limit", type=int, help="prompts to evaluate (quick 12, full all)")
+    ab.add_argument("--model", help="override the preset's model (auto, gpt2, tiny-gpt2 ...)")
+    ab.add_argument("--dataset", help="training data (config field dataset; default bundled)")
+    _data_flags(ab, "the held-out split of the training dataset")
+    ab.set_defaults(func=cmd_ablate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        handler = {"train": cmd_train, "sample": cmd_sample}.get(args.command) or args.func
-        return handler(args) or 0
+        return args.func(args) or 0
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

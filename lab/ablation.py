@@ -3,19 +3,22 @@
 Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps, the
 same ``B`` prompts a step and (where it samples) the same ``k`` samples a prompt; the
 ``sft`` arm trains on the same ``B`` reference answers a step. ``base`` is the untrained
-model. Each (arm, seed) is evaluated on the held-out split (:mod:`lab.evaluate`, greedy and
-sampled with the seed), and :mod:`lab.stats` turns the per-seed values into intervals and
-paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
+model. Each (arm, seed) is evaluated on the same prompts (:func:`lab.evaluate.heldout`: the
+held-out split of the config's ``dataset``, or all rows of the file given as ``eval_data``;
+greedy and sampled with the seed), and :mod:`lab.stats` turns the per-seed values into
+intervals and paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
 
 - ``results.csv``: long format, one row per arm, seed and metric (``arm, seed, metric, value``);
   metrics are ``<decoding>_<metric>`` (``sampled_semantic``) plus ``train_seconds``, ``eval_seconds``;
 - ``summary.csv``: :func:`lab.stats.summarize_results` (mean, 95% CI, paired difference vs sft);
-- ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``;
+- ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``
+  (:func:`lab.plots.plot_metrics`, :func:`~lab.plots.plot_quality_diversity`, :func:`~lab.plots.plot_curves`);
 - ``report.md``, ``config_<arm>.json``, ``ablation.json`` (the settings), and
   ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``).
 
 An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run continues, and
-``--seeds`` can grow later (the other settings must stay the same).
+``--seeds`` can grow later (the other settings must stay the same). The command line is
+``python -m lab ablate`` (:mod:`lab.__main__`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,9 @@ import platform
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from lab import evaluate, stats
+from lab import evaluate, plots, stats
 from lab.config import HybridConfig
 
 ARMS: dict[str, dict | None] = {  # arm -> config changes (None: not trained)
@@ -43,7 +44,7 @@ ARMS: dict[str, dict | None] = {  # arm -> config changes (None: not trained)
     "hybrid": {"mode": "hybrid"},
     "hybrid+kl": {"mode": "hybrid", "kl_coef": 0.05},
     "hybrid+entropy": {"mode": "hybrid", "entropy_coef": 0.01},
-    "hybrid_disc_baseline": {"mode": "hybrid", "baseline": "discriminator"},
+    "hybrid_disc_baseline": {"mode": "hybrid", "baseline": "discriminator_biased"},
     "hybrid_loo": {"mode": "hybrid", "baseline": "loo"},
     "adversarial": {"mode": "hybrid", "reward_source": "discriminator", "baseline": "ema"},
 }
@@ -71,8 +72,11 @@ MEANING = {  # what a HIGHER value means (no metric here is simply "better")
 
 
 def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, steps: int | None = None,
-                 eval_limit: int | None = None, **config) -> dict:
-    """The ablation's settings: a preset with overrides; ``config`` overrides HybridConfig fields."""
+                 eval_limit: int | None = None, eval_data: str | None = None,
+                 eval_columns: dict[str, str] | None = None, **config) -> dict:
+    """The ablation's settings: a preset with overrides; ``config`` overrides HybridConfig fields.
+    ``eval_data``: evaluate on this source or local file (``eval_columns``: its column names)
+    instead of the held-out split of ``config["dataset"]``."""
     if preset not in ABLATION_PRESETS:
         raise ValueError(f"Unknown ablation preset {preset!r}; choose {', '.join(ABLATION_PRESETS)}")
     base = ABLATION_PRESETS[preset]
@@ -86,6 +90,7 @@ def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, ste
     settings = {"preset": preset, "arms": arms, "seeds": list(range(n_seeds)),
                 "steps": base["steps"] if steps is None else steps,
                 "eval_limit": base["eval_limit"] if eval_limit is None else eval_limit,
+                "eval_data": None if eval_data is None else str(eval_data), "eval_columns": eval_columns,
                 "config": {**base["config"], **config}}
     HybridConfig.from_dict(settings["config"])  # validate now, not after an hour
     return settings
@@ -101,7 +106,7 @@ def _check_resume(out: Path, settings: dict) -> None:
     path = out / "ablation.json"
     if path.exists():
         old = json.loads(path.read_text())
-        for key in ("steps", "eval_limit", "config"):
+        for key in ("steps", "eval_limit", "eval_data", "eval_columns", "config"):
             if old.get(key) != settings[key]:
                 raise ValueError(f"{out} holds an ablation with {key}={old.get(key)!r}, not {settings[key]!r}; "
                                  "use another --out, or the same settings to continue it")
@@ -118,15 +123,26 @@ def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_
                    dict(arm=arm, seed=seed, metric="eval_seconds", value=eval_s)]
 
 
+def eval_source(settings: dict) -> str:
+    """The source the ablation evaluates on: ``eval_data``, else the config's ``dataset``."""
+    return settings.get("eval_data") or HybridConfig.from_dict(settings["config"]).dataset
+
+
+def _examples(settings: dict, config: HybridConfig, tokenizer) -> list:
+    return evaluate.heldout(settings["eval_limit"], eval_source(settings),
+                            tokenizer if config.chat_template else None, settings.get("eval_columns"))
+
+
 def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int | None = None,
                  steps: int | None = None, eval_limit: int | None = None, log=print,
+                 eval_data: str | None = None, eval_columns: dict[str, str] | None = None,
                  **config) -> pd.DataFrame:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
     folder, return the summary (:func:`lab.stats.summarize_results`)."""
     from lab import models
     from lab.trainer import HybridTrainer
 
-    settings = settings_for(preset, arms, seeds, steps, eval_limit, **config)
+    settings = settings_for(preset, arms, seeds, steps, eval_limit, eval_data, eval_columns, **config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, settings)
@@ -151,8 +167,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             if base is None:
                 base = models.load(config.model, config.device, verbose=False)
             model, tokenizer = base
-            examples = examples or evaluate.heldout(
-                settings["eval_limit"], tokenizer=tokenizer if config.chat_template else None)
+            examples = examples or _examples(settings, config, tokenizer)
             options = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                            top_p=config.top_p, max_prompt_tokens=config.max_prompt_tokens, seed=seed)
             if base_greedy is None:  # greedy answers of the untrained model are the same for every seed
@@ -163,8 +178,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             trainer = HybridTrainer(config, verbose=False)
             trainer.run(settings["steps"], progress=False)
             train_s = time.perf_counter() - t0
-            examples = examples or evaluate.heldout(
-                settings["eval_limit"], tokenizer=trainer.tokenizer if config.chat_template else None)
+            examples = examples or _examples(settings, config, trainer.tokenizer)
             frame = evaluate.evaluate_trainer(trainer, examples)
             trainer.history.to_csv(folder / "history.csv", index=False)
             del trainer
@@ -189,80 +203,26 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     return summary
 
 
-# --- figures -----------------------------------------------------------------------------
-def _figure(nrows=1, ncols=1, figsize=(6.4, 4)):
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False)
-    plt.close(fig)  # shown once in Jupyter, saved by scripts (as lab.plots does)
-    return fig, axes
-
-
-def _colors(arms) -> dict:
-    return {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
-
-
-def plot_metrics(summary: pd.DataFrame, metrics=KEY_METRICS):
-    """One bar chart per metric: the mean over seeds per arm, 95% CI error bars."""
-    metrics = [m for m in metrics if m in set(summary["metric"])]
-    arms = list(dict.fromkeys(summary["arm"]))
-    ncols = min(3, max(1, len(metrics)))
-    fig, axes = _figure(math.ceil(len(metrics) / ncols), ncols, (4.2 * ncols, 3.4 * math.ceil(len(metrics) / ncols)))
-    for ax in axes.flat[len(metrics):]:
-        ax.set_visible(False)
-    for ax, metric in zip(axes.flat, metrics):
-        part = summary[summary["metric"] == metric].set_index("arm").reindex(arms)
-        err = np.nan_to_num(np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]]))
-        ax.bar(range(len(arms)), part["mean"], yerr=err, capsize=3, color=list(_colors(arms).values()))
-        ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
-        ax.set_title(metric)
-        ax.set_ylabel(metric.split("_", 1)[1])
-    fig.suptitle("held-out metrics: mean over seeds, bars = 95% CI (t over seeds)")
-    return fig
-
-
-def plot_quality_diversity(results: pd.DataFrame, x: str = "sampled_distinct_2", y: str = "sampled_semantic"):
-    """Quality (``y``) vs diversity (``x``): each seed a faint dot, each arm's mean with 95% CIs."""
-    fig, axes = _figure(figsize=(6.4, 4.8))
-    ax = axes[0, 0]
-    wide = results.pivot_table(index=["arm", "seed"], columns="metric", values="value").reset_index()
-    arms = list(dict.fromkeys(results["arm"]))
-    for arm, color in _colors(arms).items():
-        part = wide[wide["arm"] == arm]
-        if x not in part or y not in part:
-            continue
-        ax.scatter(part[x], part[y], color=color, alpha=0.35, s=18)
-        (mx, lx, hx), (my, ly, hy) = stats.mean_ci(part[x]), stats.mean_ci(part[y])
-        ax.errorbar(mx, my, xerr=np.nan_to_num([[mx - lx], [hx - mx]]), yerr=np.nan_to_num([[my - ly], [hy - my]]),
-                    fmt="o", color=color, capsize=3, label=arm)
-    ax.set_xlabel(f"{x} (diversity)")
-    ax.set_ylabel(f"{y} (quality)")
-    ax.set_title("quality vs diversity (dots: seeds; markers: mean, 95% CI)")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def plot_curves(out: Path, arms, metric: str = "reward"):
-    """Training curves per arm via :func:`lab.plots.compare`, averaged over seeds by step.
-    Every arm is passed (``base`` with an empty history), so colours match the other figures."""
-    from lab import plots
-
+# --- figures (drawn by lab.plots) ----------------------------------------------------------
+def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
+    """Per arm, ``(config, history averaged over seeds by step)`` from ``out``; an arm without
+    histories (``base``) gets an empty one, so every arm keeps its colour."""
     runs = []
     for arm in arms:
         histories = [pd.read_csv(p) for p in sorted((out / "runs").glob(f"{arm}_seed*/history.csv"))]
         mean = pd.concat(histories).groupby("step").mean(numeric_only=True).reset_index() if histories \
             else pd.DataFrame()
         runs.append((json.loads((out / f"config_{arm}.json").read_text()), mean))
-    steps = max(len(h) for _, h in runs)
-    return plots.compare(runs, metric, window=max(1, steps // 10), labels=list(arms))
+    return runs
 
 
 def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None:
-    from lab import plots
-
     arms = list(dict.fromkeys(results["arm"]))
-    plots.save(plot_metrics(summary), out / "metrics.png")
-    plots.save(plot_quality_diversity(results), out / "quality_diversity.png")
+    plots.save(plots.plot_metrics(summary, KEY_METRICS), out / "metrics.png")
+    plots.save(plots.plot_quality_diversity(results), out / "quality_diversity.png")
+    curves = arm_curves(out, arms)
     for metric in ("reward", "loss_sft"):
-        plots.save(plot_curves(out, arms, metric), out / f"curves_{metric}.png")
+        plots.save(plots.plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -357,7 +317,8 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         f"- seeds: {', '.join(map(str, seeds))} (n = {len(seeds)}); steps per trained arm: {settings['steps']}",
         f"- B = {cfg.prompts_per_step} prompts a step, k = {cfg.samples_per_prompt} samples a prompt "
         f"(sft trains on the same B reference answers a step); lr {cfg.lr}; {cfg.max_new_tokens} new tokens",
-        f"- evaluation: {n_prompts} held-out prompts (bundled heldout split), greedy and sampled "
+        f"- evaluation: {n_prompts} prompts, {evaluate.describe_source(eval_source(settings), cfg.dataset)}; "
+        "greedy and sampled "
         f"(temperature {cfg.temperature}, top-p {cfg.top_p}, seeded with the run's seed)",
         f"- machine: {_machine()}; load average {load[0]:.1f} at start, {load[1]:.1f} at the end",
         f"- wall time of this invocation: {timing['elapsed_s'] / 60:.1f} min (CPU time "
@@ -373,40 +334,10 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         "(same data order, initial adapter and sampling seed): the seed, not the prompt, is the "
         "unit of replication, because every prompt of a run is answered by the same trained model. "
         "Higher values mean: " + "; ".join(f"{k}: {v}" for k, v in MEANING.items()) + ". "
-        "`ppl` is exp(mean NLL) of the answers under the base model; `words` counts whitespace words. "
+        "`ppl` is exp(mean NLL) of the answers under the base model; `words` counts words (lower-cased `\\w+` runs, as every word statistic of lab.metrics). "
         "`disc` (in summary.csv) is each arm's own critic, so it is not compared across arms.", "",
         "Files: results.csv, summary.csv, metrics.png, quality_diversity.png, curves_reward.png, "
         "curves_loss_sft.png, config_<arm>.json, runs/<arm>_seed<n>/ (eval.csv, history.csv).", "",
     ]
     (out / "report.md").write_text("\n".join(text))
 
-
-# --- command line ----------------------------------------------------------------------------
-def cmd_ablate(args) -> int:
-    extra = {"model": args.model} if args.model else {}
-    run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
-                 eval_limit=args.limit, **extra)
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Add the ``eval`` and ``ablate`` subcommands (each with a ``func`` default)."""
-    ev = subparsers.add_parser("eval", help="held-out metrics of a saved run or an untrained model")
-    which = ev.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", help="run or checkpoint folder")
-    which.add_argument("--model", help="an untrained model name: auto, gpt2, smollm2-135m ...")
-    ev.add_argument("--limit", type=int, help="first N held-out prompts (default: all)")
-    ev.add_argument("--seed", type=int, help="sampling seed (default: the run's seed, else 0)")
-    ev.add_argument("--max-new-tokens", type=int, help="default: the run's config (32 for --model)")
-    ev.add_argument("--out", help="CSV of per-prompt rows (default: RUN/eval.csv with --run)")
-    ev.set_defaults(func=evaluate.cmd_eval)
-
-    ab = subparsers.add_parser("ablate", help="arms x seeds on one budget; writes results, plots, report.md")
-    ab.add_argument("--out", required=True, help="report folder (an existing one is continued)")
-    ab.add_argument("--preset", default="quick", choices=sorted(ABLATION_PRESETS))
-    ab.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (quick 2, full 5)")
-    ab.add_argument("--steps", type=int, help="training steps per arm (quick 4, full 100)")
-    ab.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all arms")
-    ab.add_argument("--limit", type=int, help="held-out prompts to evaluate (quick 12, full all 72)")
-    ab.add_argument("--model", help="override the preset's model (auto, gpt2, tiny-gpt2 ...)")
-    ab.set_defaults(func=cmd_ablate)

@@ -1,20 +1,28 @@
 """``HybridConfig``: every knob of a hybrid SFT + REINFORCE run, documented and validated.
 
-Each field has a default that runs on a laptop CPU and a comment with its meaning and
-typical range. ``__post_init__`` rejects bad values with a ``ValueError`` that names the
-field and says how to fix it. Presets (``PRESETS``) change only what differs.
+Each field has a default that runs on a laptop CPU and, TRL style, a ``help`` text in its
+metadata (meaning and typical range) that ``python -m lab train --help`` shows.
+``__post_init__`` rejects bad values with a ``ValueError`` that names the field and says how
+to fix it. Presets (``PRESETS``) change only what differs.
+
+Values typed by people (CLI flags, YAML/JSON files) go through :func:`coerce`, which reads
+text by the field's type: ``"1e-4"`` -> ``0.0001`` for a float, ``"yes"`` -> ``True``,
+``"none"`` -> ``None`` for an optional name, ``'{"semantic": 1}'`` -> a dict. YAML alone
+reads ``lr: 2e-4`` as a string; :meth:`HybridConfig.from_dict` and :func:`read_file` coerce it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MODES = ("sft", "rl", "hybrid")
 SCHEDULES = ("constant", "linear", "adaptive")
-BASELINES = ("ema", "discriminator", "loo")
+BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
+POLICY_LOSSES = ("reinforce", "ppo")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length")
@@ -25,47 +33,84 @@ class HybridConfig:
     """Configuration of :class:`lab.trainer.HybridTrainer` (and the CLI, widgets, ablation)."""
 
     # --- models -----------------------------------------------------------------------
-    model: str = "auto"  # "auto", "smollm2-135m", "tiny-gpt2" or any Hub causal-LM id
-    discriminator_model: str | None = None  # None: share the generator's backbone; a name: own model
-    device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1" ...
+    model: str = field(default="auto", metadata={"help": (
+        "generator backbone: 'auto', 'smollm2-135m', 'tiny-gpt2' or any Hub causal-LM id")})
+    discriminator_model: str | None = field(default=None, metadata={"help": (
+        "None: the discriminator shares the generator's backbone; a model name: its own model")})
+    device: str = field(default="auto", metadata={"help": (
+        "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1' ...")})
     # --- LoRA (both adapters) -----------------------------------------------------------
-    lora_r: int = 8  # adapter rank; 2-64
-    lora_alpha: int = 16  # scaling numerator; usually 2 * lora_r
-    lora_dropout: float = 0.0  # dropout on the adapter input, 0-0.1; 0 scores the samples under
-    # exactly the policy that drew them (TRL turns dropout off for RL too)
+    lora_r: int = field(default=8, metadata={"help": "adapter rank; 2-64"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator; usually 2 * lora_r"})
+    lora_dropout: float = field(default=0.0, metadata={"help": (
+        "dropout on the adapter input, 0-0.1; 0 scores the samples under exactly the policy that "
+        "drew them (TRL turns dropout off for RL too)")})
     # --- optimisation -------------------------------------------------------------------
-    lr: float = 1e-4  # generator (LoRA) learning rate; 1e-5 - 1e-3
-    lr_discriminator: float = 3e-4  # discriminator (LoRA + head) learning rate
-    max_grad_norm: float = 1.0  # gradient clipping of the generator; 0 disables
+    lr: float = field(default=1e-4, metadata={"help": "generator (LoRA) learning rate; 1e-5 - 1e-3"})
+    lr_discriminator: float = field(default=3e-4, metadata={"help": (
+        "discriminator (LoRA + head) learning rate; 1e-5 - 1e-3")})
+    max_grad_norm: float = field(default=1.0, metadata={"help": (
+        "gradient clipping of the generator (max L2 norm); 0 disables; 0.5-5")})
     # --- sampling (phase B) -------------------------------------------------------------
-    prompts_per_step: int = 4  # B: prompts a step
-    samples_per_prompt: int = 2  # k: responses per prompt; "loo" needs k >= 2
-    max_new_tokens: int = 32  # response length cap; 16-128
-    temperature: float = 0.7  # sampling temperature; 0.5-1.2
-    top_p: float = 0.9  # nucleus sampling; 0.8-1.0
-    max_prompt_tokens: int = 256  # longer prompts are cut from the left
+    prompts_per_step: int = field(default=4, metadata={"help": "B: prompts a step; 2-64"})
+    samples_per_prompt: int = field(default=2, metadata={"help": (
+        "k: responses per prompt; 'loo' needs k >= 2; 1-8")})
+    max_new_tokens: int = field(default=32, metadata={"help": "response length cap in tokens; 16-128"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature, > 0; 0.5-1.2"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling, in (0, 1]; 0.8-1.0"})
+    max_prompt_tokens: int = field(default=256, metadata={"help": (
+        "longer prompts are cut from the left; 64-1024")})
     # --- objective ----------------------------------------------------------------------
-    mode: str = "hybrid"  # "sft" (phase A only), "rl" (phase B only) or "hybrid" (both)
-    lambda_rl: float = 0.5  # weight of the RL terms against SFT; 0-2
-    lambda_schedule: str = "constant"  # "constant", "linear" warm-up, "adaptive" (discriminator accuracy)
-    lambda_warmup_steps: int = 20  # "linear": steps to ramp lambda from 0 to lambda_rl
+    mode: str = field(default="hybrid", metadata={"help": (
+        "'sft' (phase A only), 'rl' (phase B only) or 'hybrid' (both)")})
+    lambda_rl: float = field(default=0.5, metadata={"help": (
+        "weight of the RL terms against SFT in mode 'hybrid'; 0-2 (mode 'rl' uses 1, 'sft' 0)")})
+    lambda_schedule: str = field(default="constant", metadata={"help": (
+        "'constant', 'linear' warm-up, or 'adaptive' (scaled by the discriminator's accuracy)")})
+    lambda_warmup_steps: int = field(default=20, metadata={"help": (
+        "'linear': steps to ramp lambda from 0 to lambda_rl; 10-100")})
     reward_weights: dict[str, float] = field(
-        default_factory=lambda: {"semantic": 0.7, "perplexity": 0.3})  # names: REWARD_NAMES
-    baseline: str = "ema"  # "ema", "discriminator" (critic) or "loo" (leave-one-out over k)
-    ema_decay: float = 0.9  # "ema" baseline: b <- decay*b + (1-decay)*mean reward
-    reward_source: str = "reward"  # what phase B maximises: "reward", "discriminator", or a "mix"
-    reward_mix: float = 0.5  # "mix": weight of the discriminator's score (0-1)
-    kl_coef: float = 0.0  # KL penalty to the base model (adapters off); 0-0.2
-    entropy_coef: float = 0.0  # entropy bonus; 0-0.05
+        default_factory=lambda: {"semantic": 0.7, "perplexity": 0.3}, metadata={"help": (
+            "weight per reward part, a JSON/YAML mapping; names: " + ", ".join(REWARD_NAMES))})
+    baseline: str = field(default="ema", metadata={"help": (
+        "'ema' (running mean), 'loo' (mean of the prompt's other samples), 'group' (mean of all k, "
+        "GRPO), 'critic' (the discriminator's mean score of the prompt's other samples: unbiased), "
+        "or 'discriminator_biased' (D(x, y) of the sample itself: biased, a teaching arm)")})
+    scale_rewards: bool = field(default=False, metadata={"help": (
+        "divide advantages by the std of the prompt's k rewards (GRPO's scale_rewards); needs k >= 2")})
+    policy_loss: str = field(default="reinforce", metadata={"help": (
+        "'reinforce': -(R - b) log pi(y|x); 'ppo': clipped importance ratio against the sampling "
+        "policy, ppo_epochs passes over ppo_minibatches")})
+    ppo_epochs: int = field(default=1, metadata={"help": (
+        "'ppo': optimizer passes over each step's samples; 1-4 (1: the REINFORCE gradient)")})
+    ppo_minibatches: int = field(default=1, metadata={"help": (
+        "'ppo': minibatches of prompts per pass (a prompt's k samples stay together); 1-B")})
+    clip_range: float = field(default=0.2, metadata={"help": (
+        "'ppo': the ratio is clipped to [1 - clip_range, 1 + clip_range]; 0.1-0.3")})
+    ema_decay: float = field(default=0.9, metadata={"help": (
+        "'ema' baseline: b <- decay*b + (1-decay)*mean reward; in [0, 1), 0.8-0.99")})
+    reward_source: str = field(default="reward", metadata={"help": (
+        "what phase B maximises: 'reward', 'discriminator' (adversarial), or a 'mix'")})
+    reward_mix: float = field(default=0.5, metadata={"help": (
+        "'mix': weight of the discriminator's score, 0-1")})
+    kl_coef: float = field(default=0.0, metadata={"help": (
+        "KL penalty to the base model (adapters off); 0-0.2")})
+    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus; 0-0.05"})
     # --- discriminator ------------------------------------------------------------------
-    discriminator_loss: str = "mse"  # "mse" or "mse+contrastive" (reference vs junk)
-    discriminator_top_layers: int = 8  # its LoRA on the top N blocks only (0: all); backward stops there
-    contrastive_weight: float = 1.0  # weight of the contrastive term
+    discriminator_loss: str = field(default="mse", metadata={"help": (
+        "'mse' or 'mse+contrastive' (reference answers ranked above junk)")})
+    discriminator_top_layers: int = field(default=8, metadata={"help": (
+        "its LoRA on the top N blocks only (0: all); backward stops there")})
+    contrastive_weight: float = field(default=1.0, metadata={"help": (
+        "weight of the contrastive term; 0.1-2")})
     # --- data and run -------------------------------------------------------------------
-    dataset: str = "bundled"  # "bundled", "alpaca", "auto", or a local JSON/JSONL/CSV path
-    chat_template: bool = False  # format prompts with the tokenizer's chat template
-    seed: int = 0  # seeds python, numpy, torch and the data order
-    checkpoint_every: int = 0  # save a checkpoint every N steps (0: only at the end)
+    dataset: str = field(default="bundled", metadata={"help": (
+        "'bundled', 'alpaca', 'auto', or a local JSON/JSONL/CSV path (Alpaca layout)")})
+    chat_template: bool = field(default=False, metadata={"help": (
+        "format prompts with the tokenizer's chat template")})
+    seed: int = field(default=0, metadata={"help": "seeds python, numpy, torch and the data order"})
+    checkpoint_every: int = field(default=0, metadata={"help": (
+        "save a checkpoint every N steps (0: only at the end)")})
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -73,8 +118,9 @@ class HybridConfig:
         self._check_choice("baseline", BASELINES)
         self._check_choice("reward_source", REWARD_SOURCES)
         self._check_choice("discriminator_loss", DISCRIMINATOR_LOSSES)
+        self._check_choice("policy_loss", POLICY_LOSSES)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",
-                     "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps"):
+                     "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps", "ppo_epochs", "ppo_minibatches"):
             self._check_int(name, minimum=1)
         self._check_int("checkpoint_every", minimum=0)
         self._check_int("discriminator_top_layers", minimum=0)
@@ -83,19 +129,30 @@ class HybridConfig:
             self._check_range(name, low=0.0, low_open=True)
         for name in ("lora_dropout", "ema_decay"):
             self._check_range(name, low=0.0, high=1.0, high_open=True)
-        for name in ("top_p", "reward_mix"):
-            self._check_range(name, low=0.0, high=1.0, low_open=name == "top_p")
+        for name in ("top_p", "reward_mix", "clip_range"):
+            self._check_range(name, low=0.0, high=1.0, low_open=name in ("top_p", "clip_range"))
         for name in ("lambda_rl", "kl_coef", "entropy_coef", "max_grad_norm", "contrastive_weight"):
             self._check_range(name, low=0.0)
         self._check_weights()
-        if self.baseline == "loo" and self.samples_per_prompt < 2:
-            raise ValueError("baseline='loo' needs samples_per_prompt >= 2 (leave-one-out over the "
-                             f"k samples of a prompt); got samples_per_prompt={self.samples_per_prompt}")
-        if self.baseline == "discriminator" and self.reward_source == "discriminator":
-            raise ValueError("baseline='discriminator' with reward_source='discriminator' makes every "
-                             "advantage zero; use baseline='ema' or 'loo' in the adversarial mode")
+        self._check_combinations()
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("model must be a model name such as 'auto', 'smollm2-135m', 'tiny-gpt2' or 'gpt2'")
+
+    def _check_combinations(self) -> None:
+        k = self.samples_per_prompt
+        if (self.baseline in ("loo", "group", "critic") or self.scale_rewards) and k < 2:
+            what = "scale_rewards=True" if self.scale_rewards else f"baseline={self.baseline!r}"
+            raise ValueError(f"{what} compares the k samples of a prompt and needs samples_per_prompt >= 2; "
+                             f"got samples_per_prompt={k}")
+        if self.baseline == "discriminator_biased" and self.reward_source == "discriminator":
+            raise ValueError("baseline='discriminator_biased' with reward_source='discriminator' makes every "
+                             "advantage zero; use baseline='ema', 'loo' or 'critic' in the adversarial mode")
+        if self.mode == "rl" and self.lambda_schedule != "constant":
+            raise ValueError(f"lambda_schedule={self.lambda_schedule!r} mixes SFT and RL, but mode='rl' has no "
+                             "SFT term (its RL weight is 1); use mode='hybrid' or lambda_schedule='constant'")
+        if self.ppo_minibatches > self.prompts_per_step:
+            raise ValueError(f"ppo_minibatches={self.ppo_minibatches} exceeds prompts_per_step="
+                             f"{self.prompts_per_step}; a minibatch holds at least one prompt")
 
     # --- validation helpers -------------------------------------------------------------
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
@@ -150,32 +207,144 @@ class HybridConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "HybridConfig":
-        """Build from a dict; unknown keys raise a ``ValueError`` listing the known fields."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown config field(s) {unknown}; known fields: {', '.join(sorted(known))}")
-        return cls(**values)
+        """Build from a dict whose values may be text (see :func:`coerce`); unknown keys raise
+        a ``ValueError`` listing the known fields.
+
+        >>> HybridConfig.from_dict({"lr": "2e-4", "chat_template": "no"}).lr
+        0.0002
+        """
+        return cls(**{name: coerce(name, value) for name, value in _known(values).items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "HybridConfig":
-        """Read a JSON or YAML file (``.json``, ``.yaml``, ``.yml``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"Config file {path} does not exist")
-        text = path.read_text()
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+        """Read a JSON or YAML file (``.json``, ``.yaml``, ``.yml``); fields it does not name
+        keep their defaults."""
+        return cls.from_dict(read_file(path))
 
-                values = yaml.safe_load(text) or {}
-            else:
-                values = json.loads(text)
-        except Exception as err:
-            raise ValueError(f"Config file {path} could not be parsed: {err}") from err
-        if not isinstance(values, dict):
-            raise ValueError(f"Config file {path} must hold a mapping of field: value")
-        return cls.from_dict(values)
+
+# --- values typed by people -------------------------------------------------------------------
+_EXPECTED = {
+    "float": "a number such as 1e-4, 2E-5, .5 or 3",
+    "int": "a whole number such as 0, 8 or 256",
+    "bool": "true/false (also yes/no, 1/0, on/off)",
+    "optional str": "a name, or none/null for None",
+    "str": "text",
+    "dict": 'a JSON or YAML mapping of name to number such as \'{"semantic": 1}\'',
+}
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def field_kind(name: str) -> str:
+    """How text is read for field ``name``: one of ``float``, ``int``, ``bool``,
+    ``optional str``, ``str``, ``dict``.
+
+    >>> field_kind("lr"), field_kind("discriminator_model"), field_kind("reward_weights")
+    ('float', 'optional str', 'dict')
+    """
+    hint = typing.get_type_hints(HybridConfig)[name]
+    if hint in (float, int, bool, str):
+        return hint.__name__
+    if typing.get_origin(hint) is dict:
+        return "dict"
+    if set(typing.get_args(hint)) == {str, type(None)}:
+        return "optional str"
+    raise TypeError(f"no text reading for field {name} of type {hint}")
+
+
+def _number(text) -> float:
+    if isinstance(text, bool):
+        raise ValueError
+    return float(text.strip()) if isinstance(text, str) else float(text)
+
+
+def coerce(name: str, value):
+    """``value`` for field ``name``, with text read by the field's type.
+
+    Text (``str``) becomes a float (``"1e-4"``, ``"2E-5"``, ``".5"``, ``"3"``), an int
+    (``"8"``), a bool (``true/false``, ``yes/no``, ``1/0``, ``on/off``; any case), None for an
+    optional name (``none``/``null``), or a dict (JSON or YAML mapping, its values read as
+    floats). Ints become floats for float fields, and 0/1 booleans for bool fields. Other
+    values pass unchanged, for ``HybridConfig``'s own checks. Text that cannot be read
+    raises a ``ValueError`` naming the field and the expected type.
+
+    >>> coerce("lr", "1e-4"), coerce("lr", ".5"), coerce("seed", "3"), coerce("chat_template", "Yes")
+    (0.0001, 0.5, 3, True)
+    >>> coerce("reward_weights", '{"semantic": 1}'), coerce("discriminator_model", "null")
+    ({'semantic': 1.0}, None)
+    >>> coerce("lr", "fast")
+    Traceback (most recent call last):
+    ...
+    ValueError: lr='fast': expected a number such as 1e-4, 2E-5, .5 or 3
+    """
+    kind = field_kind(name)
+    try:
+        if kind == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return _number(value)
+        if kind == "int" and isinstance(value, str):
+            return int(value.strip())
+        if kind == "bool" and isinstance(value, str):
+            word = value.strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ValueError
+            return word in _TRUE
+        if kind == "bool" and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        if kind == "optional str" and isinstance(value, str) and value.strip().lower() in ("none", "null"):
+            return None
+        if kind == "dict":
+            if isinstance(value, str):
+                value = _mapping(value)
+            if isinstance(value, dict):
+                return {key: _number(v) if isinstance(v, (str, int)) else v for key, v in value.items()}
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected {_EXPECTED[kind]}") from None
+    return value
+
+
+def _mapping(text: str) -> dict:
+    """A JSON object, else a YAML mapping, from ``text``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError from None
+    if not isinstance(value, dict):
+        raise ValueError
+    return value
+
+
+def _known(values: dict, where: str = "") -> dict:
+    """``values`` after checking that every key is a field."""
+    known = {f.name for f in dataclasses.fields(HybridConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}Unknown config field(s) {unknown}; known fields: {', '.join(sorted(known))}")
+    return dict(values)
+
+
+def read_file(path: str | Path) -> dict:
+    """The fields a JSON or YAML config file names, coerced (:func:`coerce`), and only those:
+    ``{"lr": 0.0002}`` for a file holding ``lr: 2e-4``. Lay it over a preset, under flags."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as err:
+        raise ValueError(f"Config file {path} could not be parsed: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"Config file {path} must hold a mapping of field: value")
+    return {name: coerce(name, value) for name, value in _known(values, f"Config file {path}: ").items()}
 
 
 # Presets change only what differs from the defaults (nanoGPT style).

@@ -10,16 +10,25 @@
 | ``rouge_l``  | ROUGE-L F1 to the reference (rouge-score), in [0, 1]                       |
 | ``bleu``     | sentence BLEU to the reference (sacrebleu) / 100, in [0, 1]                |
 | ``nll``, ``ppl`` | mean NLL per answer token under the *base* model (adapters off), ``ppl = exp(nll)`` |
-| ``self_bleu`` | BLEU of this answer against the decoding's other answers / 100: near 1 = the model says the same thing to every prompt (mode collapse) |
-| ``words``    | answer length in whitespace words (tokenizer-independent, so GPT-2 and SmolLM2 compare) |
-| ``repetition`` | repeated word 3-grams, a rate in [0, 1] (``-lab.rewards.repetition``)    |
+| ``self_bleu`` | BLEU of this answer against the decoding's other answers / 100 (:func:`lab.metrics.self_bleu`): near 1 = the model says the same thing to every prompt (mode collapse) |
+| ``words``    | answer length in words (:func:`lab.metrics.tokens`; tokenizer-independent, so GPT-2 and SmolLM2 compare) |
+| ``repetition`` | repeated word 3-grams, a rate in [0, 1] (:func:`lab.metrics.repetition_rate`) |
 | ``disc``     | the discriminator's score of (prompt, answer); NaN without one             |
 
 :func:`summarize` gives the means per decoding, with ``ppl = exp(mean nll)`` (the
 geometric mean of the answers' perplexities, robust to one wild answer) and distinct-1/2
-(:func:`lab.textstats.distinct_n`) over the decoding's answers: distinctness is a property
+(:func:`lab.metrics.distinct_n`) over the decoding's answers: distinctness is a property
 of a *set* of answers, so it has no per-prompt value. Empty answers get NaN ``nll``/``ppl``
-(they have no tokens to score) and 0 for the overlap metrics.
+(they have no tokens to score) and 0 for the overlap metrics. The word statistics
+(``words``, ``repetition``, ``self_bleu``, distinct-n) share :mod:`lab.metrics`' one
+tokenisation rule; ROUGE-L and BLEU to the reference keep their libraries' tokenisers.
+
+**What is evaluated** (:func:`heldout`): the held-out split of a source of
+:func:`lab.data.load_examples`: ``bundled`` -> ``data/heldout.jsonl``, ``alpaca`` -> its last
+10%. A local JSON/JSONL/CSV file has no split, so *all* its rows are evaluated. A run is
+evaluated on its own ``config.dataset``; a run trained on a local file is therefore evaluated
+on its own training rows (fit, not generalisation) unless other data is given
+(``python -m lab eval --run RUN --data OTHER.jsonl``); :func:`describe_source` says which.
 """
 
 from __future__ import annotations
@@ -31,44 +40,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lab import generator, rewards
+from lab import generator, models, rewards, tensors
 from lab.data import Example, load_examples
-from lab.textstats import distinct_n
+from lab.metrics import distinct_n, repetition_rate, self_bleu, tokens
 
 DECODINGS = ("greedy", "sampled")
 SUMMARY_METRICS = ("semantic", "rouge_l", "bleu", "ppl", "distinct_1", "distinct_2", "self_bleu",
                    "words", "repetition", "disc")
-
-
-def self_bleu(texts: list[str]) -> list[float]:
-    """For each text, sentence BLEU (sacrebleu, effective order) against all the others / 100.
-
-    The mean over texts is the self-BLEU of the set (Zhu et al., 2018, Texygen): ~1 when
-    every text is the same, low when they differ. Empty texts score 0.
-
-    >>> self_bleu(["the cat sat on the mat"] * 3)
-    [1.0, 1.0, 1.0]
-    """
-    import sacrebleu
-
-    scores = []
-    for i, text in enumerate(texts):
-        others = [t for j, t in enumerate(texts) if j != i]
-        if not text.strip() or not others:
-            scores.append(0.0)
-            continue
-        score = sacrebleu.sentence_bleu(text, others, use_effective_order=True).score
-        scores.append(min(1.0, score / 100))
-    return scores
-
-
-def repetition_rate(texts: list[str], n: int = 3) -> list[float]:
-    """Share of repeated word n-grams, in [0, 1]: ``-lab.rewards.repetition``.
-
-    >>> repetition_rate(["the the the the", "a new day"])
-    [1.0, 0.0]
-    """
-    return [-r + 0.0 for r in rewards.repetition(None, texts, n=n)]  # + 0.0: no -0.0
 
 
 def score_responses(prompts: list[str], completions: list[str], references: list[str],
@@ -93,7 +71,7 @@ def score_responses(prompts: list[str], completions: list[str], references: list
         "nll": nll,
         "ppl": np.exp(nll),
         "self_bleu": self_bleu(completions),
-        "words": [len(c.split()) for c in completions],
+        "words": [len(tokens(c)) for c in completions],
         "repetition": repetition_rate(completions),
         "disc": disc,
     })
@@ -102,7 +80,7 @@ def score_responses(prompts: list[str], completions: list[str], references: list
 def _generate(model, tokenizer, prompts, do_sample, seed, batch_size, **options) -> list[str]:
     """Completions in batches of ``batch_size`` (None: one call); sampling seeded with ``seed``."""
     size = batch_size or len(prompts)
-    device = generator.model_device(model)
+    device = tensors.model_device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         return [c for start in range(0, len(prompts), size)
@@ -152,12 +130,34 @@ def evaluate_model(model, tokenizer, examples: list[Example], decodings=DECODING
     return pd.concat(frames, ignore_index=True)
 
 
-def heldout(limit: int | None = None, source: str = "bundled", tokenizer=None) -> list[Example]:
-    """The held-out examples (``tokenizer``: format with its chat template)."""
-    return load_examples(source, "heldout", limit=limit, tokenizer=tokenizer)
+def heldout(limit: int | None = None, source: str = "bundled", tokenizer=None,
+            columns: dict[str, str] | None = None) -> list[Example]:
+    """The examples to evaluate on: the held-out split of ``source`` (a local file: all its
+    rows; see the module docstring). ``tokenizer``: format with its chat template;
+    ``columns``: a local file's column names (:func:`lab.data.read_rows`)."""
+    return load_examples(source, "heldout", columns=columns, limit=limit, tokenizer=tokenizer)
 
 
-def _generation_options(config) -> dict:
+def describe_source(source: str, trained_on: str | None = None) -> str:
+    """What :func:`heldout` of ``source`` evaluates, in words; warns when it is the local file a
+    run (``trained_on``) was trained on.
+
+    >>> describe_source("bundled")
+    'the held-out split of bundled'
+    >>> print(describe_source("my.jsonl", trained_on="my.jsonl"))  # doctest: +ELLIPSIS
+    all rows of my.jsonl (a local file has no held-out split: these are the run's training rows, ...)
+    """
+    if Path(source).suffix.lower() not in (".json", ".jsonl", ".csv"):  # a named source
+        return f"the held-out split of {source}"
+    text = f"all rows of {source}"
+    if trained_on is not None and Path(source).resolve() == Path(trained_on).resolve():
+        text += (" (a local file has no held-out split: these are the run's training rows, so this "
+                 "measures fit, not generalisation; pass --data OTHER_FILE)")
+    return text
+
+
+def generation_options(config) -> dict:
+    """The decoding settings of a :class:`lab.config.HybridConfig` (``evaluate_model`` options)."""
     return dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                 top_p=config.top_p, max_prompt_tokens=config.max_prompt_tokens)
 
@@ -169,27 +169,30 @@ def evaluate_trainer(trainer, examples: list[Example] | None = None, limit: int 
     (``options`` override them); ``seed`` defaults to the config's."""
     config = trainer.config
     if examples is None:
-        examples = heldout(limit, tokenizer=trainer.tokenizer if config.chat_template else None)
-    previous = generator.activate(trainer.model, "generator")  # keeps the adapters trainable
+        examples = heldout(limit, config.dataset, trainer.tokenizer if config.chat_template else None)
+    previous = models.activate(trainer.model, "generator")  # keeps the adapters trainable
     try:
         return evaluate_model(trainer.model, trainer.tokenizer, examples,
                               seed=config.seed if seed is None else seed, discriminator=trainer.disc,
-                              **{**_generation_options(config), **options})
+                              **{**generation_options(config), **options})
     finally:
-        generator.activate(trainer.model, previous)
+        models.activate(trainer.model, previous)
 
 
 def evaluate_run(path: str | Path, examples: list[Example] | None = None, limit: int | None = None,
-                 device: str = "auto", seed: int | None = None, **options) -> pd.DataFrame:
+                 device: str = "auto", seed: int | None = None, source: str | None = None,
+                 columns: dict[str, str] | None = None, **options) -> pd.DataFrame:
     """:func:`evaluate_model` on a saved run folder (or checkpoint folder): the generator is
-    loaded with :func:`lab.report.load_generator`; a saved run has no ``disc`` score here."""
-    from lab.report import load_generator
+    loaded with :func:`lab.checkpoint.load_generator`; a saved run has no ``disc`` score here.
+    Without ``examples``, :func:`heldout` of ``source`` (default: the run's ``config.dataset``)."""
+    from lab.checkpoint import load_generator
 
     model, tokenizer, config = load_generator(Path(path), device)
     if examples is None:
-        examples = heldout(limit, tokenizer=tokenizer if config.chat_template else None)
+        examples = heldout(limit, source or config.dataset, tokenizer if config.chat_template else None,
+                           columns)
     return evaluate_model(model, tokenizer, examples, seed=config.seed if seed is None else seed,
-                          **{**_generation_options(config), **options})
+                          **{**generation_options(config), **options})
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -207,22 +210,3 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         rows[decoding] = {**{m: row.get(m, math.nan) for m in SUMMARY_METRICS}, "n": len(group)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("decoding")
 
-
-def cmd_eval(args) -> int:
-    """``python -m lab eval``: per-prompt rows to a CSV, the summary to stdout."""
-    from lab import models
-    from lab.config import HybridConfig
-
-    tokens = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
-    if args.run:
-        frame = evaluate_run(args.run, limit=args.limit, seed=args.seed, **tokens)
-    else:
-        model, tokenizer = models.load(args.model, verbose=True)
-        options = {**_generation_options(HybridConfig()), **tokens}
-        frame = evaluate_model(model, tokenizer, heldout(args.limit), seed=args.seed or 0, **options)
-    out = args.out or (Path(args.run) / "eval.csv" if args.run else None)
-    if out:
-        frame.to_csv(out, index=False)
-        print(f"per-prompt rows written to {out}")
-    print(summarize(frame).round(4).to_string())
-    return 0

@@ -1,4 +1,6 @@
-"""Run history -> figures: one function per panel, a dashboard, run comparison, ``save``.
+"""Run history -> figures: one function per panel, a dashboard, run comparison, the
+ablation's figures (:func:`plot_metrics`, :func:`plot_quality_diversity`, :func:`plot_curves`),
+``save``.
 
 Each function takes a history (the trainer's ``pandas.DataFrame``, one row per step; a
 list of row dicts works too) and returns a ``matplotlib`` Figure whose axes are labelled.
@@ -46,12 +48,17 @@ def _steps(history: pd.DataFrame) -> np.ndarray:
     return np.arange(1, len(history) + 1)
 
 
-def _subplots(nrows=1, ncols=1, figsize=(6.4, 4)):
+def _subplots(nrows=1, ncols=1, figsize=(6.4, 4), squeeze=True):
     """``plt.subplots``, closed in pyplot: the figure stays usable, but the notebook's
     end-of-cell flush does not show it a second time."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=squeeze)
     plt.close(fig)
     return fig, axes
+
+
+def _colors(names) -> dict:
+    """One colour per name, in order (``C0``, ``C1``, ...), as :func:`compare` colours runs."""
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
 def _axes(ax: Axes | None, figsize=(6.4, 4)) -> Axes:
@@ -264,6 +271,66 @@ def compare(runs, metric: str = "reward", window: int = 5, labels: list[str] | N
             _smoothed(ax, _steps(history), values, window, label, f"C{i % 10}")
             drawn = True
     return _finish(ax, f"{metric} by run (rolling mean over {window})", metric, drawn)
+
+
+# --- an ablation (arms x seeds; lab.ablation writes the tables) ------------------------------
+def plot_metrics(summary: pd.DataFrame, metrics=None) -> Figure:
+    """One bar chart per metric: the mean over seeds per arm, 95% CI error bars.
+
+    ``summary``: :func:`lab.stats.summarize_results` (``arm, metric, mean, ci_low, ci_high``);
+    ``metrics``: which, in order (default: all; the ablation passes its ``KEY_METRICS``).
+    """
+    present = list(dict.fromkeys(summary["metric"]))
+    metrics = [m for m in (metrics or present) if m in present]
+    arms = list(dict.fromkeys(summary["arm"]))
+    ncols = min(3, max(1, len(metrics)))
+    nrows = max(1, -(-len(metrics) // ncols))
+    fig, axes = _subplots(nrows, ncols, (4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
+        part = summary[summary["metric"] == metric].set_index("arm").reindex(arms)
+        err = np.nan_to_num(np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]]))
+        ax.bar(range(len(arms)), part["mean"], yerr=err, capsize=3, color=list(_colors(arms).values()))
+        ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+        ax.set_title(metric)
+        ax.set_ylabel(metric.split("_", 1)[-1])
+    fig.suptitle("held-out metrics: mean over seeds, bars = 95% CI (t over seeds)")
+    return fig
+
+
+def plot_quality_diversity(results: pd.DataFrame, x: str = "sampled_distinct_2",
+                           y: str = "sampled_semantic") -> Figure:
+    """Quality (``y``) vs diversity (``x``): each seed a faint dot, each arm's mean with 95% CIs.
+
+    ``results``: long format ``arm, seed, metric, value`` (the ablation's ``results.csv``).
+    """
+    from lab.stats import mean_ci
+
+    ax = _axes(None, figsize=(6.4, 4.8))
+    wide = results.pivot_table(index=["arm", "seed"], columns="metric", values="value").reset_index()
+    drawn = False
+    for arm, color in _colors(dict.fromkeys(results["arm"])).items():
+        part = wide[wide["arm"] == arm]
+        if x not in part or y not in part:
+            continue
+        ax.scatter(part[x], part[y], color=color, alpha=0.35, s=18)
+        (mx, lx, hx), (my, ly, hy) = mean_ci(part[x]), mean_ci(part[y])
+        ax.errorbar(mx, my, xerr=np.nan_to_num([[mx - lx], [hx - mx]]), yerr=np.nan_to_num([[my - ly], [hy - my]]),
+                    fmt="o", color=color, capsize=3, label=arm)
+        drawn = True
+    return _finish(ax, "quality vs diversity (dots: seeds; markers: mean, 95% CI)", f"{y} (quality)",
+                   drawn, xlabel=f"{x} (diversity)")
+
+
+def plot_curves(runs, metric: str = "reward", labels: list[str] | None = None) -> Figure:
+    """Training curves of several arms via :func:`compare`, smoothed over a tenth of the steps.
+
+    ``runs``: (config, history) pairs, one per arm (an untrained arm with an empty history
+    keeps the colours in step with the other ablation figures).
+    """
+    steps = max([len(_unpack(run)[1]) for run in runs] + [1])
+    return compare(runs, metric, window=max(1, steps // 10), labels=labels)
 
 
 def save(fig: Figure, path: str | Path) -> Path:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from lab.config import REWARD_NAMES  # the one list of reward names (config validates against it)
+from lab.metrics import repetition_rate
 
 PERPLEXITY_FORMS = ("scaled", "sketch")
 
@@ -120,7 +120,8 @@ class Perplexity:
     def nll(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Mean NLL per completion token given the prompt, shape (batch,); NaN for empty completions.
         Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`)."""
-        from lab.generator import continuation_logprobs, group_prompts, left_pad, model_device, right_pad
+        from lab.generator import continuation_logprobs
+        from lab.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
 
         out = torch.full((len(completions),), float("nan"))  # (batch,)
         keep = [i for i, c in enumerate(completions) if c.strip()]
@@ -135,14 +136,9 @@ class Perplexity:
         prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
         answer_ids, answer_mask = right_pad(answers, pad, device)  # (kept, T)
         adapters_off = getattr(self.model, "disable_adapter", None)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with adapters_off() if adapters_off else nullcontext():
-                logprobs = continuation_logprobs(self.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
-                                                 index)  # tokens: (kept, T)
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), adapters_off() if adapters_off else nullcontext():
+            logprobs = continuation_logprobs(self.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
+                                             index)  # tokens: (kept, T)
         out[keep] = (-logprobs.sums / answer_mask.sum(-1)).float().cpu()  # (kept,)
         return out
 
@@ -183,27 +179,20 @@ def bleu(prompts, completions, references=None, **kwargs) -> list[float]:
             for text, ref in zip(completions, references)]
 
 
-def _repetition_one(text: str, n: int) -> float:
-    words = re.findall(r"\w+", text.lower())
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    if len(grams) < 2:
-        return 0.0
-    return -(len(grams) - len(set(grams))) / (len(grams) - 1)
-
-
 def repetition(prompts, completions, n: int = 3, **kwargs) -> list[float]:
-    """Penalty for repeated word n-grams, in [-1, 0].
+    """Penalty for repeated word n-grams, in [-1, 0]: ``-lab.metrics.repetition_rate``.
 
-    ``-(total - unique) / (total - 1)`` over the completion's lower-cased word n-grams:
-    0 when no n-gram repeats, -1 when one n-gram fills the whole text (the first
-    occurrence can never be a repeat, hence ``total - 1``). Fewer than ``n + 1`` words -> 0.
+    ``-(total - unique) / (total - 1)`` over the completion's word n-grams
+    (:func:`lab.metrics.tokens`: lower-cased ``\\w+`` words): 0 when no n-gram repeats,
+    -1 when one n-gram fills the whole text (the first occurrence can never be a repeat,
+    hence ``total - 1``). Fewer than ``n + 1`` words -> 0.
 
     >>> repetition([""] * 3, ["the the the the", "The cat sat on the mat.", "yes"])
     [-1.0, 0.0, 0.0]
     >>> [round(x, 2) for x in repetition([""], ["I like it. I like it. I like it."])]
     [-0.67]
     """
-    return [_repetition_one(text, n) for text in completions]
+    return [-rate + 0.0 for rate in repetition_rate(completions, n)]  # + 0.0: no -0.0
 
 
 def length(prompts, completions, min_words: int = 1, max_words: int = 40, **kwargs) -> list[float]:

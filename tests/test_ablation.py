@@ -1,6 +1,6 @@
 """The ablation runner on tiny-gpt2: report files, expected rows, resume, settings checks, CLI."""
 
-import argparse
+import json
 
 import pandas as pd
 import pytest
@@ -55,7 +55,7 @@ def test_base_greedy_is_shared_across_seeds_and_sampled_differs(report):
 def test_report_states_setup_and_does_not_overclaim(report):
     text = (report[0] / "report.md").read_text()
     assert "tiny-gpt2" in text and "seeds: 0, 1" in text and "B = 2" in text and "k = 2" in text
-    assert "Difference vs sft" in text and "4 held-out prompts" in text
+    assert "Difference vs sft" in text and "4 prompts, the held-out split of bundled" in text
     assert "With 2 seeds the intervals are wide" in text
 
 
@@ -101,10 +101,24 @@ def test_settings_validation_and_arm_configs():
         ablation.settings_for("quick", lr=-1.0)
 
 
-def test_add_cli_registers_eval_and_ablate():
-    parser = argparse.ArgumentParser()
-    ablation.add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["ablate", "--out", "x", "--seeds", "3", "--arms", "base", "sft"])
-    assert args.func is ablation.cmd_ablate and args.seeds == 3 and args.arms == ["base", "sft"]
-    args = parser.parse_args(["eval", "--run", "runs/demo", "--limit", "5"])
-    assert args.func is evaluate.cmd_eval and args.limit == 5
+def test_figures_come_from_plots(report):
+    out, _ = report
+    curves = ablation.arm_curves(out, ["base", "sft"])
+    assert curves[0][1].empty and curves[0][0]["model"] == "tiny-gpt2"  # base: no training
+    assert list(curves[1][1]["step"]) == [1]  # sft: mean over seeds by step
+    assert not hasattr(ablation, "plot_metrics") and not hasattr(ablation, "_figure")
+
+
+def test_eval_data_is_a_local_file_and_is_part_of_the_settings(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {w}.", "output": f"{w}."}) + "\n"
+                            for w in ("hi", "bye", "yes")))
+    out = tmp_path / "ablate"
+    ablation.run_ablation(out, arms=["base"], seeds=1, steps=1, eval_limit=2, eval_data=data,
+                          log=lambda line: None, **TINY)
+    frame = pd.read_csv(out / "runs/base_seed0/eval.csv")
+    assert frame["reference"].tolist() == ["hi.", "bye.", "hi.", "bye."]
+    assert f"2 prompts, all rows of {data}" in (out / "report.md").read_text()
+    assert ablation.eval_source(ablation.settings_for("quick")) == "bundled"
+    with pytest.raises(ValueError, match="eval_data"):
+        ablation.run_ablation(out, arms=["base"], seeds=1, steps=1, eval_limit=2, log=print, **TINY)

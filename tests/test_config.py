@@ -1,10 +1,11 @@
 """HybridConfig validation, presets and file round-trips."""
 
+import dataclasses
 import json
 
 import pytest
 
-from lab.config import HybridConfig, preset
+from lab.config import HybridConfig, coerce, field_kind, preset, read_file
 
 
 @pytest.mark.parametrize("field, value", [
@@ -44,7 +45,7 @@ def test_loo_needs_two_samples():
 
 def test_adversarial_mode_needs_another_baseline():
     with pytest.raises(ValueError, match="baseline"):
-        HybridConfig(baseline="discriminator", reward_source="discriminator")
+        HybridConfig(baseline="discriminator_biased", reward_source="discriminator")
 
 
 @pytest.mark.parametrize("weights, message", [
@@ -89,3 +90,54 @@ def test_bad_config_file(tmp_path):
     (tmp_path / "list.json").write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="mapping"):
         HybridConfig.load(tmp_path / "list.json")
+
+
+def test_every_field_has_help_text():
+    for field in dataclasses.fields(HybridConfig):
+        assert len(field.metadata.get("help", "")) > 10, field.name
+        field_kind(field.name)  # every field's type can be read from text
+
+
+@pytest.mark.parametrize("field, text, value", [
+    ("lr", "1e-4", 1e-4), ("lr", "2E-5", 2e-5), ("lr", ".5", 0.5), ("lr", "3", 3.0), ("lr", 3, 3.0),
+    ("lora_r", "16", 16), ("chat_template", "TRUE", True), ("chat_template", "no", False),
+    ("chat_template", "0", False), ("chat_template", 1, True), ("discriminator_model", "None", None),
+    ("discriminator_model", "gpt2", "gpt2"), ("mode", "rl", "rl"),
+    ("reward_weights", '{"semantic": 1}', {"semantic": 1.0}),
+    ("reward_weights", "{rouge: 2e-1}", {"rouge": 0.2}), ("reward_weights", {"bleu": "1e-1"}, {"bleu": 0.1}),
+])
+def test_coerce_reads_text_by_field_type(field, text, value):
+    got = coerce(field, text)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("field, text, expected", [
+    ("lr", "fast", "number"), ("lr", "", "number"), ("seed", "1.5", "whole number"),
+    ("chat_template", "maybe", "true/false"), ("reward_weights", "[1]", "mapping"),
+    ("reward_weights", '{"semantic": "high"}', "mapping"),
+])
+def test_coerce_names_the_field_and_the_expected_type(field, text, expected):
+    with pytest.raises(ValueError, match=f"^{field}=.*expected.*{expected}"):
+        coerce(field, text)
+
+
+def test_yaml_numbers_written_as_text_become_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 2e-4\nlr_discriminator: 1E-3\nchat_template: yes\ndiscriminator_model: null\n"
+                    "reward_weights: {semantic: 1e0}\n")
+    config = HybridConfig.load(path)
+    assert config.lr == 2e-4 and isinstance(config.lr, float) and config.lr_discriminator == 1e-3
+    assert config.chat_template is True and config.reward_weights == {"semantic": 1.0}
+    assert HybridConfig.from_dict({"lr": "2e-4"}).lr == 2e-4
+
+
+def test_read_file_returns_only_the_named_fields(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 2e-4\n")
+    assert read_file(path) == {"lr": 2e-4}
+    path.write_text("lr: 2e-4\nlamda_rl: 1\n")
+    with pytest.raises(ValueError, match="c.yaml: Unknown config field.*lamda_rl"):
+        read_file(path)
+    path.write_text("seed: first\n")
+    with pytest.raises(ValueError, match="seed='first': expected a whole number"):
+        read_file(path)

@@ -30,27 +30,19 @@ def test_identical_answer_scores_top_and_unrelated_scores_low():
     assert same["disc"].isna().all() and same["nll"].isna().all()  # no critic, no perplexity model given
 
 
-def test_self_bleu_high_for_one_answer_everywhere_low_for_distinct_answers():
-    collapsed = evaluate.self_bleu(["the answer is always the same thing"] * 4)
-    distinct = evaluate.self_bleu(["Paris is the capital of France.", "Mix blue and yellow to get green.",
-                                   "Photosynthesis turns light into sugar.", "Seven times eight is fifty-six."])
-    assert np.mean(collapsed) == pytest.approx(1.0)
-    assert np.mean(distinct) < 0.1
-    assert evaluate.self_bleu(["", "a b c"]) == [0.0, 0.0]
-
-
 def test_repetition_rate_and_words():
-    frame = evaluate.score_responses([""] * 2, ["go go go go go", "a plain answer here"], ["x", "y"])
+    frame = evaluate.score_responses([""] * 2, ["go go go go go", "a plain answer, here!"], ["x", "y"])
     assert frame["repetition"].tolist() == [1.0, 0.0]
-    assert frame["words"].tolist() == [5, 4]
+    assert frame["words"].tolist() == [5, 4]  # metrics.tokens: punctuation is not a word
 
 
 def test_summarize_distinct_n_by_hand_and_ppl_is_exp_mean_nll():
     df = pd.DataFrame({"decoding": ["greedy", "greedy", "sampled"],
-                       "completion": ["a b a b", "c d", "x y z"],
+                       "completion": ["a b A b", "c d.", "x y z"],
                        "semantic": [0.2, 0.4, 1.0], "nll": [1.0, 3.0, math.nan]})
     table = evaluate.summarize(df)
-    # greedy unigrams a b a b c d: 4 unique of 6; bigrams ab ba ab cd: 3 unique of 4
+    # greedy unigrams a b a b c d (case and punctuation do not count): 4 unique of 6;
+    # bigrams ab ba ab cd: 3 unique of 4
     assert table.loc["greedy", "distinct_1"] == pytest.approx(4 / 6)
     assert table.loc["greedy", "distinct_2"] == pytest.approx(3 / 4)
     assert table.loc["greedy", "semantic"] == pytest.approx(0.3)
@@ -136,10 +128,11 @@ def test_unknown_decoding_is_rejected(tiny, heldout):
         evaluate.evaluate_model(*tiny, heldout, decodings=("beam",))
 
 
-def test_cmd_eval_writes_rows_and_prints_the_summary(tmp_path, capsys):
-    import argparse
 
-    out = tmp_path / "eval.csv"
-    args = argparse.Namespace(run=None, model="tiny-gpt2", limit=2, seed=None, max_new_tokens=3, out=str(out))
-    assert evaluate.cmd_eval(args) == 0
-    assert len(pd.read_csv(out)) == 4 and "distinct_2" in capsys.readouterr().out
+def test_heldout_follows_the_source_and_a_local_file_is_evaluated_whole(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"instruction": "Say hi.", "output": "Hi."}\n{"instruction": "Say bye.", "output": "Bye."}\n')
+    assert [e.completion for e in evaluate.heldout(None, str(path))] == ["Hi.", "Bye."]
+    assert evaluate.heldout(2) == load_examples("bundled", "heldout", limit=2)
+    assert "training rows" in evaluate.describe_source(str(path), trained_on=str(path))
+    assert "training rows" not in evaluate.describe_source(str(path), trained_on="bundled")

@@ -159,3 +159,43 @@ def test_save_writes_a_png(tmp_path):
     path = plots.save(plots.rewards(make_history()), tmp_path / "figs" / "nested" / "rewards")
     assert path == tmp_path / "figs" / "nested" / "rewards.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- ablation figures ------------------------------------------------------------------------
+def ablation_tables():
+    """A results table (arm, seed, metric, value) of 3 arms x 3 seeds, and its summary."""
+    from lab import stats
+
+    rng = np.random.default_rng(0)
+    rows = [(arm, seed, metric, rng.uniform(0, 1)) for arm in ("base", "sft", "hybrid") for seed in range(3)
+            for metric in ("sampled_semantic", "sampled_distinct_2", "greedy_rouge_l")]
+    results = pd.DataFrame(rows, columns=["arm", "seed", "metric", "value"])
+    return results, stats.summarize_results(results, "sft")
+
+
+def test_plot_metrics_one_labelled_bar_chart_per_metric():
+    _, summary = ablation_tables()
+    fig = plots.plot_metrics(summary, ["sampled_semantic", "greedy_rouge_l", "not_there"])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["sampled_semantic", "greedy_rouge_l"]
+    assert [t.get_text() for t in visible[0].get_xticklabels()] == ["base", "sft", "hybrid"]
+    assert all(ax.get_ylabel() for ax in visible) and plt.get_fignums() == []
+    assert len([ax for ax in plots.plot_metrics(summary).axes if ax.get_visible()]) == 3  # default: all
+
+
+def test_plot_quality_diversity_one_marker_per_arm():
+    results, _ = ablation_tables()
+    fig = plots.plot_quality_diversity(results)
+    assert legend_texts(fig) == ["base", "sft", "hybrid"]
+    assert_labelled(fig)
+    empty = plots.plot_quality_diversity(results, x="missing")
+    assert "no data" in empty.axes[0].get_title()
+
+
+def test_plot_curves_keeps_colours_for_an_untrained_arm():
+    config = HybridConfig().to_dict()
+    runs = [(config, pd.DataFrame()), (config, make_history(seed=1)), (config, make_history(seed=2))]
+    fig = plots.plot_curves(runs, "reward", labels=["base", "sft", "hybrid"])
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() in ("sft", "hybrid")]
+    assert [line.get_color() for line in lines] == ["C1", "C2"]
+    assert "rolling mean over 1" in fig.axes[0].get_title()  # 12 steps // 10
