@@ -10,8 +10,9 @@ import os
 from lab.seeding import set_seed
 
 _SUBMODULES = (
-    "config", "data", "discriminator", "evaluate", "generator", "models", "plots",
-    "rewards", "trainer", "widgets",
+    "ablation", "advantages", "checkpoint", "config", "data", "discriminator", "evaluate", "generator",
+    "metrics", "models", "objective", "plots", "report", "rewards", "runs", "sampling", "seeding", "stats", "tensors",
+    "trainer", "trl", "widgets",
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

@@ -214,6 +214,35 @@ def reinforce_loss(logprob_sums: torch.Tensor, advantages: torch.Tensor) -> torc
     return -(advantages.detach() * logprob_sums).mean()
 
 
+def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                        mask: torch.Tensor, clip_range: float = 0.2) -> tuple[torch.Tensor, float, float]:
+    """The PPO-style clipped objective, ``(loss, clip_frac, approx_kl)``:
+
+    ``-(1/N) sum_i sum_t min(r_it A_i, clip(r_it, 1 - eps, 1 + eps) A_i)`` with the importance
+    ratio ``r_it = pi(y_it | ...) / pi_old(y_it | ...)`` against the policy that sampled.
+    Tokens are summed per response and responses averaged, as in :func:`reinforce_loss`, so
+    at ``r = 1`` (the first pass over fresh samples) the gradient is exactly REINFORCE's.
+    Where the clipped branch is the smaller one, the token gets no gradient: a response
+    cannot move further than ``eps`` from the sampling policy on the same batch.
+
+    ``logprobs``, ``old_logprobs``, ``mask``: (N, T); ``advantages``: (N,), detached.
+    ``clip_frac``: share of response tokens whose gradient was clipped; ``approx_kl``: the k3
+    estimate of KL(old || new), ``mean (r - 1) - log r``, over response tokens.
+    """
+    on = mask.to(logprobs.dtype)  # (N, T)
+    log_ratio = (logprobs - old_logprobs.detach()) * on  # (N, T)
+    ratio = log_ratio.exp()  # (N, T)
+    adv = advantages.detach().to(logprobs)[:, None]  # (N, 1)
+    unclipped, clipped = ratio * adv, ratio.clamp(1 - clip_range, 1 + clip_range) * adv  # (N, T)
+    loss = -(torch.min(unclipped, clipped) * on).sum(-1).mean()
+    with torch.no_grad():
+        count = on.sum().clamp(min=1)
+        is_clipped = (clipped < unclipped).to(on.dtype) * on  # (N, T) the clipped branch won
+        clip_frac = float(is_clipped.sum() / count)
+        approx_kl = float((((ratio - 1) - log_ratio) * on).sum() / count)
+    return loss, clip_frac, approx_kl
+
+
 def generator_parameters(model, adapter: str = "generator") -> list[torch.nn.Parameter]:
     """The generator adapter's LoRA parameters: what the generator's optimizer updates."""
     return adapter_parameters(model, adapter)

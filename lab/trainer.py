@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 
 from lab import advantages as adv
-from lab import checkpoint, discriminator, generator, models
+from lab import checkpoint, discriminator, generator, models, objective
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
-from lab.tensors import encode, right_pad
+from lab.tensors import encode
 from lab.seeding import set_seed
-from lab.textstats import distinct_n
+from lab.metrics import distinct_n
 
 Callback = Callable[["HybridTrainer", dict], None]
 
@@ -126,26 +126,20 @@ class HybridTrainer:
             # 4. advantages: what phase B maximises, minus the baseline
             target = self._rl_target(reward, critic)  # (N,)
             advantage, base = adv.advantages(target, cfg.baseline, cfg.samples_per_prompt,
-                                             ema=self.ema_baseline, critic=critic)
+                                             ema=self.ema_baseline, critic=critic, scale=cfg.scale_rewards)
             self.ema_baseline = adv.ema_update(self.ema_baseline, target, cfg.ema_decay)
             self._record_rewards(row, scored, reward, critic, base, advantage, samples)
         else:
             samples = advantage = None
 
-        # 5. generator loss = SFT + lambda * (REINFORCE + beta * KL - eta * entropy)
+        # 5-6. generator update: SFT + lambda * (policy loss + beta * KL - eta * entropy), clipped
         t0 = time.perf_counter()
         lam = self._lambda()
-        loss = self._generator_loss(prompts, references, samples, advantage, lam, row)
-        # 6. clip and step (generator LoRA parameters only)
-        self.opt_gen.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-        row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.gen_params, clip))
-        self.opt_gen.step()
+        row.update(self._update_generator(prompts, references, samples, advantage, lam))
         times["time_gen"] = time.perf_counter() - t0
 
         # 7. one history row
-        row.update(loss=loss.item(), **times)
+        row.update(times)
         row["lambda"] = lam
         row["step_time"] = sum(times.values())
         self.rows.append(row)
@@ -165,7 +159,7 @@ class HybridTrainer:
         out = discriminator.train_step(self.disc, self.opt_disc, prompts, completions, reward, junk=junk,
                                        contrastive_weight=cfg.contrastive_weight)
         critic, reward = out["scores"][ranked:].float().cpu(), reward[ranked:]  # (N,) the samples' rows
-        accuracy = adv.pairwise_accuracy(critic, reward)
+        accuracy = adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt)  # within each prompt
         if accuracy == accuracy:
             prev = self.critic_accuracy
             self.critic_accuracy = accuracy if prev is None else 0.8 * prev + 0.2 * accuracy
@@ -191,70 +185,51 @@ class HybridTrainer:
         return adv.lambda_at(self.step_count, cfg.lambda_schedule, cfg.lambda_rl,
                              cfg.lambda_warmup_steps, self.critic_accuracy)
 
-    def _generator_loss(self, prompts, references, samples, advantage, lam, row) -> torch.Tensor:
-        """SFT on the references and REINFORCE (+ KL - entropy) on the samples, from ONE
-        forward pass: each prompt is computed once and shared by its reference answer and its
-        ``k`` samples (:func:`lab.generator.continuation_logprobs`)."""
+    def _update_generator(self, prompts, references, samples, advantage, lam) -> dict:
+        """Optimizer step(s) of the generator (:func:`lab.objective.generator_loss`): one pass
+        over the batch, or with ``policy_loss="ppo"`` ``ppo_epochs`` passes over
+        ``ppo_minibatches`` minibatches of prompts against the sampling policy's log-probs.
+        Returns the history entries: each term averaged over the first epoch's minibatches
+        (what the step computed at the sampling policy), ``clip_frac`` and ``approx_kl`` over
+        every pass."""
         cfg = self.config
         self.model.set_adapter("generator")
-        use_sft = cfg.mode in ("sft", "hybrid")
         use_rl = samples is not None and lam > 0
-        if not (use_sft or use_rl):
-            return torch.zeros((), device=self.device, requires_grad=True)
         if samples is not None:  # the prompts exactly as the sampler saw them
             prompt_ids = samples.input_ids[::samples.k, :samples.prompt_len]  # (B, P)
             prompt_mask = samples.attention_mask[::samples.k, :samples.prompt_len]  # (B, P)
         else:
             prompt_ids, prompt_mask = encode(self.tokenizer, prompts, cfg.max_prompt_tokens, self.device)  # (B, P)
-        k = samples.k if use_rl else 0
-        groups = [[] for _ in prompts]  # per prompt: [reference] + its k samples, as (tokens, temperature)
-        if use_sft:  # the targets of lab.generator.sft_loss, scored at temperature 1
-            for group, answer in zip(groups, generator.answer_tokens(self.tokenizer, references)):
-                group.append((answer, 1.0))
+        responses = None
         if use_rl:
-            response = samples.input_ids[:, samples.prompt_len:]  # (N, T)
-            for i, (tokens, n) in enumerate(zip(response.tolist(), samples.lengths.tolist())):
-                groups[i // k].append((tokens[:max(n, 1)], cfg.temperature))  # at their sampling temperature
-        rows = [tokens for group in groups for tokens, _ in group]
-        conts, cont_mask = right_pad(rows, self.tokenizer.pad_token_id, self.device)  # (B*r, T)
-        temps = torch.tensor([t for group in groups for _, t in group])  # (B*r,)
-        r = len(groups[0])
-        index = torch.arange(len(prompts)).repeat_interleave(r)  # (B*r,) row -> its prompt
-        out = generator.continuation_logprobs(self.model, prompt_ids, prompt_mask, conts, cont_mask, index,
-                                              with_entropy=use_rl, entropy_grad=cfg.entropy_coef > 0,
-                                              temperature=temps)
-        tokens = out.tokens.view(len(prompts), r, -1)  # (B, r, T)
-        on = cont_mask.view(len(prompts), r, -1).to(tokens.dtype)  # (B, r, T)
-        loss = torch.zeros((), device=self.device)
-        if use_sft:
-            sft_loss = generator.mean_nll(tokens[:, 0], on[:, 0])  # = generator.sft_loss on this batch
-            loss = loss + sft_loss
-            row["loss_sft"] = sft_loss.item()
-        if use_rl:
-            def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
-                return x.view(len(prompts), r, -1)[:, int(use_sft):].reshape(len(prompts) * k, -1)
-
-            rl_tokens, rl_on = sample_rows(out.tokens), sample_rows(cont_mask).to(tokens.dtype)  # (N, T)
-            n_tokens = rl_on.sum().clamp(min=1)
-            rl = generator.reinforce_loss(rl_tokens.sum(-1), advantage.to(rl_tokens))
-            ent = sample_rows(out.entropy).sum() / n_tokens
-            kl = self._kl(prompt_ids, prompt_mask, sample_rows(conts), k, rl_on, rl_tokens, n_tokens)
-            loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * ent)
-            row.update(loss_rl=rl.item(), entropy=ent.item(), kl=kl.item())
-        return loss
-
-    def _kl(self, prompt_ids, prompt_mask, responses, k, on, per_token, n_tokens) -> torch.Tensor:
-        """KL(pi || base) on the sampled tokens, the non-negative k3 estimator
-        ``exp(r) - r - 1`` with ``r = log p_base - log pi`` (Schulman, 2020).
-        ``responses``, ``on``, ``per_token``: (N, T), ``k`` rows per prompt."""
-        if self.config.kl_coef == 0:
-            return torch.zeros((), device=per_token.device)
-        index = torch.arange(len(prompt_ids)).repeat_interleave(k)  # (N,) row -> prompt
-        with torch.no_grad(), self.model.disable_adapter():
-            ref = generator.continuation_logprobs(self.model, prompt_ids, prompt_mask, responses, on.long(), index,
-                                                  temperature=self.config.temperature).tokens  # (N, T)
-        log_ratio = (ref - per_token) * on  # (N, T)
-        return ((log_ratio.exp() - log_ratio - 1) * on).sum() / n_tokens
+            response = samples.input_ids[:, samples.prompt_len:].tolist()  # (N, T)
+            responses = [tokens[:max(n, 1)] for tokens, n in zip(response, samples.lengths.tolist())]
+        batch = objective.GeneratorBatch(
+            prompt_ids, prompt_mask,
+            generator.answer_tokens(self.tokenizer, references) if cfg.mode in ("sft", "hybrid") else None,
+            responses, advantage, k=samples.k if use_rl else 1)
+        ppo = use_rl and cfg.policy_loss == "ppo"
+        epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if ppo else (1, 1)
+        if ppo and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
+            batch.old_logprobs = objective.sampling_logprobs(self.model, batch, cfg.temperature,
+                                                             self.tokenizer.pad_token_id)  # (N, T)
+        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+        passes = []
+        for epoch in range(epochs):
+            for prompt_index in torch.arange(len(prompts)).tensor_split(parts):
+                part = batch if parts == 1 else batch.select(prompt_index.tolist())
+                loss, logs = objective.generator_loss(self.model, part, cfg, lam, self.tokenizer.pad_token_id)
+                self.opt_gen.zero_grad(set_to_none=True)
+                loss.backward()
+                logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.gen_params, clip))
+                self.opt_gen.step()
+                passes.append(dict(logs, loss=loss.item(), epoch=epoch))
+        first = [p for p in passes if p["epoch"] == 0]
+        out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key != "epoch"}
+        for key in ("clip_frac", "approx_kl"):
+            if key in first[0]:
+                out[key] = sum(p[key] for p in passes) / len(passes)
+        return out
 
     def _record_rewards(self, row, scored, reward, critic, base, advantage, samples) -> None:
         row["reward"], row["reward_std"] = float(reward.mean()), float(reward.std(unbiased=False))

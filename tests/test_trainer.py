@@ -31,7 +31,9 @@ LOSS_KEYS = ("loss", "loss_sft", "loss_rl", "kl", "entropy", "d_loss", "grad_nor
     dict(mode="rl"),
     dict(mode="hybrid"),
     dict(mode="hybrid", baseline="loo", kl_coef=0.1, entropy_coef=0.01),
-    dict(mode="hybrid", baseline="discriminator", discriminator_loss="mse+contrastive"),
+    dict(mode="hybrid", baseline="discriminator_biased", discriminator_loss="mse+contrastive"),
+    dict(mode="hybrid", baseline="critic", scale_rewards=True, policy_loss="ppo", ppo_epochs=2),
+    dict(mode="rl", baseline="group", policy_loss="ppo", ppo_minibatches=2),
     dict(mode="rl", reward_source="discriminator", baseline="ema"),
     dict(mode="hybrid", reward_source="mix", lambda_schedule="linear", lambda_warmup_steps=2),
     dict(mode="hybrid", lambda_schedule="adaptive", reward_weights={"rouge": 1.0, "length": 0.5}),
@@ -61,13 +63,13 @@ def test_advantages_use_the_configured_baseline(examples, monkeypatch):
     seen = {}
     original = advantages.advantages
 
-    def spy(rewards, kind, k, ema=None, critic=None):
-        result = original(rewards, kind, k, ema=ema, critic=critic)
+    def spy(rewards, kind, k, ema=None, critic=None, scale=False):
+        result = original(rewards, kind, k, ema=ema, critic=critic, scale=scale)
         seen.update(kind=kind, rewards=rewards, ema=ema, critic=critic, result=result)
         return result
 
     monkeypatch.setattr(advantages, "advantages", spy)
-    for kind in ("ema", "discriminator", "loo"):
+    for kind in ("ema", "discriminator_biased", "loo", "group", "critic"):
         trainer = make(examples, baseline=kind)
         trainer.run(2, progress=False)
         adv, base = seen["result"]
@@ -75,9 +77,13 @@ def test_advantages_use_the_configured_baseline(examples, monkeypatch):
         if kind == "ema":  # second step: the EMA of the first step's mean reward
             assert torch.allclose(base, torch.full_like(base, seen["ema"]))
             assert seen["ema"] == pytest.approx(trainer.history["reward"].iloc[0])
-        elif kind == "discriminator":
+        elif kind == "discriminator_biased":
             assert torch.equal(base, seen["critic"])
             assert trainer.history["baseline"].iloc[-1] == pytest.approx(trainer.history["d_pred"].iloc[-1])
+        elif kind == "critic":  # k = 2: the other sample's critic score
+            assert torch.allclose(base, seen["critic"].view(-1, 2).flip(1).reshape(-1))
+        elif kind == "group":
+            assert torch.allclose(base, seen["rewards"].view(-1, 2).mean(1).repeat_interleave(2))
         else:
             assert torch.allclose(base, advantages.loo_baseline(seen["rewards"], 2))
 

@@ -1,0 +1,131 @@
+"""The generator's objective on one batch of prompts, from ONE forward pass:
+
+``loss = SFT + lambda * (policy loss + beta * KL - eta * entropy)``
+
+- SFT: :func:`lab.generator.mean_nll` on the reference answers (the targets of
+  :func:`lab.generator.sft_loss`);
+- policy loss: :func:`lab.generator.reinforce_loss`, or with ``policy_loss="ppo"``
+  :func:`lab.generator.clipped_policy_loss` against the sampling policy's log-probs;
+- KL: :func:`kl_to_base`, the k3 estimate against the backbone with adapters off;
+- entropy: the policy's mean entropy on the sampled tokens.
+
+Each prompt is computed once and shared by its reference answer and its ``k`` samples
+(:func:`lab.generator.continuation_logprobs`). The trainer calls :func:`generator_loss` for
+the whole batch, or per minibatch of prompts in PPO epochs (:meth:`GeneratorBatch.select`).
+
+Shapes: ``B`` prompts, ``k`` samples each, ``N = B * k``, ``T`` continuation tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lab import generator
+from lab.tensors import right_pad
+
+
+@dataclass
+class GeneratorBatch:
+    """What one generator update reads, for ``B`` prompts."""
+
+    prompt_ids: torch.Tensor  # (B, P) left padded, exactly as the sampler saw them
+    prompt_mask: torch.Tensor  # (B, P)
+    references: list[list[int]] | None  # B SFT targets (answer tokens + EOS); None: no SFT term
+    responses: list[list[int]] | None  # N sampled token lists up to the first EOS; None: no RL term
+    advantages: torch.Tensor | None  # (N,) detached
+    old_logprobs: torch.Tensor | None = None  # (N, T) the sampling policy's; None: REINFORCE
+    k: int = 1  # samples per prompt
+
+    def select(self, prompts: list[int]) -> "GeneratorBatch":
+        """The same batch restricted to the prompts ``prompts`` (indices) and their samples."""
+        rows = [b * self.k + j for b in prompts for j in range(self.k)]
+        pick = (lambda x: None if x is None else [x[i] for i in prompts])
+        old = None if self.old_logprobs is None else self.old_logprobs[rows]
+        return GeneratorBatch(self.prompt_ids[prompts], self.prompt_mask[prompts], pick(self.references),
+                              None if self.responses is None else [self.responses[i] for i in rows],
+                              None if self.advantages is None else self.advantages[rows], old, self.k)
+
+
+def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int) -> tuple[torch.Tensor, dict]:
+    """``(loss, logs)`` for ``batch`` under config ``cfg`` (a :class:`lab.config.HybridConfig`)
+    with RL weight ``lam``; ``logs`` holds each term's value (``loss_sft``, ``loss_rl``, ``kl``,
+    ``entropy``, and ``clip_frac``, ``approx_kl`` with PPO)."""
+    use_sft, use_rl = batch.references is not None, batch.responses is not None and lam > 0
+    logs: dict[str, float] = {}
+    if not (use_sft or use_rl):
+        return torch.zeros((), device=batch.prompt_ids.device, requires_grad=True), logs
+    n_prompts, k = len(batch.prompt_ids), batch.k if use_rl else 0
+    groups = [[] for _ in range(n_prompts)]  # per prompt: [reference] + its k samples, as (tokens, temperature)
+    if use_sft:  # scored at temperature 1
+        for group, answer in zip(groups, batch.references):
+            group.append((answer, 1.0))
+    if use_rl:  # at their sampling temperature
+        for i, tokens in enumerate(batch.responses):
+            groups[i // k].append((tokens, cfg.temperature))
+    r = len(groups[0])  # rows per prompt
+    conts, cont_mask = right_pad([t for g in groups for t, _ in g], pad_id, batch.prompt_ids.device)  # (B*r, T)
+    temps = torch.tensor([t for g in groups for _, t in g])  # (B*r,)
+    index = torch.arange(n_prompts).repeat_interleave(r)  # (B*r,) row -> its prompt
+    out = generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, cont_mask, index,
+                                          with_entropy=use_rl, entropy_grad=cfg.entropy_coef > 0,
+                                          temperature=temps)
+    loss = torch.zeros((), device=conts.device)
+    if use_sft:
+        per_prompt = out.tokens.view(n_prompts, r, -1)[:, 0]  # (B, T)
+        sft = generator.mean_nll(per_prompt, cont_mask.view(n_prompts, r, -1)[:, 0])  # = sft_loss on this batch
+        loss = loss + sft
+        logs["loss_sft"] = sft.item()
+    if use_rl:
+        def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
+            return x.view(n_prompts, r, -1)[:, int(use_sft):].reshape(n_prompts * k, -1)
+
+        tokens, on = sample_rows(out.tokens), sample_rows(cont_mask)  # (N, T) each
+        n_tokens = on.sum().clamp(min=1)
+        advantages = batch.advantages.to(tokens)  # (N,)
+        if cfg.policy_loss == "ppo":
+            old = tokens.detach() if batch.old_logprobs is None else _fit(batch.old_logprobs, tokens.shape[1])
+            rl, logs["clip_frac"], logs["approx_kl"] = generator.clipped_policy_loss(
+                tokens, old.to(tokens), advantages, on, cfg.clip_range)
+        else:
+            rl = generator.reinforce_loss(tokens.sum(-1), advantages)
+        entropy = sample_rows(out.entropy).sum() / n_tokens
+        kl = kl_to_base(model, batch.prompt_ids, batch.prompt_mask, sample_rows(conts), on, tokens,
+                        cfg.temperature) if cfg.kl_coef > 0 else torch.zeros((), device=conts.device)
+        loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * entropy)
+        logs.update(loss_rl=rl.item(), entropy=entropy.item(), kl=kl.item())
+    return loss, logs
+
+
+def _fit(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Cut or zero-pad the columns of (N, T') to ``width``: batches pad to their own longest row."""
+    return x[:, :width] if x.shape[1] >= width else torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+
+def kl_to_base(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, responses: torch.Tensor,
+               mask: torch.Tensor, logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(pi || base) on the sampled tokens, the non-negative k3 estimator ``exp(r) - r - 1``
+    with ``r = log p_base - log pi`` (Schulman, 2020), averaged over response tokens. The base
+    is the same backbone with its adapters disabled.
+
+    ``responses``, ``mask``, ``logprobs`` (the policy's, with gradient): (N, T), ``N / B`` rows per prompt.
+    """
+    k = len(responses) // len(prompt_ids)
+    index = torch.arange(len(prompt_ids)).repeat_interleave(k)  # (N,) row -> prompt
+    with torch.no_grad(), model.disable_adapter():
+        ref = generator.continuation_logprobs(model, prompt_ids, prompt_mask, responses, mask, index,
+                                              temperature=temperature).tokens  # (N, T)
+    on = mask.to(logprobs.dtype)  # (N, T)
+    log_ratio = (ref - logprobs) * on  # (N, T)
+    return ((log_ratio.exp() - log_ratio - 1) * on).sum() / on.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def sampling_logprobs(model, batch: GeneratorBatch, temperature: float, pad_id: int) -> torch.Tensor:
+    """Per-token log-probs (N, T) of ``batch.responses`` under the current policy, no gradient:
+    the ``old_logprobs`` of PPO epochs, taken before the first update of a step."""
+    conts, mask = right_pad(batch.responses, pad_id, batch.prompt_ids.device)  # (N, T)
+    index = torch.arange(len(batch.prompt_ids)).repeat_interleave(batch.k)  # (N,)
+    return generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, mask, index,
+                                           temperature=temperature).tokens  # (N, T)
