@@ -38,6 +38,21 @@ def _flag_type(name: str):
     return parse
 
 
+def _count(minimum: int):
+    """argparse ``type=`` for a whole number >= ``minimum`` (``--steps -1`` is an error, exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _columns(text: str) -> dict[str, str]:
     """``--columns``: a JSON (or YAML) mapping of the kit's field to the file's column."""
     import yaml
@@ -81,11 +96,11 @@ def build_config(args: argparse.Namespace) -> HybridConfig:
 
 
 def cmd_train(args) -> int:
-    from lab import report
+    from lab import checkpoint, report
     from lab.trainer import HybridTrainer
 
     out = Path(args.out)
-    has_run = (out / "checkpoints").is_dir()
+    has_run = bool(checkpoint.complete_checkpoints(out))  # a start killed before its first checkpoint is none
     if args.resume:
         given = ([f"--preset {args.preset}"] if args.preset else []) + \
             ([f"--config {args.config}"] if args.config else []) + \
@@ -106,10 +121,16 @@ def cmd_train(args) -> int:
                   f"or choose another --out", file=sys.stderr)
             return 2
         trainer = HybridTrainer(build_config(args))
-    remaining = max(0, args.steps - trainer.step_count)
+    if args.steps < trainer.step_count:
+        raise ValueError(f"--steps {args.steps} is below the {trainer.step_count} steps {out} has done; "
+                         f"--steps is the total, so pass --steps {trainer.step_count} or more")
+    remaining = args.steps - trainer.step_count
     trainer.run(remaining, out_dir=out)
     report.write_run_outputs(trainer, out)
     print(f"outputs written to {out.resolve()}")
+    if trainer.stop_reason in ("SIGINT", "SIGTERM"):
+        print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume with: "
+              f"python -m lab train --out {out} --resume --steps {args.steps}")
     return 0
 
 
@@ -151,12 +172,32 @@ def cmd_eval(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from lab.ablation import run_ablation
+    """``--list`` prints the arms; else runs them (layers of an arm's config: :mod:`lab.arms`)."""
+    from lab import arms
+    from lab.ablation import ABLATION_PRESETS, run_ablation
 
-    extra = {k: v for k, v in (("model", args.model), ("dataset", args.dataset)) if v}
+    custom = arms.read_arms_file(args.arms_file) if args.arms_file else {}
+    if args.list:
+        print(arms.listing({**arms.ARMS, **custom}, ABLATION_PRESETS))
+        return 0
+    if not args.out:
+        raise ValueError("ablate needs --out DIR (the report folder), except with --list")
+    shortcuts = [(None, k, v) for k, v in (("model", args.model), ("dataset", args.dataset)) if v]
+    common, per_arm = arms.split_sets([*args.set, *shortcuts])
     run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
-                 eval_limit=args.limit, eval_data=args.data, eval_columns=args.columns, **extra)
+                 eval_limit=args.limit, eval_data=args.data, eval_columns=args.columns,
+                 custom_arms=custom, arm_sets=per_arm, **common)
     return 0
+
+
+def _arm_set(text: str):
+    """``--set``: :func:`lab.arms.parse_set`; a bad one is an argparse error (exit code 2)."""
+    from lab.arms import parse_set
+
+    try:
+        return parse_set(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _data_flags(parser: argparse.ArgumentParser, default: str) -> None:
@@ -177,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
                            description="Train a generator. Starting values: --preset < --config "
                            "file (the fields it names) < field flags.")
     train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--steps", type=int, default=50, help="total steps (default 50)")
+    train.add_argument("--steps", type=_count(1), default=50, help="total steps (default 50)")
     train.add_argument("--config", metavar="FILE", help="JSON or YAML file of config fields; "
                        "the fields it names override the preset")
     train.add_argument("--preset", choices=sorted(PRESETS), help="starting values (default: "
@@ -191,8 +232,8 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--run", required=True, help="run folder or checkpoint folder")
     sample.add_argument("--prompt", action="append", help="instruction (repeatable); "
                         "default: held-out prompts of the run's dataset")
-    sample.add_argument("--n", type=int, default=3, help="held-out prompts when --prompt is absent")
-    sample.add_argument("--max-new-tokens", type=int, default=48)
+    sample.add_argument("--n", type=_count(1), default=3, help="held-out prompts when --prompt is absent")
+    sample.add_argument("--max-new-tokens", type=_count(1), default=48)
     sample.set_defaults(func=cmd_sample)
 
     ev = sub.add_parser("eval", help="held-out metrics of a saved run or an untrained model")
@@ -200,20 +241,32 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--run", help="run or checkpoint folder")
     which.add_argument("--model", help="an untrained model: auto (default), gpt2, smollm2-135m ...")
     _data_flags(ev, "the held-out split of the run's dataset (bundled for --model)")
-    ev.add_argument("--limit", type=int, help="first N prompts (default: all)")
-    ev.add_argument("--seed", type=int, help="sampling seed (default: the run's seed, else 0)")
-    ev.add_argument("--max-new-tokens", type=int, help="default: the run's config (32 for --model)")
+    ev.add_argument("--limit", type=_count(1), help="first N prompts (default: all)")
+    ev.add_argument("--seed", type=_count(0), help="sampling seed (default: the run's seed, else 0)")
+    ev.add_argument("--max-new-tokens", type=_count(1), help="default: the run's config (32 for --model)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     ev.add_argument("--out", help="CSV of per-prompt rows (default: RUN/eval.csv with --run)")
     ev.set_defaults(func=cmd_eval)
 
     ab = sub.add_parser("ablate", help="arms x seeds on one budget; writes results, plots, report.md")
-    ab.add_argument("--out", required=True, help="report folder (an existing one is continued)")
+    ab.add_argument("--out", help="report folder (an existing one is continued); required unless --list")
     ab.add_argument("--preset", default="quick", choices=sorted(ABLATION_PRESETS))
-    ab.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (quick 2, full 5)")
-    ab.add_argument("--steps", type=int, help="training steps per arm (quick 4, full 100)")
-    ab.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all arms")
-    ab.add_argument("--limit", type=int, help="prompts to evaluate (quick 12, full all)")
+    ab.add_argument("--seeds", type=_count(1), help="number of seeds, 0..N-1 (quick 2, full 5)")
+    ab.add_argument("--steps", type=_count(1), help="training steps per arm (quick 4, full 100)")
+    ab.add_argument("--arms", nargs="+", metavar="ARM", help="arms to run: built-in (see --list), from "
+                    "--arms-file, or all (every one); default: the preset's arms (quick: "
+                    f"{', '.join(ABLATION_PRESETS['quick']['arms'])}; full: all {len(ARMS)} built-in) "
+                    "plus the file's")
+    ab.add_argument("--list", action="store_true", help="print every arm (with --arms-file's), its "
+                    "config changes and description, and exit")
+    ab.add_argument("--arms-file", metavar="FILE", help="YAML/JSON of custom arms: name: {description: "
+                    "TEXT, field: value, ...}; validated before anything runs")
+    ab.add_argument("--set", action="append", default=[], type=_arm_set, metavar="KEY=VALUE",
+                    help="config field for every arm (repeatable), read by its type: --set max_new_tokens=4; "
+                    "ARM.KEY=VALUE changes one arm (--set larger_d.discriminator_model=tiny-gpt2). Layers: "
+                    "preset < --set KEY < arm < --set ARM.KEY; a --set KEY that an arm of the run changes "
+                    "is an error")
+    ab.add_argument("--limit", type=_count(1), help="prompts to evaluate (quick 12, full all)")
     ab.add_argument("--model", help="override the preset's model (auto, gpt2, tiny-gpt2 ...)")
     ab.add_argument("--dataset", help="training data (config field dataset; default bundled)")
     _data_flags(ab, "the held-out split of the training dataset")
@@ -227,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:  # a run that kept producing NaN/inf: its last good state is saved
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a file that cannot be read or written (full disk, no permission): one line
+        print(f"error: {err.strerror if err.strerror and err.filename is None else err}", file=sys.stderr)
         return 2
 
 

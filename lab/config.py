@@ -111,6 +111,9 @@ class HybridConfig:
     seed: int = field(default=0, metadata={"help": "seeds python, numpy, torch and the data order"})
     checkpoint_every: int = field(default=0, metadata={"help": (
         "save a checkpoint every N steps (0: only at the end)")})
+    max_nonfinite_steps: int = field(default=3, metadata={"help": (
+        "stop (saving the last good state) after this many steps in a row whose reward, loss or "
+        "gradient was not finite; each such update is skipped; 1-10")})
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -120,7 +123,8 @@ class HybridConfig:
         self._check_choice("discriminator_loss", DISCRIMINATOR_LOSSES)
         self._check_choice("policy_loss", POLICY_LOSSES)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",
-                     "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps", "ppo_epochs", "ppo_minibatches"):
+                     "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps", "ppo_epochs", "ppo_minibatches",
+                     "max_nonfinite_steps"):
             self._check_int(name, minimum=1)
         self._check_int("checkpoint_every", minimum=0)
         self._check_int("discriminator_top_layers", minimum=0)

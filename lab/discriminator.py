@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lab.guards import finite_update
 from lab.models import adapter_parameters, using_adapter
 from lab.tensors import eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad
 
@@ -173,8 +174,10 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     MSE (a reference that is only ranked, not regressed). ``junk``: bad answers, ``junk[i]``
     ranked below ``completions[i]`` (it may cover only the first rows; ``None``: MSE only).
     ``junk_target``: when set, the junk also regresses to this reward (e.g. ``0.0``).
-    Returns the losses and ``scores`` (N,), the predictions for ``completions`` before the
-    update (detached). :class:`lab.trainer.HybridTrainer` calls this for its critic.
+    Returns the losses, ``scores`` (N,), the predictions for ``completions`` before the
+    update (detached), and ``skipped``: True when the loss or gradient was not finite and
+    nothing moved (:func:`lab.guards.finite_update`). :class:`lab.trainer.HybridTrainer` calls
+    this for its critic.
     """
     n, m = len(completions), len(junk or [])
     scores = disc(list(prompts) + list(prompts[:m]), list(completions) + list(junk or []))  # (N + M,)
@@ -186,8 +189,6 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     mse = regression_loss(predicted[regressed], targets[regressed]) if regressed.any() else scores.new_zeros(())
     contrastive = contrastive_loss(scores[:m], scores[n:]) if m else scores.new_zeros(())
     loss = mse + contrastive_weight * contrastive
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss)  # skipped if not finite
     return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(),
-            "scores": scores[:n].detach()}
+            "scores": scores[:n].detach(), "skipped": not stepped}

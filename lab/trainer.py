@@ -10,7 +10,6 @@ returns a :class:`lab.rewards.RewardOutput` can be passed in.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from lab import checkpoint, discriminator, generator, models, objective
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
+from lab.guards import finite_update, stop_on_signals
 from lab.tensors import encode
 from lab.seeding import set_seed
 from lab.metrics import distinct_n
@@ -73,6 +73,8 @@ class HybridTrainer:
         self.rng = random.Random(config.seed)  # junk negatives
         self.rows: list[dict] = []
         self.sample_rows: list[dict] = []
+        self.nonfinite_in_a_row = 0  # steps in a row that skipped an update (lab.guards.finite_update)
+        self.stop_reason: str | None = None  # why the last run() ended early: "request", "SIGTERM" ...
         self._stop = False
 
     # --- data -------------------------------------------------------------------------
@@ -116,6 +118,9 @@ class HybridTrainer:
             scored = self.reward(samples.prompts, samples.completions, references=refs)
             reward = torch.tensor(scored.total, dtype=torch.float32)  # (N,)
             times["time_reward"] = time.perf_counter() - t0
+            if not bool(torch.isfinite(reward).all()):  # nothing learns from it: skip the step's updates
+                row.update(reward=float("nan"), nonfinite="reward", skipped_updates=1)
+                return self._finish(row, times, self._lambda())
 
             # 3. discriminator update: regress the reward (+ rank reference above junk)
             t0 = time.perf_counter()
@@ -138,10 +143,18 @@ class HybridTrainer:
         row.update(self._update_generator(prompts, references, samples, advantage, lam))
         times["time_gen"] = time.perf_counter() - t0
 
-        # 7. one history row
+        return self._finish(row, times, lam)
+
+    def _finish(self, row: dict, times: dict, lam: float) -> dict:
+        """7. one history row; counts steps in a row that skipped an update (non-finite values)."""
         row.update(times)
         row["lambda"] = lam
         row["step_time"] = sum(times.values())
+        if row.get("d_skipped"):
+            row["nonfinite"] = row.get("nonfinite") or "discriminator"
+        if row.get("skipped_updates"):
+            row["nonfinite"] = row.get("nonfinite") or "generator"
+        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if row.get("nonfinite") else 0
         self.rows.append(row)
         return row
 
@@ -164,7 +177,7 @@ class HybridTrainer:
             prev = self.critic_accuracy
             self.critic_accuracy = accuracy if prev is None else 0.8 * prev + 0.2 * accuracy
         row.update(d_loss=out["loss"], d_mse=out["mse"], d_contrastive=out["contrastive"],
-                   d_accuracy=accuracy, d_pred=float(critic.mean()))
+                   d_accuracy=accuracy, d_pred=float(critic.mean()), d_skipped=int(out["skipped"]))
         return critic
 
     def _rl_target(self, reward: torch.Tensor, critic: torch.Tensor) -> torch.Tensor:
@@ -213,19 +226,16 @@ class HybridTrainer:
         if ppo and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
             batch.old_logprobs = objective.sampling_logprobs(self.model, batch, cfg.temperature,
                                                              self.tokenizer.pad_token_id)  # (N, T)
-        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
         passes = []
         for epoch in range(epochs):
             for prompt_index in torch.arange(len(prompts)).tensor_split(parts):
                 part = batch if parts == 1 else batch.select(prompt_index.tolist())
                 loss, logs = objective.generator_loss(self.model, part, cfg, lam, self.tokenizer.pad_token_id)
-                self.opt_gen.zero_grad(set_to_none=True)
-                loss.backward()
-                logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.gen_params, clip))
-                self.opt_gen.step()
-                passes.append(dict(logs, loss=loss.item(), epoch=epoch))
+                stepped, logs["grad_norm"] = finite_update(self.opt_gen, self.gen_params, loss, cfg.max_grad_norm)
+                passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not stepped))
         first = [p for p in passes if p["epoch"] == 0]
-        out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key != "epoch"}
+        out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key not in ("epoch", "skipped")}
+        out["skipped_updates"] = sum(p["skipped"] for p in passes)
         for key in ("clip_frac", "approx_kl"):
             if key in first[0]:
                 out[key] = sum(p[key] for p in passes) / len(passes)
@@ -246,26 +256,37 @@ class HybridTrainer:
                                          reward=float(reward[i]), d_pred=float(critic[i]), **parts))
 
     # --- the run loop -------------------------------------------------------------------
-    def run(self, steps: int, callbacks: list[Callback] = (), out_dir: str | Path | None = None,
+    def run(self, steps: int | None, callbacks: list[Callback] = (), out_dir: str | Path | None = None,
             progress: bool = True) -> pd.DataFrame:
-        """Run ``steps`` more steps; returns the whole history as a DataFrame.
+        """Run ``steps`` more steps (``None``: until stopped); returns the whole history.
 
         Each callback is called as ``callback(trainer, row)`` after every step.
-        :meth:`request_stop` (e.g. from a widget's Stop button) ends the run after the
-        current step. With ``out_dir``, checkpoints go there every ``checkpoint_every``
-        steps and at the end.
+        :meth:`request_stop` (e.g. from a widget's Stop button), SIGINT (Ctrl-C, a notebook
+        interrupt) and SIGTERM end the run after the current step (``stop_reason`` says
+        which). With ``out_dir``, checkpoints go there every ``checkpoint_every`` steps and at
+        the end. After ``max_nonfinite_steps`` steps in a row that had to skip an update
+        (non-finite reward, loss or gradient) the run saves the last good state and raises
+        ``FloatingPointError``.
         """
         from tqdm.auto import tqdm
 
-        self._stop = False
-        every = self.config.checkpoint_every
-        with tqdm(total=steps, disable=not progress, desc=f"{self.config.mode} run") as bar:
-            for _ in range(steps):
+        self._stop, self.stop_reason = False, None
+        every, limit = self.config.checkpoint_every, self.config.max_nonfinite_steps
+        with stop_on_signals(self.request_stop), tqdm(total=steps, disable=not progress,
+                                                      desc=f"{self.config.mode} run") as bar:
+            done = 0
+            while steps is None or done < steps:
                 row = self.step()
+                done += 1
                 bar.update(1)
                 bar.set_postfix({k: round(row[k], 3) for k in ("reward", "loss") if k in row})
                 for callback in callbacks:
                     callback(self, row)
+                if self.nonfinite_in_a_row >= limit:
+                    where = f"; {self.save(out_dir)} holds the last good state" if out_dir is not None else ""
+                    raise FloatingPointError(
+                        f"{limit} steps in a row had non-finite values ({row['nonfinite']}) and skipped their "
+                        f"updates{where}. Lower lr, raise max_grad_norm clipping, or check the reward.")
                 if out_dir is not None and every and self.step_count % every == 0:
                     self.save(out_dir)
                 if self._stop:
@@ -274,8 +295,9 @@ class HybridTrainer:
             self.save(out_dir)
         return self.history
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "request") -> None:
         """Ask :meth:`run` to return after the step in progress (thread-safe)."""
+        self.stop_reason = reason
         self._stop = True
 
     @property

@@ -12,7 +12,7 @@ from lab.discriminator import (
     JUNK_KINDS, Discriminator, contrastive_loss, make_junk, ranking_accuracy, regression_loss,
     train_step,
 )
-from lab.models import add_lora
+from lab.models import add_lora, using_adapter
 
 PROMPTS = ["### Prompt:\nName a colour.\n\n### Response:\n",
            "### Prompt:\nWhat is the capital of France? Answer briefly.\n\n### Response:\n",
@@ -71,7 +71,7 @@ def test_shared_prompts_score_as_one_full_pass_each(tiny):
         prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
         answers = [ANSWERS[0], ANSWERS[1], "Red.", "Green, like grass in spring."]
         scores = disc(prompts, answers)  # (4,) three rows share PROMPTS[0]
-        with disc.active():
+        with using_adapter(peft_model, disc.adapter):
             body = peft_model.get_base_model().base_model
             for i, (p, a) in enumerate(zip(prompts, answers)):
                 ids = tok(p)["input_ids"] + tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -86,7 +86,8 @@ def test_train_step_changes_only_discriminator_lora_and_head(shared):
     head_before = [p.clone() for p in shared.head.parameters()]
     for _ in range(2):  # LoRA B starts at zero: the second step moves every LoRA weight
         out = train_step(shared, optimizer, PROMPTS, ANSWERS, [1.0, 1.0, 1.0], junk=_junk())
-    assert set(out) == {"loss", "mse", "contrastive"} and all(math.isfinite(v) for v in out.values())
+    assert set(out) == {"loss", "mse", "contrastive", "scores", "skipped"} and out["scores"].shape == (3,)
+    assert all(math.isfinite(out[k]) for k in ("loss", "mse", "contrastive"))
     assert model.active_adapter == "generator"
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -128,3 +129,55 @@ def test_from_name_wraps_its_own_model():
     assert disc(PROMPTS[:2], ANSWERS[:2]).shape == (2,)
     names = {id(p) for p in disc.parameters_to_train()}
     assert {id(p) for p in disc.head.parameters()} <= names
+
+
+def test_notebook_03_quick_recipe_ranks_held_out_references_above_junk():
+    """Notebook 03 in quick mode, on the bundled SmolLM2-135M: 20 steps of 4 references + 4 junk
+    + 2 scored generator samples; the held-out ranking accuracy (24 prompts x 4 junk kinds) must
+    reach 0.8. The notebook only prints this check; this is the hard one."""
+    from lab.data import load_examples
+    from lab.generator import sample
+    from lab.models import load
+    from lab.rewards import Reward
+
+    lab.set_seed(0)  # the order of the notebook: seed, load, adapters, junk demo, samples, training
+    model, tokenizer = load("smollm2-135m", device="cpu", verbose=False)
+    model = add_lora(model, "generator", r=8, alpha=16, dropout=0.05)
+    disc = Discriminator(model, tokenizer, lora=dict(r=8, alpha=16, dropout=0.05))
+    train = load_examples("bundled", split="train")
+    heldout = load_examples("bundled", split="heldout")
+    rng = random.Random(0)
+    answers = [e.completion for e in train]
+    for kind in JUNK_KINDS:  # the notebook's junk demo draws from rng
+        make_junk(train[1].completion, answers, kind, rng)
+    reward = Reward({"semantic": 0.7, "perplexity": 0.3}, model=model, tokenizer=tokenizer)
+    rng.shuffle(train)
+    eval_rows = heldout[::3]  # 24 prompts
+    picked = train[:4] + eval_rows[:4]
+    samples = sample(model, tokenizer, [e.prompt for e in picked], k=2, max_new_tokens=32)
+    refs = [e.completion for e in picked[:4] for _ in range(2)]
+    scored = reward(samples.prompts[:8], samples.completions[:8], references=refs).total
+    train_samples = list(zip(samples.prompts[:8], samples.completions[:8], scored))
+
+    steps, batch = 20, 4
+    easier = [kind for kind in JUNK_KINDS if kind != "other"]
+    optimizer = torch.optim.AdamW(disc.parameters_to_train(), lr=1e-3)
+    model.train()
+    for step in range(steps):
+        rows = [train[(step * batch + i) % len(train)] for i in range(batch)]
+        extra = [train_samples[(2 * step + i) % len(train_samples)] for i in range(2)]
+        kinds = ["other" if i % 2 == 0 else easier[(step * batch // 2 + i // 2) % len(easier)] for i in range(batch)]
+        junk = [make_junk(e.completion, answers, kind, rng) for e, kind in zip(rows, kinds)]
+        train_step(disc, optimizer, prompts=[e.prompt for e in rows] + [p for p, _, _ in extra],
+                   completions=[e.completion for e in rows] + [c for _, c, _ in extra],
+                   targets=[1.0] * batch + [r for _, _, r in extra], junk=junk, junk_target=0.0)
+    model.eval()
+
+    hrng = random.Random(1)
+    prompts = [e.prompt for e in eval_rows]
+    references = [e.completion for e in eval_rows]
+    per_kind = {kind: ranking_accuracy(disc, prompts, references,
+                                       [make_junk(r, references, kind, hrng) for r in references])
+                for kind in JUNK_KINDS}
+    accuracy = sum(per_kind.values()) / len(per_kind)
+    assert accuracy >= 0.8, per_kind

@@ -1,0 +1,64 @@
+"""Guards that keep a run's state safe: updates that skip non-finite values, and SIGINT /
+SIGTERM that end a run after its current step instead of in the middle of it."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+
+
+def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
+                  max_norm: float = 0.0) -> tuple[bool, float]:
+    """Backward, clip to ``max_norm`` (0: no clipping) and step, unless the loss or the
+    gradient is not finite: then the gradients are dropped and neither the weights nor the
+    optimizer's moments move. Returns ``(stepped, grad_norm)``; the norm is the one before
+    clipping (``inf``/``nan`` when it is not finite).
+
+    >>> w = torch.nn.Parameter(torch.ones(2))
+    >>> opt = torch.optim.SGD([w], lr=0.1)
+    >>> finite_update(opt, [w], (w * float("nan")).sum())
+    (False, nan)
+    >>> w.tolist()
+    [1.0, 1.0]
+    """
+    optimizer.zero_grad(set_to_none=True)
+    if not math.isfinite(loss.item()):
+        return False, float("nan")
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
+    if not math.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        return False, norm
+    optimizer.step()
+    return True, norm
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]):
+    """Within the block, SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM call
+    ``request_stop(name)`` instead of killing the process, so the step in progress finishes
+    and its state can be saved. A second SIGINT interrupts at once. Only the main thread can
+    take signals; elsewhere (a widget's background run) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[str] = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if seen and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        seen.append(name)
+        request_stop(name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,114 @@
+"""Signals end a run after its step with a checkpoint; non-finite values skip updates."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lab import checkpoint, objective
+from lab.config import HybridConfig
+from lab.data import load_examples
+from lab.rewards import RewardOutput
+from lab.trainer import HybridTrainer
+
+BASE = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2,
+            max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return load_examples("bundled", "train", limit=12)
+
+
+def state(trainer):
+    weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    moments = {i: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+               for opt in (trainer.opt_gen, trainer.opt_disc) for i, s in enumerate(opt.state.values())}
+    return weights, moments
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else same(a[k], b[k]) for k in a)
+
+
+def test_a_nan_reward_skips_every_update_and_is_logged(examples):
+    calls = []
+
+    def reward(prompts, completions, **kwargs):
+        calls.append(1)
+        value = float("nan") if len(calls) == 2 else 0.5
+        return RewardOutput(total=[value] * len(completions))
+
+    trainer = HybridTrainer(HybridConfig(**BASE), examples=examples, reward=reward, verbose=False)
+    trainer.step()
+    before = state(trainer)
+    row = trainer.step()
+    assert row["nonfinite"] == "reward" and trainer.nonfinite_in_a_row == 1
+    after = state(trainer)
+    assert same(before[0], after[0]) and same(before[1], after[1])  # no weight, no moment moved
+    assert trainer.step().get("nonfinite") is None and trainer.nonfinite_in_a_row == 0
+
+
+def test_a_nan_loss_skips_the_generator_update(examples, monkeypatch):
+    trainer = HybridTrainer(HybridConfig(**{**BASE, "mode": "sft"}), examples=examples, verbose=False)
+    trainer.step()
+    before = state(trainer)
+    plain = objective.generator_loss
+    monkeypatch.setattr(objective, "generator_loss",
+                        lambda *a, **k: (plain(*a, **k)[0] * float("inf"), {}))
+    row = trainer.step()
+    assert row["nonfinite"] == "generator" and row["skipped_updates"] == 1
+    assert same(before[0], state(trainer)[0]) and same(before[1], state(trainer)[1])
+
+
+def test_non_finite_steps_in_a_row_stop_the_run_with_a_checkpoint(examples, tmp_path):
+    def reward(prompts, completions, **kwargs):
+        return RewardOutput(total=[float("inf")] * len(completions))
+
+    config = HybridConfig(**{**BASE, "max_nonfinite_steps": 2})
+    trainer = HybridTrainer(config, examples=examples, reward=reward, verbose=False)
+    with pytest.raises(FloatingPointError, match="2 steps in a row"):
+        trainer.run(5, out_dir=tmp_path, progress=False)
+    assert trainer.step_count == 2
+    assert checkpoint.find(tmp_path).name == "step-000002"
+
+
+def test_sigint_in_a_notebook_ends_the_run_after_the_step_and_keeps_its_rows(examples, tmp_path):
+    trainer = HybridTrainer(HybridConfig(**{**BASE, "mode": "sft"}), examples=examples, verbose=False)
+
+    def interrupt(trainer, row):  # the kernel's interrupt button sends SIGINT
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    history = trainer.run(10, callbacks=[interrupt], out_dir=tmp_path, progress=False)
+    assert list(history["step"]) == [1, 2] and trainer.stop_reason == "SIGINT"
+    assert checkpoint.find(tmp_path).name == "step-000002"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_0(tmp_path):
+    sig = signal.SIGTERM
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "train", "--out", str(out), "--steps", "10000", "--model", "tiny-gpt2",
+         "--preset", "quick", "--reward-weights", '{"length": 1}', "--checkpoint-every", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    while not list(out.glob("checkpoints")) and time.time() < deadline:  # wait for training to start
+        time.sleep(0.5)
+        if (out / "config.json").exists() or proc.poll() is not None:
+            break
+    time.sleep(3)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert f"stopped by {sig.name}" in output and "--resume" in output
+    ckpt = checkpoint.find(out)
+    resumed = HybridTrainer.resume(out, verbose=False)
+    assert resumed.step_count == int(ckpt.name.split("-")[1]) >= 1
