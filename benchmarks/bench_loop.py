@@ -1,22 +1,29 @@
-"""Benchmark: the sketch's naive per-sample loop vs the kit's batched hybrid step.
+"""Benchmark: the sketch's naive loop, TRL's GRPOTrainer and the kit's batched step.
 
 One run, same model (SmolLM2-135M by default), same response length (32 new tokens),
-same CPU. Each side runs in its own subprocess (this script with ``--side naive|kit``),
-so that each side's peak RSS is its own; the parent collects one JSON line from each
-child, prints a comparison table and ends with ONE JSON line (the last line of stdout).
+same CPU. Four sides, each in its own subprocess (this script with ``--side SIDE``), so
+that each side's peak RSS is its own; the parent collects one JSON line from each child,
+prints a comparison table and ends with ONE JSON line (the last line of stdout):
+
+- ``naive``: the sketch's per-sample loop (``naive_sketch.py``), 1 sample a step;
+- ``trl``: TRL's ``GRPOTrainer`` on the kit's model, LoRA, prompts, reward and sampling,
+  B x k samples a step, beta 0 (``trl_side.py``; needs the ``[trl]`` extra);
+- ``kit``: ``HybridTrainer`` in mode ``hybrid`` (SFT + RL + critic update), B x k a step;
+- ``kit-rl``: ``HybridTrainer`` in mode ``rl`` (no SFT term), B x k a step.
 
 Per side: build the models, ``--warmup`` untimed steps, then timed steps (wall clock
-around each ``step()``):
+around each ``step()``; TRL: between two step ends inside ``trainer.train()``):
 
-- samples/s: samples per timed second (naive: 1 a step; kit: B * k a step);
+- samples/s: samples per timed second;
 - seconds per step, and the mean time per phase (sample, reward, disc, gen);
 - peak RSS: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that side's process;
 - resident parameters: every tensor of every resident model, shared tensors once
   (naive: generator + discriminator + frozen base + MiniLM; kit: one backbone + both
-  LoRA adapters + the discriminator head + MiniLM).
+  LoRA adapters + the discriminator head + MiniLM; TRL: the policy backbone + LoRA + MiniLM).
 
-    python benchmarks/bench_loop.py                            # the default comparison
-    python benchmarks/bench_loop.py --kit-steps 2 --naive-steps 3   # a quick check
+    python benchmarks/bench_loop.py                            # all four sides
+    python benchmarks/bench_loop.py --steps 2                  # a quick check (2 timed steps a side)
+    python benchmarks/bench_loop.py --sides kit,trl            # a subset
     python benchmarks/bench_loop.py --sweep                    # + the kit at 8, 16, 32 samples a step
 
 Torch's thread count is left at its default. Seeds are fixed (``--seed``).
@@ -39,7 +46,10 @@ sys.path.insert(0, str(ROOT))  # run from a clone, no install needed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SWEEP_SAMPLES = (8, 16, 32)  # B x k samples a step for --sweep (k fixed, B varies)
-TARGET_SPEEDUP, TARGET_PARAM_RATIO = 3.0, 0.5  # acceptance targets (kit vs naive)
+SIDES = ("naive", "trl", "kit", "kit-rl")  # run (and shown) in this order
+# acceptance targets (issue 15): kit vs naive samples/s and resident parameters, kit vs TRL
+TARGET_SPEEDUP, TARGET_PARAM_RATIO = 4.0, 0.4
+TARGET_VS_TRL, TARGET_RL_VS_TRL = 1.5, 1.8
 PHASES = ("time_sample", "time_reward", "time_disc", "time_gen")
 
 
@@ -105,31 +115,23 @@ def summarise(rows: list[dict], walls: list[float], samples_per_step: int, cpu_s
     )
 
 
-def run_side(args) -> dict:
-    """Build one side, warm it up, time it; returns its measurements (this process only)."""
-    import torch
-
+def kit_runner(args, mode: str):
+    """A ``HybridTrainer`` of preset ``bench`` in ``mode``, and its label."""
+    from lab.config import preset
     from lab.data import load_examples
-    from naive_sketch import NaiveSketch, resident_parameters
+    from lab.trainer import HybridTrainer
 
-    t0 = time.perf_counter()
-    if args.side == "naive":
-        runner = NaiveSketch(args.model, max_new_tokens=args.max_new_tokens, seed=args.seed)
-        samples_per_step, steps, label = 1, args.naive_steps, "naive sketch"
-    else:
-        from lab.config import preset
-        from lab.trainer import HybridTrainer
+    config = preset("bench", model=args.model, device="cpu", mode=mode, seed=args.seed,
+                    max_new_tokens=args.max_new_tokens, prompts_per_step=args.kit_batch,
+                    samples_per_prompt=args.kit_k)
+    runner = HybridTrainer(config, examples=load_examples("bundled", "train"), verbose=False)
+    name = "kit" if mode == "hybrid" else f"kit {mode}-only"
+    return runner, config.samples_per_step, f"{name} B={config.prompts_per_step} x k={config.samples_per_prompt}"
 
-        config = preset("bench", model=args.model, device="cpu", mode="hybrid", seed=args.seed,
-                        max_new_tokens=args.max_new_tokens, prompts_per_step=args.kit_batch,
-                        samples_per_prompt=args.kit_k)
-        runner = HybridTrainer(config, examples=load_examples("bundled", "train"), verbose=False)
-        samples_per_step, steps = config.samples_per_step, args.kit_steps
-        label = f"kit B={config.prompts_per_step} x k={config.samples_per_prompt}"
-    build_s = time.perf_counter() - t0
-    log(f"[{label}] built in {build_s:.1f} s; {args.warmup} warm-up + {steps} timed steps")
 
-    for i in range(args.warmup):
+def time_steps(runner, label: str, warmup: int, steps: int) -> tuple[list[dict], list[float], float]:
+    """``warmup`` untimed then ``steps`` timed ``runner.step()`` calls: (rows, walls, CPU seconds)."""
+    for i in range(warmup):
         row = runner.step()
         log(f"[{label}] warm-up {i + 1}: {row['step_time']:.2f} s")
     rows, walls = [], []
@@ -141,8 +143,48 @@ def run_side(args) -> dict:
         rows.append(row)
         log(f"[{label}] step {i + 1}/{steps}: {walls[-1]:.2f} s "
             + " ".join(f"{p[5:]}={row[p]:.2f}" for p in PHASES))
+    return rows, walls, cpu_seconds() - cpu0
 
+
+def time_trl(runner, label: str, warmup: int) -> tuple[list[dict], list[float], float]:
+    """TRL trains all its steps in one ``train()`` call; its clock callback times each step."""
+    rows = runner.run()[warmup:]
+    for i, row in enumerate(rows):
+        log(f"[{label}] step {i + 1}/{len(rows)}: {row['step_time']:.2f} s "
+            + " ".join(f"{p[5:]}={row[p]:.2f}" for p in PHASES))
+    return rows, [r["step_time"] for r in rows], sum(r["cpu_s"] for r in rows)
+
+
+def run_side(args) -> dict:
+    """Build one side, warm it up, time it; returns its measurements (this process only)."""
+    import torch
+
+    from naive_sketch import NaiveSketch, resident_parameters
+
+    t0 = time.perf_counter()
     if args.side == "naive":
+        runner = NaiveSketch(args.model, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        samples_per_step, steps, label = 1, args.naive_steps, "naive sketch"
+    elif args.side == "trl":
+        from trl_side import TRLSide
+
+        runner = TRLSide(args.model, args.max_new_tokens, args.seed, prompts_per_step=args.kit_batch,
+                         samples_per_prompt=args.kit_k, total_steps=args.warmup + args.trl_steps,
+                         reward_base=args.trl_reward_base)
+        samples_per_step, steps = args.kit_batch * args.kit_k, args.trl_steps
+        label = f"TRL GRPO {args.kit_batch} x {args.kit_k}"
+    else:
+        runner, samples_per_step, label = kit_runner(args, "hybrid" if args.side == "kit" else "rl")
+        steps = args.kit_steps
+    build_s = time.perf_counter() - t0
+    log(f"[{label}] built in {build_s:.1f} s; {args.warmup} warm-up + {steps} timed steps")
+
+    if args.side == "trl":
+        rows, walls, cpu_s = time_trl(runner, label, args.warmup)
+    else:
+        rows, walls, cpu_s = time_steps(runner, label, args.warmup, steps)
+
+    if args.side in ("naive", "trl"):
         params = runner.resident_parameters()
     else:
         from lab.models import load_embedder
@@ -154,7 +196,7 @@ def run_side(args) -> dict:
                 peak_rss_gib=peak_rss_gib(), resident_params=params,
                 torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                 torch_version=torch.__version__, loadavg_end=os.getloadavg()[0],
-                **summarise(rows, walls, samples_per_step, cpu_seconds() - cpu0))
+                **summarise(rows, walls, samples_per_step, cpu_s))
 
 
 def child(args, side: str, kit_batch: int | None = None, kit_k: int | None = None) -> dict:
@@ -162,12 +204,14 @@ def child(args, side: str, kit_batch: int | None = None, kit_k: int | None = Non
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side,
            "--model", args.model, "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed),
            "--warmup", str(args.warmup), "--kit-steps", str(args.kit_steps),
-           "--naive-steps", str(args.naive_steps),
+           "--naive-steps", str(args.naive_steps), "--trl-steps", str(args.trl_steps),
+           "--trl-reward-base", args.trl_reward_base,
            "--kit-batch", str(kit_batch or args.kit_batch), "--kit-k", str(kit_k or args.kit_k)]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) passes through
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        sys.exit(f"bench_loop: the {side} side failed (exit code {done.returncode}); see its output above")
+        hint = ' (is TRL installed? pip install -e ".[trl]")' if side == "trl" else ""
+        sys.exit(f"bench_loop: the {side} side failed (exit code {done.returncode}){hint}; see its output above")
     return json.loads(lines[-1])
 
 
@@ -175,101 +219,149 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f} M"
 
 
-def report(naive: dict, kit: dict, sweep: list[dict]) -> dict:
-    """Print the comparison table; return the summary (the final JSON line)."""
-    cols = [("", 28), ("naive sketch", 16), (kit["label"], 22)]
-    lines = [
-        ("samples / step", naive["samples_per_step"], kit["samples_per_step"]),
-        ("timed steps", naive["steps"], kit["steps"]),
-        ("seconds / step", f"{naive['s_per_step']:.2f}", f"{kit['s_per_step']:.2f}"),
-        ("steps / s", f"{naive['steps_per_s']:.3f}", f"{kit['steps_per_s']:.3f}"),
-        ("samples / s", f"{naive['samples_per_s']:.3f}", f"{kit['samples_per_s']:.3f}"),
-        ("CPU seconds / sample", f"{naive['cpu_s_per_sample']:.2f}", f"{kit['cpu_s_per_sample']:.2f}"),
-        ("response tokens (mean)", f"{naive['response_tokens']:.1f}", f"{kit['response_tokens']:.1f}"),
-        ("peak RSS (GiB)", f"{naive['peak_rss_gib']:.2f}", f"{kit['peak_rss_gib']:.2f}"),
-        ("resident parameters", fmt_params(naive["resident_params"]), fmt_params(kit["resident_params"])),
-        ("build time (s)", f"{naive['build_s']:.1f}", f"{kit['build_s']:.1f}"),
-    ] + [(f"  {phase} (s / step)", f"{naive['time_split'][phase]:.3f}", f"{kit['time_split'][phase]:.3f}")
+def ratio_line(name: str, value: float, target: float, higher: bool = True) -> tuple[str, bool]:
+    met = value >= target if higher else value <= target
+    return (f"{name}: {value:.2f}{'x' if higher else ''}   (target {'>=' if higher else '<='} {target:g}"
+            f"{'x' if higher else ''}: {'met' if met else 'NOT met'})"), met
+
+
+def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
+    """Print the comparison table; return the summary (the final JSON line). ``sides``: side
+    name -> its measurements, for the sides that ran; ratios need both of their sides."""
+    shown = [sides[name] for name in SIDES if name in sides]
+    table = [
+        ("samples / step", lambda r: r["samples_per_step"]),
+        ("timed steps", lambda r: r["steps"]),
+        ("seconds / step", lambda r: f"{r['s_per_step']:.2f}"),
+        ("steps / s", lambda r: f"{r['steps_per_s']:.3f}"),
+        ("samples / s", lambda r: f"{r['samples_per_s']:.3f}"),
+        ("CPU seconds / sample", lambda r: f"{r['cpu_s_per_sample']:.2f}"),
+        ("response tokens (mean)", lambda r: f"{r['response_tokens']:.1f}"),
+        ("peak RSS (GiB)", lambda r: f"{r['peak_rss_gib']:.2f}"),
+        ("resident parameters", lambda r: fmt_params(r["resident_params"])),
+        ("build time (s)", lambda r: f"{r['build_s']:.1f}"),
+    ] + [(f"  {phase} (s / step)", lambda r, phase=phase: f"{r['time_split'][phase]:.3f}")
          for phase in ("sample", "reward", "disc", "gen")]
     print()
-    print("".join(f"{name:<{w}}" for name, w in cols))
-    print("-" * sum(w for _, w in cols))
-    for name, a, b in lines:
-        print(f"{name:<28}{str(a):<16}{str(b):<22}")
+    print(f"{'':<26}" + "".join(f"{r['label']:<22}" for r in shown))
+    print("-" * (26 + 22 * len(shown)))
+    for name, cell in table:
+        print(f"{name:<26}" + "".join(f"{str(cell(r)):<22}" for r in shown))
 
-    speedup = kit["samples_per_s"] / naive["samples_per_s"]
-    ratio = kit["resident_params"] / naive["resident_params"]
-    step_total = sum(kit["time_split"].values())
+    naive, trl, kit, kit_rl = (sides.get(name) for name in SIDES)
+    summary, lines = {}, []
+    if naive and kit:
+        speedup = kit["samples_per_s"] / naive["samples_per_s"]
+        ratio = kit["resident_params"] / naive["resident_params"]
+        line, summary["speedup_target_met"] = ratio_line("speedup (samples/s, kit / naive)", speedup, TARGET_SPEEDUP)
+        lines.append(line)
+        line, summary["param_target_met"] = ratio_line("resident parameters (kit / naive)", ratio,
+                                                       TARGET_PARAM_RATIO, higher=False)
+        lines.append(line)
+        summary.update(speedup_samples_per_s=round(speedup, 4), resident_param_ratio=round(ratio, 4),
+                       cpu_time_ratio=round(naive["cpu_s_per_sample"] / kit["cpu_s_per_sample"], 4))
+        lines.append(f"CPU-time ratio (naive / kit CPU seconds per sample): {summary['cpu_time_ratio']:.2f}x  "
+                     "(less sensitive to a busy machine)")
+    if naive and kit_rl:
+        summary["rl_speedup_samples_per_s"] = round(kit_rl["samples_per_s"] / naive["samples_per_s"], 4)
+        lines.append(f"speedup (samples/s, kit rl-only / naive): {summary['rl_speedup_samples_per_s']:.2f}x")
+    if trl and kit:
+        value = kit["samples_per_s"] / trl["samples_per_s"]
+        line, summary["vs_trl_target_met"] = ratio_line("speedup (samples/s, kit hybrid / TRL GRPO)", value,
+                                                        TARGET_VS_TRL)
+        lines.append(line)
+        summary["speedup_vs_trl"] = round(value, 4)
+    if trl and kit_rl:
+        value = kit_rl["samples_per_s"] / trl["samples_per_s"]
+        line, summary["rl_vs_trl_target_met"] = ratio_line("speedup (samples/s, kit rl-only / TRL GRPO)", value,
+                                                           TARGET_RL_VS_TRL)
+        lines.append(line)
+        summary["rl_speedup_vs_trl"] = round(value, 4)
+    if trl and kit:
+        summary["resident_param_ratio_vs_trl"] = round(kit["resident_params"] / trl["resident_params"], 4)
+        lines.append(f"resident parameters (kit / TRL): {summary['resident_param_ratio_vs_trl']:.3f}")
+    for r in shown:
+        if r["side"] != "naive":
+            total = sum(r["time_split"].values())
+            lines.append(f"{r['label']} time split: " + ", ".join(
+                f"{p} {t:.2f} s ({100 * t / total:.0f}%)" for p, t in r["time_split"].items()))
     print()
-    print(f"speedup (samples/s, kit / naive): {speedup:.2f}x   (target >= {TARGET_SPEEDUP:g}x: "
-          f"{'met' if speedup >= TARGET_SPEEDUP else 'NOT met'})")
-    print(f"resident parameters (kit / naive): {ratio:.3f}   (target <= {TARGET_PARAM_RATIO:g}: "
-          f"{'met' if ratio <= TARGET_PARAM_RATIO else 'NOT met'})")
-    print(f"CPU-time ratio (naive / kit CPU seconds per sample): "
-          f"{naive['cpu_s_per_sample'] / kit['cpu_s_per_sample']:.2f}x  (less sensitive to a busy machine)")
-    print("kit time split: " + ", ".join(
-        f"{p} {t:.2f} s ({100 * t / step_total:.0f}%)" for p, t in kit["time_split"].items()))
+    print("\n".join(lines))
 
-    best = max([kit, *sweep], key=lambda r: r["samples_per_s"])
-    if sweep:
-        print()
-        print(f"{'kit sweep':<22}{'samples/step':<14}{'s/step':<10}{'samples/s':<12}{'vs naive':<10}{'peak RSS':<10}")
-        for r in sorted([kit, *sweep], key=lambda r: r["samples_per_step"]):
-            print(f"{r['label']:<22}{r['samples_per_step']:<14}{r['s_per_step']:<10.2f}"
-                  f"{r['samples_per_s']:<12.3f}{r['samples_per_s'] / naive['samples_per_s']:<10.2f}"
-                  f"{r['peak_rss_gib']:<10.2f}")
-        print(f"kit at its best batch size: {best['label']}, {best['samples_per_s']:.3f} samples/s, "
-              f"{best['samples_per_s'] / naive['samples_per_s']:.2f}x the naive loop")
-
-    print(f"\nmachine: {os.cpu_count()} CPUs ({platform.machine()}), torch {kit['torch_version']} "
-          f"with {kit['torch_threads']} threads; 1-min load average at the end of each side: "
-          f"naive {naive['loadavg_end']:.1f}, kit {kit['loadavg_end']:.1f}")
     keep = ("samples_per_s", "s_per_step", "steps", "samples_per_step", "peak_rss_gib")
-    return dict(
-        speedup_samples_per_s=round(speedup, 4), resident_param_ratio=round(ratio, 4),
-        naive_samples_per_s=round(naive["samples_per_s"], 4), kit_samples_per_s=round(kit["samples_per_s"], 4),
-        naive_s_per_step=round(naive["s_per_step"], 4), kit_s_per_step=round(kit["s_per_step"], 4),
-        naive_steps_per_s=round(naive["steps_per_s"], 4),
-        naive_cpu_s_per_sample=round(naive["cpu_s_per_sample"], 4),
-        kit_cpu_s_per_sample=round(kit["cpu_s_per_sample"], 4),
-        cpu_time_ratio=round(naive["cpu_s_per_sample"] / kit["cpu_s_per_sample"], 4),
-        naive_peak_rss_gib=round(naive["peak_rss_gib"], 3), kit_peak_rss_gib=round(kit["peak_rss_gib"], 3),
-        naive_resident_params=naive["resident_params"], kit_resident_params=kit["resident_params"],
-        kit_time_split={k: round(v, 4) for k, v in kit["time_split"].items()},
-        naive_time_split={k: round(v, 4) for k, v in naive["time_split"].items()},
-        kit_samples_per_step=kit["samples_per_step"],
-        kit_best={"label": best["label"], **{k: round(best[k], 4) for k in keep},
-                  "speedup_samples_per_s": round(best["samples_per_s"] / naive["samples_per_s"], 4)},
-        kit_sweep=[{"label": r["label"], **{k: round(r[k], 4) for k in keep}} for r in sweep],
-        speedup_target_met=speedup >= TARGET_SPEEDUP, param_target_met=ratio <= TARGET_PARAM_RATIO,
-        torch_threads=kit["torch_threads"], machine=os.cpu_count(),
-        loadavg_end={"naive": naive["loadavg_end"], "kit": kit["loadavg_end"]},
-    )
+    if kit:
+        best = max([kit, *sweep], key=lambda r: r["samples_per_s"])
+        summary["kit_best"] = {"label": best["label"], **{k: round(best[k], 4) for k in keep}}
+        if naive:
+            summary["kit_best"]["speedup_samples_per_s"] = round(best["samples_per_s"] / naive["samples_per_s"], 4)
+        summary["kit_sweep"] = [{"label": r["label"], **{k: round(r[k], 4) for k in keep}} for r in sweep]
+        if sweep:
+            print()
+            print(f"{'kit sweep':<22}{'samples/step':<14}{'s/step':<10}{'samples/s':<12}{'vs naive':<10}"
+                  f"{'peak RSS':<10}")
+            for r in sorted([kit, *sweep], key=lambda r: r["samples_per_step"]):
+                vs = f"{r['samples_per_s'] / naive['samples_per_s']:.2f}" if naive else "-"
+                print(f"{r['label']:<22}{r['samples_per_step']:<14}{r['s_per_step']:<10.2f}"
+                      f"{r['samples_per_s']:<12.3f}{vs:<10}{r['peak_rss_gib']:<10.2f}")
+            print(f"kit at its best batch size: {best['label']}, {best['samples_per_s']:.3f} samples/s")
+
+    for r in shown:  # per side: naive_*, trl_*, kit_*, kit_rl_*
+        p = r["side"].replace("-", "_")
+        summary.update({
+            f"{p}_samples_per_s": round(r["samples_per_s"], 4), f"{p}_s_per_step": round(r["s_per_step"], 4),
+            f"{p}_steps_per_s": round(r["steps_per_s"], 4), f"{p}_cpu_s_per_sample": round(r["cpu_s_per_sample"], 4),
+            f"{p}_peak_rss_gib": round(r["peak_rss_gib"], 3), f"{p}_resident_params": r["resident_params"],
+            f"{p}_samples_per_step": r["samples_per_step"],
+            f"{p}_time_split": {k: round(v, 4) for k, v in r["time_split"].items()},
+        })
+    first = shown[0]
+    print(f"\nmachine: {os.cpu_count()} CPUs ({platform.machine()}), torch {first['torch_version']} "
+          f"with {first['torch_threads']} threads; 1-min load average at the end of each side: "
+          + ", ".join(f"{r['side']} {r['loadavg_end']:.1f}" for r in shown))
+    summary.update(sides=[r["side"] for r in shown], torch_threads=first["torch_threads"], machine=os.cpu_count(),
+                   loadavg_end={r["side"]: r["loadavg_end"] for r in shown})
+    return summary
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="The sketch's naive loop vs the kit's hybrid step: samples/s, peak RSS, "
-                    "resident parameters, the kit's time per phase. Each side runs in its own "
+        description="The sketch's naive loop, TRL's GRPOTrainer and the kit's step (hybrid and rl-only): "
+                    "samples/s, peak RSS, resident parameters, time per phase. Each side runs in its own "
                     "subprocess; the last stdout line is one JSON summary.")
-    parser.add_argument("--model", default="smollm2-135m", help="model for both sides (default smollm2-135m)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="response length cap, both sides (default 32)")
+    parser.add_argument("--model", default="smollm2-135m", help="model of every side (default smollm2-135m)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="response length cap, every side (default 32)")
+    parser.add_argument("--sides", default=",".join(SIDES),
+                        help=f"comma-separated sides to run, of {', '.join(SIDES)} (default: all)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps per side (default 1)")
+    parser.add_argument("--steps", type=int, help="timed steps of every side (sets the three options below)")
     parser.add_argument("--naive-steps", type=int, default=20, help="timed steps of the naive loop (default 20)")
-    parser.add_argument("--kit-steps", type=int, default=8, help="timed steps of the kit (default 8)")
-    parser.add_argument("--kit-batch", type=int, default=4, help="kit prompts per step B (default 4: preset 'bench')")
-    parser.add_argument("--kit-k", type=int, default=2, help="kit samples per prompt k (default 2: preset 'bench')")
+    parser.add_argument("--kit-steps", type=int, default=8, help="timed steps of each kit side (default 8)")
+    parser.add_argument("--trl-steps", type=int, default=8, help="timed steps of TRL's GRPOTrainer (default 8)")
+    parser.add_argument("--kit-batch", type=int, default=4,
+                        help="prompts per step B of the kit and TRL sides (default 4: preset 'bench')")
+    parser.add_argument("--kit-k", type=int, default=2,
+                        help="samples per prompt k of the kit and TRL sides (default 2: preset 'bench')")
+    parser.add_argument("--trl-reward-base", choices=("shared", "copy"), default="shared",
+                        help="TRL side's perplexity reward: the policy with adapters off, as the kit does "
+                             "(shared, default), or its own frozen copy of the base LM (copy)")
     parser.add_argument("--sweep", action="store_true",
                         help=f"also run the kit at B x k in {SWEEP_SAMPLES} samples a step (k fixed, B varies) "
                              "and report its best batch size")
-    parser.add_argument("--seed", type=int, default=0, help="seed of both sides (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every side (default 0)")
     parser.add_argument("--json-out", type=Path, help="also write the final JSON summary to this file")
-    parser.add_argument("--side", choices=("naive", "kit"),
-                        help="internal: run only this side in this process and print its JSON")
+    parser.add_argument("--side", choices=SIDES, help="internal: run only this side in this process and print its JSON")
     args = parser.parse_args(argv)
-    for name in ("max_new_tokens", "naive_steps", "kit_steps", "kit_batch", "kit_k"):
+    if args.steps is not None:
+        args.naive_steps = args.kit_steps = args.trl_steps = args.steps
+    args.sides = [name.strip() for name in args.sides.split(",") if name.strip()]
+    unknown = [name for name in args.sides if name not in SIDES]
+    if unknown or not args.sides:
+        parser.error(f"--sides: unknown or no side {unknown}; choose from {', '.join(SIDES)}")
+    for name in ("max_new_tokens", "naive_steps", "kit_steps", "trl_steps", "kit_batch", "kit_k"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.kit_k < 2 and "trl" in args.sides:
+        parser.error("--kit-k must be >= 2 with the trl side (GRPO needs 2 generations a prompt)")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
     return args
@@ -281,18 +373,18 @@ def main(argv=None) -> None:
         print(json.dumps(run_side(args)), flush=True)
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    log(f"bench_loop: {args.model}, {args.max_new_tokens} new tokens, seed {args.seed}; "
-        f"naive {args.warmup}+{args.naive_steps} steps, kit {args.warmup}+{args.kit_steps} steps "
-        f"(B={args.kit_batch} x k={args.kit_k})")
-    naive = child(args, "naive")
-    kit = child(args, "kit")
+    steps = {"naive": args.naive_steps, "trl": args.trl_steps, "kit": args.kit_steps, "kit-rl": args.kit_steps}
+    log(f"bench_loop: {args.model}, {args.max_new_tokens} new tokens, seed {args.seed}, "
+        f"B={args.kit_batch} x k={args.kit_k}; " + ", ".join(
+            f"{name} {args.warmup}+{steps[name]} steps" for name in SIDES if name in args.sides))
+    sides = {name: child(args, name) for name in SIDES if name in args.sides}
     sweep = []
-    if args.sweep:
+    if args.sweep and "kit" in sides:
         main_samples = args.kit_batch * args.kit_k
         for samples in SWEEP_SAMPLES:
             if samples != main_samples and samples % args.kit_k == 0:
                 sweep.append(child(args, "kit", kit_batch=samples // args.kit_k, kit_k=args.kit_k))
-    summary = report(naive, kit, sweep)
+    summary = report(sides, sweep)
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
