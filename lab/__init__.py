@@ -10,9 +10,10 @@ import os
 from lab.seeding import set_seed
 
 _SUBMODULES = (
-    "ablation", "advantages", "checkpoint", "config", "data", "discriminator", "evaluate", "generator",
-    "metrics", "models", "objective", "plots", "report", "rewards", "runs", "sampling", "seeding", "stats", "tensors",
-    "trainer", "trl", "widgets",
+    "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data",
+    "discriminator", "evaluate", "generator", "guards", "metrics", "models", "objective", "plots",
+    "report", "rewards", "runs", "sampling", "seeding", "stats", "tensors", "trainer", "trl",
+    "widgets",
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

@@ -5,20 +5,23 @@ metadata (meaning and typical range) that ``python -m lab train --help`` shows.
 ``__post_init__`` rejects bad values with a ``ValueError`` that names the field and says how
 to fix it. Presets (``PRESETS``) change only what differs.
 
-Values typed by people (CLI flags, YAML/JSON files) go through :func:`coerce`, which reads
-text by the field's type: ``"1e-4"`` -> ``0.0001`` for a float, ``"yes"`` -> ``True``,
-``"none"`` -> ``None`` for an optional name, ``'{"semantic": 1}'`` -> a dict. YAML alone
-reads ``lr: 2e-4`` as a string; :meth:`HybridConfig.from_dict` and :func:`read_file` coerce it.
+Values typed by people (CLI flags, YAML/JSON files) go through :func:`lab.config_text.coerce`,
+which reads text by the field's type (``"1e-4"`` -> ``0.0001``); :meth:`HybridConfig.from_dict`
+and :func:`lab.config_text.read_file` apply it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import typing
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.config_text import coerce, field_kind, known_fields, read_file  # noqa: F401 (the config's text I/O)
+
+LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step": 4096,
+          "samples_per_prompt": 256, "lora_r": 1024, "ppo_epochs": 100}  # larger is a typo, not a run
 MODES = ("sft", "rl", "hybrid")
 SCHEDULES = ("constant", "linear", "adaptive")
 BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
@@ -129,8 +132,13 @@ class HybridConfig:
         self._check_int("checkpoint_every", minimum=0)
         self._check_int("discriminator_top_layers", minimum=0)
         self._check_int("seed", minimum=0)
-        for name in ("lr", "lr_discriminator", "temperature"):
-            self._check_range(name, low=0.0, low_open=True)
+        for name, most in LIMITS.items():  # absurd sizes: hours per step or out of memory
+            if isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool) \
+                    and getattr(self, name) > most:
+                raise ValueError(f"{name}={getattr(self, name)!r} is absurdly large; it must be at most {most}")
+        for name in ("lr", "lr_discriminator"):
+            self._check_range(name, low=0.0, high=1.0, low_open=True)
+        self._check_range("temperature", low=0.0, low_open=True)
         for name in ("lora_dropout", "ema_decay"):
             self._check_range(name, low=0.0, high=1.0, high_open=True)
         for name in ("top_p", "reward_mix", "clip_range"):
@@ -172,12 +180,12 @@ class HybridConfig:
     def _check_range(self, name: str, low: float, high: float | None = None,
                      low_open: bool = False, high_open: bool = False) -> None:
         value = getattr(self, name)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         ok = ok and (value > low if low_open else value >= low)
         ok = ok and (high is None or (value < high if high_open else value <= high))
         if not ok:
             bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{')' if high_open or high is None else ']'}"
-            raise ValueError(f"{name}={value!r} is out of range; it must lie in {bounds}")
+            raise ValueError(f"{name}={value!r} is out of range; it must be a finite number in {bounds}")
 
     def _check_weights(self) -> None:
         weights = self.reward_weights
@@ -188,7 +196,7 @@ class HybridConfig:
         if unknown:
             raise ValueError(f"reward_weights has unknown reward(s) {unknown}; "
                              f"known: {', '.join(REWARD_NAMES)}")
-        if any(not isinstance(w, (int, float)) or w != w for w in weights.values()):
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) for w in weights.values()):
             raise ValueError(f"reward_weights values must be numbers, got {weights}")
         if not any(weights.values()):
             raise ValueError("reward_weights are all zero; give at least one reward a nonzero weight")
@@ -217,138 +225,13 @@ class HybridConfig:
         >>> HybridConfig.from_dict({"lr": "2e-4", "chat_template": "no"}).lr
         0.0002
         """
-        return cls(**{name: coerce(name, value) for name, value in _known(values).items()})
+        return cls(**{name: coerce(name, value) for name, value in known_fields(values).items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "HybridConfig":
         """Read a JSON or YAML file (``.json``, ``.yaml``, ``.yml``); fields it does not name
         keep their defaults."""
         return cls.from_dict(read_file(path))
-
-
-# --- values typed by people -------------------------------------------------------------------
-_EXPECTED = {
-    "float": "a number such as 1e-4, 2E-5, .5 or 3",
-    "int": "a whole number such as 0, 8 or 256",
-    "bool": "true/false (also yes/no, 1/0, on/off)",
-    "optional str": "a name, or none/null for None",
-    "str": "text",
-    "dict": 'a JSON or YAML mapping of name to number such as \'{"semantic": 1}\'',
-}
-_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
-
-
-def field_kind(name: str) -> str:
-    """How text is read for field ``name``: one of ``float``, ``int``, ``bool``,
-    ``optional str``, ``str``, ``dict``.
-
-    >>> field_kind("lr"), field_kind("discriminator_model"), field_kind("reward_weights")
-    ('float', 'optional str', 'dict')
-    """
-    hint = typing.get_type_hints(HybridConfig)[name]
-    if hint in (float, int, bool, str):
-        return hint.__name__
-    if typing.get_origin(hint) is dict:
-        return "dict"
-    if set(typing.get_args(hint)) == {str, type(None)}:
-        return "optional str"
-    raise TypeError(f"no text reading for field {name} of type {hint}")
-
-
-def _number(text) -> float:
-    if isinstance(text, bool):
-        raise ValueError
-    return float(text.strip()) if isinstance(text, str) else float(text)
-
-
-def coerce(name: str, value):
-    """``value`` for field ``name``, with text read by the field's type.
-
-    Text (``str``) becomes a float (``"1e-4"``, ``"2E-5"``, ``".5"``, ``"3"``), an int
-    (``"8"``), a bool (``true/false``, ``yes/no``, ``1/0``, ``on/off``; any case), None for an
-    optional name (``none``/``null``), or a dict (JSON or YAML mapping, its values read as
-    floats). Ints become floats for float fields, and 0/1 booleans for bool fields. Other
-    values pass unchanged, for ``HybridConfig``'s own checks. Text that cannot be read
-    raises a ``ValueError`` naming the field and the expected type.
-
-    >>> coerce("lr", "1e-4"), coerce("lr", ".5"), coerce("seed", "3"), coerce("chat_template", "Yes")
-    (0.0001, 0.5, 3, True)
-    >>> coerce("reward_weights", '{"semantic": 1}'), coerce("discriminator_model", "null")
-    ({'semantic': 1.0}, None)
-    >>> coerce("lr", "fast")
-    Traceback (most recent call last):
-    ...
-    ValueError: lr='fast': expected a number such as 1e-4, 2E-5, .5 or 3
-    """
-    kind = field_kind(name)
-    try:
-        if kind == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
-            return _number(value)
-        if kind == "int" and isinstance(value, str):
-            return int(value.strip())
-        if kind == "bool" and isinstance(value, str):
-            word = value.strip().lower()
-            if word not in _TRUE + _FALSE:
-                raise ValueError
-            return word in _TRUE
-        if kind == "bool" and not isinstance(value, bool) and value in (0, 1):
-            return bool(value)
-        if kind == "optional str" and isinstance(value, str) and value.strip().lower() in ("none", "null"):
-            return None
-        if kind == "dict":
-            if isinstance(value, str):
-                value = _mapping(value)
-            if isinstance(value, dict):
-                return {key: _number(v) if isinstance(v, (str, int)) else v for key, v in value.items()}
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: expected {_EXPECTED[kind]}") from None
-    return value
-
-
-def _mapping(text: str) -> dict:
-    """A JSON object, else a YAML mapping, from ``text``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        import yaml
-
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ValueError from None
-    if not isinstance(value, dict):
-        raise ValueError
-    return value
-
-
-def _known(values: dict, where: str = "") -> dict:
-    """``values`` after checking that every key is a field."""
-    known = {f.name for f in dataclasses.fields(HybridConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}Unknown config field(s) {unknown}; known fields: {', '.join(sorted(known))}")
-    return dict(values)
-
-
-def read_file(path: str | Path) -> dict:
-    """The fields a JSON or YAML config file names, coerced (:func:`coerce`), and only those:
-    ``{"lr": 0.0002}`` for a file holding ``lr: 2e-4``. Lay it over a preset, under flags."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-    except Exception as err:
-        raise ValueError(f"Config file {path} could not be parsed: {err}") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of field: value")
-    return {name: coerce(name, value) for name, value in _known(values, f"Config file {path}: ").items()}
 
 
 # Presets change only what differs from the defaults (nanoGPT style).
