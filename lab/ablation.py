@@ -1,5 +1,8 @@
 """Ablation: does the hybrid beat plain SFT? Arms x seeds on one budget, one honest report.
 
+The arms (one per switch: :data:`lab.arms.ARMS`, ``ablate --list``; custom ones from
+``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.arms`; a preset names the
+arms it runs by default (``quick``: the 9 its wall time was measured with; ``full``: all).
 Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps, the
 same ``B`` prompts a step and (where it samples) the same ``k`` samples a prompt; the
 ``sft`` arm trains on the same ``B`` reference answers a step. ``base`` is the untrained
@@ -13,7 +16,8 @@ intervals and paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
 - ``summary.csv``: :func:`lab.stats.summarize_results` (mean, 95% CI, paired difference vs sft);
 - ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``
   (:func:`lab.plots.plot_metrics`, :func:`~lab.plots.plot_quality_diversity`, :func:`~lab.plots.plot_curves`);
-- ``report.md``, ``config_<arm>.json``, ``ablation.json`` (the settings), and
+- ``report.md`` (with each arm's description and config changes), ``config_<arm>.json``,
+  ``ablation.json`` (the settings, each arm's changes as run), and
   ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``).
 
 An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run continues, and
@@ -34,27 +38,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import evaluate, plots, stats
+from lab import arms as arm_registry, evaluate, plots, stats
+from lab.arms import ARMS, Arm
 from lab.config import HybridConfig
 
-ARMS: dict[str, dict | None] = {  # arm -> config changes (None: not trained)
-    "base": None,
-    "sft": {"mode": "sft"},
-    "rl": {"mode": "rl"},
-    "hybrid": {"mode": "hybrid"},
-    "hybrid+kl": {"mode": "hybrid", "kl_coef": 0.05},
-    "hybrid+entropy": {"mode": "hybrid", "entropy_coef": 0.01},
-    "hybrid_disc_baseline": {"mode": "hybrid", "baseline": "discriminator_biased"},
-    "hybrid_loo": {"mode": "hybrid", "baseline": "loo"},
-    "adversarial": {"mode": "hybrid", "reward_source": "discriminator", "baseline": "ema"},
-}
+QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid+entropy", "hybrid_disc_baseline",
+              "hybrid_loo", "adversarial"]  # the arms its 8.4 min were measured with
+
 ABLATION_PRESETS = {
     # 2-core CPU, bundled SmolLM2-135M: 8.4 min wall measured on a quiet machine (2026-11-25)
-    "quick": {"seeds": 2, "steps": 4, "eval_limit": 12,
+    "quick": {"seeds": 2, "steps": 4, "eval_limit": 12, "arms": QUICK_ARMS,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},
     # a GPU: 5 seeds, longer runs, the whole held-out split
-    "full": {"seeds": 5, "steps": 100, "eval_limit": None,
+    "full": {"seeds": 5, "steps": 100, "eval_limit": None, "arms": None,  # None: every built-in arm
              "config": {"model": "auto", "prompts_per_step": 8, "samples_per_prompt": 4,
                         "max_new_tokens": 48, "lr": 2e-4}},
 }
@@ -73,35 +70,47 @@ MEANING = {  # what a HIGHER value means (no metric here is simply "better")
 
 def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, steps: int | None = None,
                  eval_limit: int | None = None, eval_data: str | None = None,
-                 eval_columns: dict[str, str] | None = None, **config) -> dict:
-    """The ablation's settings: a preset with overrides; ``config`` overrides HybridConfig fields.
-    ``eval_data``: evaluate on this source or local file (``eval_columns``: its column names)
-    instead of the held-out split of ``config["dataset"]``."""
+                 eval_columns: dict[str, str] | None = None, *, custom_arms: dict[str, Arm] | None = None,
+                 arm_sets: dict[str, dict] | None = None, **config) -> dict:
+    """The ablation's settings: a preset with overrides. ``config``: HybridConfig fields set for
+    every arm (``--set key=value``); ``custom_arms``: arms beside the built-in ones (``--arms-file``);
+    ``arm_sets``: ``{arm: {field: value}}`` (``--set ARM.key=value``). Layers and the conflict
+    rule: :mod:`lab.arms`. ``arms``: names, or ``all`` (every built-in and custom arm); default:
+    the preset's arms plus the custom ones. ``eval_data``: evaluate on this source or local file
+    (``eval_columns``: its column names) instead of the held-out split of ``config["dataset"]``."""
     if preset not in ABLATION_PRESETS:
         raise ValueError(f"Unknown ablation preset {preset!r}; choose {', '.join(ABLATION_PRESETS)}")
     base = ABLATION_PRESETS[preset]
-    arms = list(arms or ARMS)
-    unknown = [a for a in arms if a not in ARMS]
+    registry = {**ARMS, **(custom_arms or {})}
+    if not arms:
+        arms = [*(base.get("arms") or ARMS), *(custom_arms or {})]
+    arms = list(dict.fromkeys(a for name in arms for a in (registry if name == "all" else [name])))
+    unknown = [a for a in arms if a not in registry]
     if unknown:
-        raise ValueError(f"Unknown arm(s) {unknown}; known arms: {', '.join(ARMS)}")
+        raise ValueError(f"Unknown arm(s) {unknown}; known arms: {', '.join(registry)} (or all)")
     n_seeds = base["seeds"] if seeds is None else seeds
     if n_seeds < 1 or (steps is not None and steps < 1):
         raise ValueError("--seeds and --steps must be at least 1")
+    for key in config:
+        arm_registry.check_field(key, f"--set {key}")
     settings = {"preset": preset, "arms": arms, "seeds": list(range(n_seeds)),
                 "steps": base["steps"] if steps is None else steps,
                 "eval_limit": base["eval_limit"] if eval_limit is None else eval_limit,
                 "eval_data": None if eval_data is None else str(eval_data), "eval_columns": eval_columns,
-                "config": {**base["config"], **config}}
+                "config": {**base["config"], **config}, "set": dict(config)}
     HybridConfig.from_dict(settings["config"])  # validate now, not after an hour
+    settings["arm_definitions"] = arm_registry.define(arms, registry, settings["config"], settings["steps"],
+                                                      config, arm_sets)
     return settings
 
 
 def arm_config(settings: dict, arm: str, seed: int) -> HybridConfig:
     """The HybridConfig of one (arm, seed); ``base`` keeps the generation settings only."""
-    return HybridConfig.from_dict({**settings["config"], **(ARMS[arm] or {}), "seed": seed})
+    changes = settings["arm_definitions"][arm]["changes"]
+    return HybridConfig.from_dict({**settings["config"], **(changes or {}), "seed": seed})
 
 
-def _check_resume(out: Path, settings: dict) -> None:
+def _check_resume(out: Path, settings: dict) -> dict:
     """Refuse to mix results from different steps / prompts / configs in one folder."""
     path = out / "ablation.json"
     if path.exists():
@@ -110,9 +119,16 @@ def _check_resume(out: Path, settings: dict) -> None:
             if old.get(key) != settings[key]:
                 raise ValueError(f"{out} holds an ablation with {key}={old.get(key)!r}, not {settings[key]!r}; "
                                  "use another --out, or the same settings to continue it")
+        defined = old.get("arm_definitions", {})
+        for arm, definition in settings["arm_definitions"].items():
+            if arm in defined and defined[arm]["changes"] != definition["changes"]:
+                raise ValueError(f"{out} holds arm {arm!r} run with changes {defined[arm]['changes']!r}, not "
+                                 f"{definition['changes']!r}; use another --out, or another name for the new arm")
         settings = {**settings, "arms": list(dict.fromkeys(old["arms"] + settings["arms"])),
-                    "seeds": sorted(set(old["seeds"]) | set(settings["seeds"]))}
+                    "seeds": sorted(set(old["seeds"]) | set(settings["seeds"])),
+                    "arm_definitions": {**defined, **settings["arm_definitions"]}}
     path.write_text(json.dumps(settings, indent=2) + "\n")
+    return settings
 
 
 def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_s: float) -> list[dict]:
@@ -133,16 +149,45 @@ def _examples(settings: dict, config: HybridConfig, tokenizer) -> list:
                             tokenizer if config.chat_template else None, settings.get("eval_columns"))
 
 
+def _unavailable_arms(settings: dict, named: list[str]) -> dict[str, str]:
+    """``{arm: why}`` for the arms whose model cannot be loaded; raises for the common model or
+    for an arm in ``named``."""
+    missing = arm_registry.unavailable(HybridConfig.from_dict(settings["config"]))
+    if missing:
+        raise ValueError(missing[1])
+    skipped = {}
+    for arm in settings["arms"]:
+        missing = arm_registry.unavailable(arm_config(settings, arm, 0))
+        if missing and arm in named:
+            raise ValueError(f"arm {arm!r}: {missing[1]} Leave the arm out, or choose its model with "
+                             f"--set {arm}.{missing[0]}=NAME")
+        if missing:
+            skipped[arm] = missing[1]
+    return skipped
+
+
 def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int | None = None,
                  steps: int | None = None, eval_limit: int | None = None, log=print,
                  eval_data: str | None = None, eval_columns: dict[str, str] | None = None,
+                 custom_arms: dict[str, Arm] | None = None, arm_sets: dict[str, dict] | None = None,
                  **config) -> pd.DataFrame:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
-    folder, return the summary (:func:`lab.stats.summarize_results`)."""
+    folder, return the summary (:func:`lab.stats.summarize_results`). Arguments: :func:`settings_for`.
+
+    An arm whose model cannot be loaded here (``larger_d``'s Hub model offline) is an error when
+    ``arms`` names it, and is skipped, with the reason in the log and the report, when it came
+    from the preset's arms or ``all``."""
     from lab import models
     from lab.trainer import HybridTrainer
 
-    settings = settings_for(preset, arms, seeds, steps, eval_limit, eval_data, eval_columns, **config)
+    settings = settings_for(preset, arms, seeds, steps, eval_limit, eval_data, eval_columns,
+                            custom_arms=custom_arms, arm_sets=arm_sets, **config)
+    settings["skipped"] = _unavailable_arms(settings, named=[a for a in arms or [] if a != "all"])
+    for arm, reason in settings["skipped"].items():
+        log(f"{arm}: skipped, {reason}")
+    settings["arms"] = [a for a in settings["arms"] if a not in settings["skipped"]]
+    if not settings["arms"]:
+        raise ValueError("every arm of this run was skipped (see above); nothing to run")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, settings)
@@ -163,7 +208,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
         folder = out / "runs" / f"{arm}_seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        if arm == "base":
+        if settings["arm_definitions"][arm]["changes"] is None:  # base: the untrained model
             if base is None:
                 base = models.load(config.model, config.device, verbose=False)
             model, tokenizer = base
@@ -291,11 +336,28 @@ def _machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
 
 
+def _arms_table(settings: dict, arms: list[str]) -> str:
+    """Markdown: each arm's description and config changes (what it really ran)."""
+    defined = settings.get("arm_definitions", {})
+    rows = [(arm, defined.get(arm, {}).get("description", ""),
+             arm_registry.format_changes(defined.get(arm, {}).get("changes"))) for arm in arms]
+    return "\n".join(["| arm | description | config changes |", "|---|---|---|",
+                      *(f"| {a} | {d} | {c.replace('|', '/')} |" for a, d, c in rows)])
+
+
+def _skipped(settings: dict, arms: list[str]) -> list[str]:
+    skipped = {a: why for a, why in settings.get("skipped", {}).items() if a not in arms}
+    if not skipped:
+        return []
+    return ["Skipped (their model cannot be loaded here):", "",
+            *(f"- **{arm}**: {why}" for arm, why in skipped.items()), ""]
+
+
 def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, timing: dict) -> None:
     """``out/report.md``: setup, results table, differences vs sft, plain conclusions."""
     from lab.models import resolve
 
-    cfg = arm_config(settings, settings["arms"][0], 0)
+    cfg = HybridConfig.from_dict(settings["config"])  # the experiment's setting; arms change it below
     n_prompts = int(pd.read_csv(next((out / "runs").glob("*/eval.csv"))).query("decoding == 'greedy'").shape[0])
     seeds = sorted(results["seed"].unique().tolist())
     mean = summary.pivot(index="arm", columns="metric", values="mean")
@@ -313,7 +375,10 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         "# Ablation: does the hybrid beat plain SFT?", "",
         f"Written by `python -m lab ablate` on {datetime.datetime.now():%Y-%m-%d %H:%M}.", "",
         "## Setup", "",
-        f"- model: {resolve(cfg.model).name}; arms: {', '.join(arms)}",
+        f"- model: {resolve(cfg.model).name}; arms: {', '.join(arms)} (what each changes: below)",
+        f"- every arm: the `{settings['preset']}` preset's config"
+        + (f", with --set {', '.join(f'{k}={v}' for k, v in settings.get('set', {}).items())}"
+           if settings.get("set") else ""),
         f"- seeds: {', '.join(map(str, seeds))} (n = {len(seeds)}); steps per trained arm: {settings['steps']}",
         f"- B = {cfg.prompts_per_step} prompts a step, k = {cfg.samples_per_prompt} samples a prompt "
         f"(sft trains on the same B reference answers a step); lr {cfg.lr}; {cfg.max_new_tokens} new tokens",
@@ -324,6 +389,7 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         f"- wall time of this invocation: {timing['elapsed_s'] / 60:.1f} min (CPU time "
         f"{timing['cpu_s'] / 60:.1f} min); training + evaluation time "
         f"summed over all (arm, seed): {compute / 60:.1f} min", "",
+        "## Arms", "", _arms_table(settings, arms), "", *_skipped(settings, arms),
         "## Results (mean over seeds ± half-width of the 95% CI)", "", _md_table(table), "",
         f"## Difference vs {REFERENCE} (paired over seeds; [95% CI]; * = the interval excludes 0)", "",
         _md_table(diffs), "",

@@ -5,7 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from lab import ablation, evaluate
+from lab import __main__ as cli
+from lab import ablation, arms, evaluate, models
+from lab.arms import ARMS
 
 TINY = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4)
 
@@ -88,7 +90,7 @@ def test_conclusions_single_seed_and_significant_cases():
 
 
 def test_settings_validation_and_arm_configs():
-    settings = ablation.settings_for("quick", arms=["sft", "adversarial"], seeds=3, steps=2)
+    settings = ablation.settings_for("quick", arms=["sft", "adversarial", "hybrid_loo"], seeds=3, steps=2)
     assert settings["seeds"] == [0, 1, 2] and settings["steps"] == 2
     adversarial = ablation.arm_config(settings, "adversarial", 1)
     assert (adversarial.reward_source, adversarial.baseline, adversarial.seed) == ("discriminator", "ema", 1)
@@ -122,3 +124,184 @@ def test_eval_data_is_a_local_file_and_is_part_of_the_settings(tmp_path):
     assert ablation.eval_source(ablation.settings_for("quick")) == "bundled"
     with pytest.raises(ValueError, match="eval_data"):
         ablation.run_ablation(out, arms=["base"], seeds=1, steps=1, eval_limit=2, log=print, **TINY)
+
+
+# --- arms: one per switch, --list, --arms-file, --set -------------------------------------------
+CLI_TINY = ["--model", "tiny-gpt2", "--set", "device=cpu", "--set", "prompts_per_step=2", "--set", "max_new_tokens=4"]
+CUSTOM = """
+fast_lr:
+  description: hybrid at a 4x learning rate
+  mode: hybrid
+  lr: 2E-3
+critic_k3:
+  baseline: critic
+  samples_per_prompt: "3"
+"""
+
+
+def _cli(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_built_in_arm_and_a_custom_one_writes_rows_in_one_tiny_run(tmp_path, capsys):
+    """Issue 11's acceptance: a 1-step, 1-seed ablation over every arm writes each one's rows."""
+    arms_file = tmp_path / "arms.yaml"
+    arms_file.write_text(CUSTOM)
+    out = tmp_path / "all"
+    code, text, err = _cli(["ablate", "--out", str(out), "--arms", *ARMS, "fast_lr", "--arms-file", str(arms_file),
+                            "--steps", "1", "--seeds", "1", "--limit", "2", *CLI_TINY,
+                            "--set", "larger_d.discriminator_model=tiny-gpt2"], capsys)
+    assert code == 0, err
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["arm"]) == {*ARMS, "fast_lr"} and set(results["seed"]) == {0}
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 2
+    assert set(results.groupby("arm").size()) == {per_run}  # every arm: one full set of rows
+    config = {arm: json.loads((out / f"config_{arm}.json").read_text()) for arm in (*ARMS, "fast_lr")}
+    for arm, spec in ARMS.items():  # each arm ran the changes it names; the --set fields hold for all
+        for key, value in (spec.changes or {}).items():
+            if not isinstance(value, arms.Derived):
+                assert config[arm][key] == value, (arm, key)
+        assert (config[arm]["max_new_tokens"], config[arm]["prompts_per_step"]) == (4, 2)
+    assert config["larger_d"]["discriminator_model"] == "tiny-gpt2"  # --set ARM.key
+    assert config["curriculum"]["lambda_warmup_steps"] == 1  # derived: the run's steps
+    assert {"rouge", "bleu", "repetition", "length", "semantic"} <= set(config["reward_multi"]["reward_weights"])
+    assert config["fast_lr"]["lr"] == 2e-3 and config["sft"]["lr"] == 5e-4
+    report = (out / "report.md").read_text()
+    for arm, spec in ARMS.items():
+        assert f"| {arm} | {spec.description} |" in report
+    assert "| hybrid_ppo | " in report and "policy_loss=ppo, ppo_epochs=2 |" in report
+    assert "| fast_lr | hybrid at a 4x learning rate | mode=hybrid, lr=0.002 |" in report
+    assert "preset's config, with --set device=cpu, prompts_per_step=2, max_new_tokens=4, model=tiny-gpt2" in report
+
+
+def test_list_prints_every_arm_its_description_and_changes(tmp_path, capsys):
+    code, text, _ = _cli(["ablate", "--list"], capsys)
+    assert code == 0
+    for name, arm in ARMS.items():
+        assert name in text and arm.description in text
+        assert arms.format_changes(arm.changes) in text
+    assert "mode=hybrid, baseline=group, scale_rewards=true" in text and "preset < --set" in text
+    arms_file = tmp_path / "arms.yaml"
+    arms_file.write_text(CUSTOM)
+    code, text, _ = _cli(["ablate", "--list", "--arms-file", str(arms_file)], capsys)
+    assert code == 0 and "fast_lr" in text and "baseline=critic, samples_per_prompt=3" in text
+
+
+def test_arms_file_is_read_by_field_type_and_runs_with_or_instead_of_built_ins(tmp_path):
+    path = tmp_path / "arms.yaml"
+    path.write_text(CUSTOM)
+    custom = arms.read_arms_file(path)
+    assert custom["fast_lr"] == arms.Arm("hybrid at a 4x learning rate", {"mode": "hybrid", "lr": 0.002})
+    assert custom["critic_k3"].changes == {"baseline": "critic", "samples_per_prompt": 3}
+    assert "arms.yaml" in custom["critic_k3"].description  # a default description
+    alone = ablation.settings_for("quick", arms=["critic_k3"], custom_arms=custom)
+    assert alone["arms"] == ["critic_k3"] and ablation.arm_config(alone, "critic_k3", 0).samples_per_prompt == 3
+    beside = ablation.settings_for("quick", custom_arms=custom)  # default: the preset's arms + the file's
+    assert beside["arms"] == [*ablation.QUICK_ARMS, "fast_lr", "critic_k3"]
+    assert ablation.settings_for("quick", arms=["all"], custom_arms=custom)["arms"] == [*ARMS, *custom]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("fast:\n  lrr: 1e-3\n", "arm 'fast': unknown config field 'lrr'"),
+    ("fast:\n  lr: quick\n", "arm 'fast': lr='quick': expected a number"),
+    ("fast:\n  baseline: median\n", "arm 'fast': baseline='median' is not valid"),
+    ("sft:\n  lr: 1e-3\n", "arm 'sft': 'sft' is a built-in arm"),
+    ("my.arm:\n  lr: 1e-3\n", "arm 'my.arm': a name is"),
+    ("fast:\n  seed: 3\n", "arm 'fast': the seed is set per run by --seeds"),
+    ("fast: 3\n", "arm 'fast': expected a mapping"),
+    ("- a\n- b\n", "must map arm names"),
+])
+def test_a_bad_arms_file_is_one_error_line_naming_the_arm(tmp_path, capsys, body, message):
+    path = tmp_path / "arms.yaml"
+    path.write_text(body)
+    code, _, err = _cli(["ablate", "--list", "--arms-file", str(path)], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_custom_arm_whose_combination_is_invalid_fails_before_anything_runs(tmp_path, capsys):
+    path = tmp_path / "arms.yaml"
+    path.write_text("one_sample:\n  baseline: loo\n  samples_per_prompt: 1\n")
+    code, _, err = _cli(["ablate", "--out", str(tmp_path / "x"), "--arms", "one_sample", "--arms-file", str(path),
+                         *CLI_TINY], capsys)
+    assert code == 2 and "arm 'one_sample': baseline='loo'" in err and not (tmp_path / "x").exists()
+
+
+def test_set_reads_values_by_type_and_refuses_a_conflict_with_an_arm(tmp_path, capsys):
+    assert arms.parse_set("lr=2E-4") == (None, "lr", 2e-4)
+    assert arms.parse_set("scale_rewards=yes") == (None, "scale_rewards", True)
+    assert arms.parse_set("hybrid.kl_coef=.1") == ("hybrid", "kl_coef", 0.1)
+    common, per_arm = arms.split_sets([arms.parse_set("lr=1e-3"), arms.parse_set("larger_d.lr=2e-3")])
+    assert common == {"lr": 1e-3} and per_arm == {"larger_d": {"lr": 2e-3}}
+    for text, message in (("lr", "expected key=value"), ("lrr=1", "unknown config field 'lrr'"),
+                          ("seed=1", "the seed is set per run"), ("lr=fast", "expected a number")):
+        with pytest.raises(ValueError, match=message):
+            arms.parse_set(text)
+    # --set holds for every arm: an arm that changes the same field is a conflict, not silently resolved
+    with pytest.raises(ValueError, match="--set baseline='loo' conflicts with arm 'hybrid_group'"):
+        ablation.settings_for("quick", arms=["sft", "hybrid_group"], baseline="loo")
+    settings = ablation.settings_for("quick", arms=["sft", "hybrid"], baseline="loo", lr=1e-3)
+    assert ablation.arm_config(settings, "hybrid", 0).baseline == "loo"
+    assert ablation.arm_config(settings, "sft", 0).lr == 1e-3  # preset < --set
+    settings = ablation.settings_for("quick", arms=["hybrid+kl"], arm_sets={"hybrid+kl": {"kl_coef": 0.2}})
+    assert ablation.arm_config(settings, "hybrid+kl", 0).kl_coef == 0.2  # the arm < --set ARM.key
+    with pytest.raises(ValueError, match="not in this run"):
+        ablation.settings_for("quick", arms=["sft"], arm_sets={"hybrid": {"lr": 1.0}})
+    with pytest.raises(ValueError, match="arm 'base' is not trained"):
+        ablation.settings_for("quick", arms=["base"], arm_sets={"base": {"lr": 1.0}})
+    out = str(tmp_path / "x")
+    code, _, err = _cli(["ablate", "--out", out, "--arms", "sft", "rl", "--set", "mode=hybrid", *CLI_TINY], capsys)
+    assert code == 2 and "conflicts with arm 'sft'" in err and "--set sft.mode=VALUE" in err
+    code, _, err = _cli(["ablate", "--out", out, "--arms", "sft", "--set", "model=gpt2", *CLI_TINY], capsys)
+    assert code == 2 and "model is set twice" in err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ablate", "--out", out, "--set", "lr=fast"])
+    assert exit_.value.code == 2
+    code, _, err = _cli(["ablate", "--arms", "sft"], capsys)
+    assert code == 2 and "--out" in err
+
+
+def test_derived_changes_follow_the_experiment():
+    settings = ablation.settings_for("quick", arms=["curriculum", "larger_d", "reward_multi"], steps=7,
+                                     model="tiny-gpt2")
+    changes = {arm: d["changes"] for arm, d in settings["arm_definitions"].items()}
+    assert changes["curriculum"]["lambda_warmup_steps"] == 7
+    assert changes["larger_d"]["discriminator_model"] == "smollm2-135m"  # the bundled next size up
+    assert changes["reward_multi"]["reward_weights"] == {"semantic": 0.7, "perplexity": 0.3, **arms.EXTRA_REWARDS}
+    assert arms.next_size({"model": "gpt2"}, 1) == "gpt2-medium"
+    assert arms.next_size({"model": "openai-community/gpt2-medium"}, 1) == "gpt2-large"
+    with pytest.raises(ValueError, match="--set larger_d.discriminator_model=NAME"):
+        ablation.settings_for("quick", arms=["larger_d"], model="Qwen/Qwen2.5-0.5B")
+    settings = ablation.settings_for("quick", arms=["larger_d"], model="Qwen/Qwen2.5-0.5B",
+                                     arm_sets={"larger_d": {"discriminator_model": "tiny-gpt2"}})
+    assert settings["arm_definitions"]["larger_d"]["changes"]["discriminator_model"] == "tiny-gpt2"
+
+
+def test_an_arm_whose_model_is_offline_is_skipped_with_a_reason_or_refused_when_named(monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "hub_reachable", lambda *a: False)
+    custom = {"big_d": arms.Arm("a Hub-only critic", {"reward_source": "mix",
+                                                      "discriminator_model": "someone/not-cached-7b"})}
+    settings = ablation.settings_for("quick", arms=["sft", "big_d"], custom_arms=custom, model="tiny-gpt2")
+    skipped = ablation._unavailable_arms(settings, named=[])
+    assert list(skipped) == ["big_d"] and "Hub is unreachable" in skipped["big_d"]
+    assert "**big_d**: Model 'someone/not-cached-7b' cannot be loaded" in "\n".join(
+        ablation._skipped({"skipped": skipped}, ["sft"]))
+    with pytest.raises(ValueError, match="arm 'big_d': .* --set big_d.discriminator_model=NAME"):
+        ablation._unavailable_arms(settings, named=["big_d"])
+    monkeypatch.setitem(ablation.ABLATION_PRESETS["quick"], "arms", ["base"])  # a cheap default
+    logs = []
+    ablation.run_ablation(tmp_path, custom_arms=custom, seeds=1, steps=1, eval_limit=2, log=logs.append, **TINY)
+    assert logs[0].startswith("big_d: skipped, Model 'someone/not-cached-7b'")
+    assert set(pd.read_csv(tmp_path / "results.csv")["arm"]) == {"base"}
+    assert "- **big_d**: Model 'someone/not-cached-7b' cannot be loaded" in (tmp_path / "report.md").read_text()
+
+
+def test_presets_name_their_default_arms_and_a_rerun_refuses_a_changed_arm(tmp_path):
+    assert ablation.settings_for("quick")["arms"] == ablation.QUICK_ARMS
+    assert ablation.settings_for("full")["arms"] == list(ARMS)
+    custom = {"fast_lr": arms.Arm("x", {"lr": 1e-3})}
+    ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["fast_lr"], custom_arms=custom))
+    custom = {"fast_lr": arms.Arm("x", {"lr": 2e-3})}
+    with pytest.raises(ValueError, match="arm 'fast_lr' run with changes"):
+        ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["fast_lr"], custom_arms=custom))

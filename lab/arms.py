@@ -1,0 +1,279 @@
+"""Ablation arms: each one a one-line description and the config fields it changes.
+
+An arm is the variable under study; everything else is the experiment's setting, the same for
+every arm. Adding an experiment is one entry in :data:`ARMS` (or one entry in a YAML file given
+to ``python -m lab ablate --arms-file``, read by :func:`read_arms_file`).
+
+An arm's :class:`~lab.config.HybridConfig` is built in layers, lowest first:
+
+1. the ablation preset's config (``lab.ablation.ABLATION_PRESETS``);
+2. ``--set key=value`` (repeatable; ``--model``, ``--dataset`` are shortcuts): the experiment's
+   setting, the same for every arm, read by the field's type (:func:`lab.config.coerce`);
+3. the arm's changes;
+4. ``--set ARM.key=value``: changes one arm (e.g. which model ``larger_d``'s critic is).
+
+A ``--set key`` that an arm in the run also changes is an error, never resolved silently:
+either the arm would not be the experiment its description says, or the "setting for every
+arm" would not hold for every arm. Use ``--set ARM.key=value`` to change that arm, or leave
+the arm out. The seed is never set here: ``--seeds`` gives each run its own.
+
+A change may be :class:`Derived` from the experiment (its steps, its common config), e.g.
+``curriculum`` ramps lambda over the run's steps and ``larger_d`` takes the next size of the
+generator's model family; what an arm really ran is saved in ``ablation.json`` and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lab.config import HybridConfig, coerce
+
+FIELDS = tuple(f.name for f in dataclasses.fields(HybridConfig))
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")  # a folder name, no '.' (that is --set ARM.key)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A change computed from the experiment: ``fn(config, steps)``, where ``config`` is the
+    common config dict (preset < ``--set``); ``text`` says what it is in ``--list``."""
+
+    text: str
+    fn: Callable[[dict, int], object]
+
+    def __str__(self) -> str:
+        return f"<{self.text}>"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: ``changes`` to the experiment's config; ``None``: the untrained model."""
+
+    description: str
+    changes: dict | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.changes is not None
+
+
+# The next size of a model family, for the larger-discriminator arm. tiny-gpt2 (the random test
+# model) -> the bundled SmolLM2-135M keeps the arm runnable offline; the rest need the Hub once.
+NEXT_SIZE = {
+    "tiny-gpt2": "smollm2-135m",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "HuggingFaceTB/SmolLM2-135M": "HuggingFaceTB/SmolLM2-360M",
+    "HuggingFaceTB/SmolLM2-360M-Instruct": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "HuggingFaceTB/SmolLM2-360M": "HuggingFaceTB/SmolLM2-1.7B",
+    "distilgpt2": "gpt2", "gpt2": "gpt2-medium", "gpt2-medium": "gpt2-large", "gpt2-large": "gpt2-xl",
+}
+
+
+def next_size(config: dict, steps: int) -> str:
+    """The next size of the generator's family (``auto`` resolved first): ``gpt2`` -> ``gpt2-medium``."""
+    from lab.models import resolve
+
+    name = config.get("model", "auto")
+    name = resolve(name).name if name == "auto" else name
+    name = name.removeprefix("openai-community/")
+    if name not in NEXT_SIZE:
+        raise ValueError(f"arm 'larger_d': no known larger model for {name!r}; name one with "
+                         "--set larger_d.discriminator_model=NAME")
+    return NEXT_SIZE[name]
+
+
+EXTRA_REWARDS = {"rouge": 0.2, "bleu": 0.2, "repetition": 0.2, "length": 0.1}
+LARGER_D = Derived("next size of the generator's family: gpt2 -> gpt2-medium, smollm2-135m -> "
+                   "HuggingFaceTB/SmolLM2-360M-Instruct, tiny-gpt2 -> smollm2-135m", next_size)
+WHOLE_RUN = Derived("the run's steps: lambda reaches lambda_rl at the last step", lambda config, steps: steps)
+MORE_REWARDS = Derived("the experiment's weights + " + ", ".join(f"{k} {v}" for k, v in EXTRA_REWARDS.items()),
+                       lambda config, steps: {**config.get("reward_weights", HybridConfig().reward_weights),
+                                              **EXTRA_REWARDS})
+HYBRID = {"mode": "hybrid"}
+
+ARMS: dict[str, Arm] = {
+    "base": Arm("the untrained model (generation settings only)"),
+    "sft": Arm("SFT only: cross-entropy on the reference answers (the reference arm)", {"mode": "sft"}),
+    "rl": Arm("REINFORCE only, no SFT term (EMA baseline)", {"mode": "rl"}),
+    "hybrid": Arm("SFT + lambda * REINFORCE, EMA baseline", dict(HYBRID)),
+    "hybrid+kl": Arm("hybrid + KL penalty to the base model", {**HYBRID, "kl_coef": 0.05}),
+    "hybrid+entropy": Arm("hybrid + entropy bonus", {**HYBRID, "entropy_coef": 0.01}),
+    "hybrid_loo": Arm("hybrid, leave-one-out baseline (mean of the prompt's other samples)",
+                      {**HYBRID, "baseline": "loo"}),
+    "hybrid_group": Arm("hybrid, group baseline (mean of the prompt's k samples)", {**HYBRID, "baseline": "group"}),
+    "hybrid_group_scaled": Arm("hybrid, GRPO-style: group baseline, advantages divided by the group's std",
+                               {**HYBRID, "baseline": "group", "scale_rewards": True}),
+    "hybrid_critic": Arm("hybrid, unbiased critic baseline (D's mean score of the prompt's other samples)",
+                         {**HYBRID, "baseline": "critic"}),
+    "hybrid_disc_baseline": Arm("hybrid, BIASED teaching arm: baseline D(x, y) reads the sample itself",
+                                {**HYBRID, "baseline": "discriminator_biased"}),
+    "hybrid_ppo": Arm("hybrid, PPO-style clipped update, 2 passes over each step's samples",
+                      {**HYBRID, "policy_loss": "ppo", "ppo_epochs": 2}),
+    "rl_ppo": Arm("RL only, PPO-style clipped update, 2 passes", {"mode": "rl", "policy_loss": "ppo", "ppo_epochs": 2}),
+    "adversarial": Arm("hybrid, the generator maximises the discriminator's score (GAN-style)",
+                       {**HYBRID, "reward_source": "discriminator", "baseline": "ema"}),
+    "mix": Arm("hybrid, reward = mix of the true reward and D's score (reward_mix)",
+               {**HYBRID, "reward_source": "mix"}),
+    "contrastive_d": Arm("mix, D also trained to rank references above junk (compare with mix)",
+                         {**HYBRID, "reward_source": "mix", "discriminator_loss": "mse+contrastive"}),
+    "larger_d": Arm("mix, D on its own larger model (compare with mix)",
+                    {**HYBRID, "reward_source": "mix", "discriminator_model": LARGER_D}),
+    "curriculum": Arm("hybrid, lambda ramps linearly from 0 over the whole run (SFT-heavy first)",
+                      {**HYBRID, "lambda_schedule": "linear", "lambda_warmup_steps": WHOLE_RUN}),
+    "adaptive_lambda": Arm("hybrid, lambda scaled by the critic's pairwise accuracy",
+                           {**HYBRID, "lambda_schedule": "adaptive"}),
+    "reward_multi": Arm("hybrid, reward adds ROUGE, BLEU, repetition and length terms",
+                        {**HYBRID, "reward_weights": MORE_REWARDS}),
+}
+
+
+def format_changes(changes: dict | None) -> str:
+    """``mode=hybrid, kl_coef=0.05``; ``(not trained)`` for ``None``."""
+    if changes is None:
+        return "(not trained)"
+    if not changes:
+        return "(none: the experiment's config)"
+    return ", ".join(f"{k}={_text(v)}" for k, v in changes.items())
+
+
+def _text(value) -> str:
+    """A value as ``--set`` reads it back: ``sft``, ``0.05``, ``true``, ``{"semantic": 1.0}``."""
+    return value if isinstance(value, str) else str(value) if isinstance(value, Derived) else json.dumps(value)
+
+
+def listing(arms: dict[str, Arm], presets: dict | None = None) -> str:
+    """The text of ``ablate --list``: per arm, its name and description, then its config changes."""
+    width = max(map(len, arms)) + 2
+    lines = [f"{'arm':<{width}}description", f"{'':<{width}}  config changes", ""]
+    for name, arm in arms.items():
+        lines += [f"{name:<{width}}{arm.description}", f"{'':<{width}}  {format_changes(arm.changes)}"]
+    lines += ["", "config of an arm: preset < --set key=value (every arm) < the arm's changes < --set ARM.key=value;",
+              "a --set key that an arm in the run changes is an error."]
+    for preset, values in (presets or {}).items():
+        lines.append(f"--preset {preset} runs by default: {', '.join(values.get('arms') or ['all built-in arms'])}")
+    return "\n".join(lines)
+
+
+def parse_set(text: str) -> tuple[str | None, str, object]:
+    """``"key=value"`` -> ``(None, key, value)``; ``"ARM.key=value"`` -> ``(ARM, key, value)``; the
+    value read by the field's type (:func:`lab.config.coerce`).
+
+    >>> parse_set("max_new_tokens=4"), parse_set("larger_d.discriminator_model=tiny-gpt2")
+    ((None, 'max_new_tokens', 4), ('larger_d', 'discriminator_model', 'tiny-gpt2'))
+    """
+    target, sep, value = text.partition("=")
+    arm, _, key = target.strip().rpartition(".")
+    if not sep or not key:
+        raise ValueError(f"--set {text!r}: expected key=value or ARM.key=value, e.g. max_new_tokens=16")
+    return arm or None, check_field(key, f"--set {text!r}"), coerce(key, value)
+
+
+def check_field(key: str, where: str) -> str:
+    if key == "seed":
+        raise ValueError(f"{where}: the seed is set per run by --seeds, not by an arm or --set")
+    if key not in FIELDS:
+        raise ValueError(f"{where}: unknown config field {key!r}; known fields: {', '.join(sorted(FIELDS))}")
+    return key
+
+
+def split_sets(sets) -> tuple[dict, dict[str, dict]]:
+    """``[(arm | None, key, value), ...]`` -> (common config, {arm: changes}); the same key
+    given twice with different values is an error."""
+    common: dict = {}
+    per_arm: dict[str, dict] = {}
+    for arm, key, value in sets:
+        target = common if arm is None else per_arm.setdefault(arm, {})
+        if key in target and target[key] != value:
+            name = key if arm is None else f"{arm}.{key}"
+            raise ValueError(f"{name} is set twice, to {target[key]!r} and {value!r} (--set, --model, --dataset)")
+        target[key] = value
+    return common, per_arm
+
+
+def read_arms_file(path: str | Path) -> dict[str, Arm]:
+    """Custom arms from a YAML/JSON file: ``name: {description: ..., field: value, ...}``.
+    Values are read by the field's type; an unknown field, a bad value or a built-in name is a
+    ``ValueError`` naming the file and the arm."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"arms file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"arms file {path} could not be parsed: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"arms file {path} must map arm names to config changes, e.g. 'fast_lr: {{lr: 1e-3}}'")
+    arms = {}
+    for name, body in data.items():
+        where = f"arms file {path}, arm {name!r}"
+        if not isinstance(name, str) or not NAME.match(name):
+            raise ValueError(f"{where}: a name is letters, digits, '_', '+', '-' (no '.' or spaces)")
+        if name in ARMS:
+            raise ValueError(f"{where}: {name!r} is a built-in arm; give yours another name")
+        body = dict(body or {}) if isinstance(body, dict) or body is None else None
+        if body is None:
+            raise ValueError(f"{where}: expected a mapping of config field to value")
+        description = body.pop("description", None) or "custom arm from " + path.name
+        try:
+            changes = {check_field(key, where): coerce(key, value) for key, value in body.items()}
+            HybridConfig.from_dict(changes)  # a bad value alone, before the combination checks
+        except ValueError as err:
+            raise ValueError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
+        arms[name] = Arm(str(description), changes)
+    return arms
+
+
+def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int, common: dict | None = None,
+           per_arm: dict[str, dict] | None = None) -> dict[str, dict]:
+    """``{arm: {"description", "changes"}}`` for the arms run, on the experiment's ``config``
+    (preset < ``--set``; ``common``: the ``--set`` part): derived values computed, ``--set
+    ARM.key`` applied, conflicts refused, each arm's whole config validated; errors name the arm."""
+    common, per_arm = common or {}, per_arm or {}
+    stray = sorted(set(per_arm) - set(names))
+    if stray:
+        raise ValueError(f"--set {stray[0]}.KEY names an arm that is not in this run; arms: {', '.join(names)}")
+    defined = {}
+    for name in names:
+        arm = registry[name]
+        if not arm.trained:
+            if name in per_arm:
+                raise ValueError(f"arm {name!r} is not trained, so --set {name}.KEY has nothing to change; "
+                                 "set generation fields for every arm with --set KEY=VALUE")
+            defined[name] = {"description": arm.description, "changes": None}
+            continue
+        given = per_arm.get(name, {})
+        changes = {key: given[key] if key in given else value.fn(config, steps) if isinstance(value, Derived)
+                   else value for key, value in arm.changes.items()}
+        changes.update(given)
+        clash = sorted(set(changes) & set(common))
+        if clash:
+            raise ValueError(f"--set {clash[0]}={common[clash[0]]!r} conflicts with arm {name!r}, which changes "
+                             f"{clash[0]} (the variable under study); drop it from --set, change the arm with "
+                             f"--set {name}.{clash[0]}=VALUE, or leave the arm out")
+        try:
+            HybridConfig.from_dict({**config, **changes})
+        except ValueError as err:
+            raise ValueError(f"arm {name!r}: {err}") from None
+        defined[name] = {"description": arm.description, "changes": changes}
+    return defined
+
+
+def unavailable(config: HybridConfig) -> tuple[str, str] | None:
+    """``(field, why)`` when a model ``config`` names cannot be loaded here (a Hub model
+    offline), else None."""
+    from lab.models import resolve
+
+    for key in ("model", "discriminator_model"):
+        try:
+            if getattr(config, key):
+                resolve(getattr(config, key))
+        except ValueError as err:
+            return key, str(err)
+    return None
