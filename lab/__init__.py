@@ -11,9 +11,9 @@ from lab.seeding import set_seed
 
 _SUBMODULES = (
     "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data",
-    "discriminator", "evaluate", "generator", "guards", "metrics", "models", "objective", "plots",
-    "report", "rewards", "runs", "sampling", "seeding", "stats", "tensors", "trainer", "trl",
-    "widgets",
+    "discriminator", "evaluate", "generator", "guards", "metrics", "mixing", "models", "objective",
+    "plots", "report", "rewards", "runs", "sampling", "seeding", "selfplay", "stats", "stream",
+    "tensors", "trainer", "trl", "widgets",
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

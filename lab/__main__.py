@@ -121,16 +121,16 @@ def cmd_train(args) -> int:
                   f"or choose another --out", file=sys.stderr)
             return 2
         trainer = HybridTrainer(build_config(args))
-    if args.steps < trainer.step_count:
-        raise ValueError(f"--steps {args.steps} is below the {trainer.step_count} steps {out} has done; "
+    steps = args.steps if args.steps is not None or trainer.config.stream else 50
+    if steps is not None and steps < trainer.step_count:
+        raise ValueError(f"--steps {steps} is below the {trainer.step_count} steps {out} has done; "
                          f"--steps is the total, so pass --steps {trainer.step_count} or more")
-    remaining = args.steps - trainer.step_count
-    trainer.run(remaining, out_dir=out)
+    trainer.run(None if steps is None else steps - trainer.step_count, out_dir=out)
     report.write_run_outputs(trainer, out)
     print(f"outputs written to {out.resolve()}")
     if trainer.stop_reason in ("SIGINT", "SIGTERM"):
         print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume with: "
-              f"python -m lab train --out {out} --resume --steps {args.steps}")
+              f"python -m lab train --out {out} --resume" + ("" if steps is None else f" --steps {steps}"))
     return 0
 
 
@@ -218,7 +218,8 @@ def parser() -> argparse.ArgumentParser:
                            description="Train a generator. Starting values: --preset < --config "
                            "file (the fields it names) < field flags.")
     train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--steps", type=_count(1), default=50, help="total steps (default 50)")
+    train.add_argument("--steps", type=_count(1), default=None,
+                       help="total steps (default 50; with --stream: run until SIGINT/SIGTERM)")
     train.add_argument("--config", metavar="FILE", help="JSON or YAML file of config fields; "
                        "the fields it names override the preset")
     train.add_argument("--preset", choices=sorted(PRESETS), help="starting values (default: "
@@ -267,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
                     "preset < --set KEY < arm < --set ARM.KEY; a --set KEY that an arm of the run changes "
                     "is an error")
     ab.add_argument("--limit", type=_count(1), help="prompts to evaluate (quick 12, full all)")
-    ab.add_argument("--model", help="override the preset's model (auto, gpt2, tiny-gpt2 ...)")
+    ab.add_argument("--model", help="the generator for every arm (auto, gpt2, tiny-gpt2 ...): --set model=NAME")
     ab.add_argument("--dataset", help="training data (config field dataset; default bundled)")
     _data_flags(ab, "the held-out split of the training dataset")
     ab.set_defaults(func=cmd_ablate)

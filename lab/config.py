@@ -22,13 +22,16 @@ from lab.config_text import coerce, field_kind, known_fields, read_file  # noqa:
 
 LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step": 4096,
           "samples_per_prompt": 256, "lora_r": 1024, "ppo_epochs": 100}  # larger is a typo, not a run
-MODES = ("sft", "rl", "hybrid")
+MODES = ("sft", "rl", "hybrid", "selfplay")
 SCHEDULES = ("constant", "linear", "adaptive")
 BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
 POLICY_LOSSES = ("reinforce", "ppo")
+SAMPLERS = ("nucleus", "beam")
+SFT_SCHEDULES = ("none", "constant", "chord", "srft")
+SFT_TOKEN_WEIGHTS = ("uniform", "phi")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
-REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length")
+REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 
 
 @dataclass
@@ -65,7 +68,8 @@ class HybridConfig:
         "longer prompts are cut from the left; 64-1024")})
     # --- objective ----------------------------------------------------------------------
     mode: str = field(default="hybrid", metadata={"help": (
-        "'sft' (phase A only), 'rl' (phase B only) or 'hybrid' (both)")})
+        "'sft' (phase A only), 'rl' (phase B only), 'hybrid' (both), or 'selfplay' (phase B against a "
+        "frozen snapshot, rewarded by the discriminator's preference)")})
     lambda_rl: float = field(default=0.5, metadata={"help": (
         "weight of the RL terms against SFT in mode 'hybrid'; 0-2 (mode 'rl' uses 1, 'sft' 0)")})
     lambda_schedule: str = field(default="constant", metadata={"help": (
@@ -99,6 +103,36 @@ class HybridConfig:
     kl_coef: float = field(default=0.0, metadata={"help": (
         "KL penalty to the base model (adapters off); 0-0.2")})
     entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus; 0-0.05"})
+    # --- SFT + RL mixes of 2025-26 (CHORD, SRFT, LUFFY, HPT) -------------------------------
+    sft_schedule: str = field(default="none", metadata={"help": (
+        "'none': loss = SFT + lambda * RL; else loss = mu * SFT + (1 - mu) * RL with mu 'constant', "
+        "'chord' (warm-up then cosine decay) or 'srft' (mu * exp(-entropy of the policy))")})
+    mu: float = field(default=0.5, metadata={"help": "the SFT weight mu (its peak for 'chord'); 0-1"})
+    mu_min: float = field(default=0.0, metadata={"help": "'chord': mu after the cosine decay; 0-mu"})
+    mu_warmup_steps: int = field(default=5, metadata={"help": "'chord': steps of linear warm-up to mu; 0-50"})
+    mu_decay_steps: int = field(default=50, metadata={"help": "'chord': steps of cosine decay to mu_min; 10-1000"})
+    sft_token_weight: str = field(default="uniform", metadata={"help": (
+        "'uniform', or 'phi': each SFT token weighted by p * (1 - p) (CHORD-phi), so tokens the policy "
+        "already knows (p ~ 1) or finds absurd (p ~ 0) pull less")})
+    reference_in_group: bool = field(default=False, metadata={"help": (
+        "LUFFY: the reference answer joins its prompt's group of samples as an off-policy member, "
+        "with its own reward in the baseline and its own policy-gradient term")})
+    per_prompt_switch: bool = field(default=False, metadata={"help": (
+        "HPT: per prompt, SFT when all its samples score below switch_threshold, else RL")})
+    switch_threshold: float = field(default=0.5, metadata={"help": (
+        "'per_prompt_switch': the reward a sample must reach for its prompt to count as solved; 0-1")})
+    # --- other experiments of the sketch --------------------------------------------------
+    sampler: str = field(default="nucleus", metadata={"help": (
+        "'nucleus' (temperature + top-p sampling), or 'beam': the k best beams (off-policy: beams are "
+        "not draws from the policy, so the REINFORCE estimate is biased)")})
+    num_beams: int = field(default=4, metadata={"help": "'beam': beams kept per prompt, >= k; 2-8"})
+    selfplay_refresh: int = field(default=10, metadata={"help": (
+        "'selfplay': copy the generator into the frozen opponent every N steps; 5-50")})
+    stream: str | None = field(default=None, metadata={"help": (
+        "a JSONL file of prompt/answer rows that may grow while the run goes on (online learning); "
+        "new rows are trained on as they arrive")})
+    replay_ratio: float = field(default=0.5, metadata={"help": (
+        "'stream': share of each batch replayed from the fixed dataset (anchors); 0-1")})
     # --- discriminator ------------------------------------------------------------------
     discriminator_loss: str = field(default="mse", metadata={"help": (
         "'mse' or 'mse+contrastive' (reference answers ranked above junk)")})
@@ -106,9 +140,22 @@ class HybridConfig:
         "its LoRA on the top N blocks only (0: all); backward stops there")})
     contrastive_weight: float = field(default=1.0, metadata={"help": (
         "weight of the contrastive term; 0.1-2")})
+    discriminator_lora_r: int = field(default=0, metadata={"help": (
+        "the discriminator's own LoRA rank (0: lora_r); 2-64")})
+    discriminator_aux_weight: float = field(default=0.0, metadata={"help": (
+        "weight of an auxiliary head that predicts the response's perplexity (mean NLL under the base "
+        "model) beside the reward; 0 disables; 0.1-1")})
     # --- data and run -------------------------------------------------------------------
     dataset: str = field(default="bundled", metadata={"help": (
-        "'bundled', 'alpaca', 'auto', or a local JSON/JSONL/CSV path (Alpaca layout)")})
+        "'bundled', 'factual', 'alpaca', 'dolly', 'oasst', 'truthfulqa', 'arc', 'auto', a local "
+        "JSON/JSONL/CSV path (Alpaca layout, or Dolly/OASST/TruthfulQA/ARC by their columns), or a "
+        "weighted mix 'bundled:0.7,factual:0.3' (lab/sources.py)")})
+    dataset_columns: str | None = field(default=None, metadata={"help": (
+        "a local file's column names as a JSON mapping of the kit's fields (instruction, input, output, "
+        "category, correct, incorrect), e.g. '{\"instruction\": \"prompt\", \"output\": \"response\"}'")})
+    truthfulness_corpus: str | None = field(default=None, metadata={"help": (
+        "passages JSONL ({id, title, text} per line) for the truthfulness reward and metric; "
+        "None: the bundled data/factual/passages.jsonl")})
     chat_template: bool = field(default=False, metadata={"help": (
         "format prompts with the tokenizer's chat template")})
     seed: int = field(default=0, metadata={"help": "seeds python, numpy, torch and the data order"})
@@ -125,13 +172,18 @@ class HybridConfig:
         self._check_choice("reward_source", REWARD_SOURCES)
         self._check_choice("discriminator_loss", DISCRIMINATOR_LOSSES)
         self._check_choice("policy_loss", POLICY_LOSSES)
+        self._check_choice("sampler", SAMPLERS)
+        self._check_choice("sft_schedule", SFT_SCHEDULES)
+        self._check_choice("sft_token_weight", SFT_TOKEN_WEIGHTS)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",
                      "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps", "ppo_epochs", "ppo_minibatches",
-                     "max_nonfinite_steps"):
+                     "max_nonfinite_steps", "num_beams", "selfplay_refresh", "mu_decay_steps"):
             self._check_int(name, minimum=1)
         self._check_int("checkpoint_every", minimum=0)
         self._check_int("discriminator_top_layers", minimum=0)
         self._check_int("seed", minimum=0)
+        self._check_int("mu_warmup_steps", minimum=0)
+        self._check_int("discriminator_lora_r", minimum=0)
         for name, most in LIMITS.items():  # absurd sizes: hours per step or out of memory
             if isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool) \
                     and getattr(self, name) > most:
@@ -141,9 +193,10 @@ class HybridConfig:
         self._check_range("temperature", low=0.0, low_open=True)
         for name in ("lora_dropout", "ema_decay"):
             self._check_range(name, low=0.0, high=1.0, high_open=True)
-        for name in ("top_p", "reward_mix", "clip_range"):
+        for name in ("top_p", "reward_mix", "clip_range", "mu", "mu_min", "switch_threshold", "replay_ratio"):
             self._check_range(name, low=0.0, high=1.0, low_open=name in ("top_p", "clip_range"))
-        for name in ("lambda_rl", "kl_coef", "entropy_coef", "max_grad_norm", "contrastive_weight"):
+        for name in ("lambda_rl", "kl_coef", "entropy_coef", "max_grad_norm", "contrastive_weight",
+                     "discriminator_aux_weight"):
             self._check_range(name, low=0.0)
         self._check_weights()
         self._check_combinations()
@@ -159,9 +212,25 @@ class HybridConfig:
         if self.baseline == "discriminator_biased" and self.reward_source == "discriminator":
             raise ValueError("baseline='discriminator_biased' with reward_source='discriminator' makes every "
                              "advantage zero; use baseline='ema', 'loo' or 'critic' in the adversarial mode")
-        if self.mode == "rl" and self.lambda_schedule != "constant":
-            raise ValueError(f"lambda_schedule={self.lambda_schedule!r} mixes SFT and RL, but mode='rl' has no "
-                             "SFT term (its RL weight is 1); use mode='hybrid' or lambda_schedule='constant'")
+        if self.mode in ("rl", "selfplay") and self.lambda_schedule != "constant":
+            raise ValueError(f"lambda_schedule={self.lambda_schedule!r} mixes SFT and RL, but mode={self.mode!r} "
+                             "has no SFT term (its RL weight is 1); use mode='hybrid' or lambda_schedule='constant'")
+        if self.sft_schedule != "none" and (self.mode != "hybrid" or self.lambda_schedule != "constant"):
+            raise ValueError(f"sft_schedule={self.sft_schedule!r} sets the SFT/RL mix itself: use it with "
+                             "mode='hybrid' and lambda_schedule='constant'")
+        if self.per_prompt_switch and self.mode != "hybrid":
+            raise ValueError("per_prompt_switch chooses SFT or RL per prompt and needs mode='hybrid'")
+        if (self.reference_in_group or self.sampler == "beam") and self.mode not in ("rl", "hybrid"):
+            what = "reference_in_group" if self.reference_in_group else "sampler='beam'"
+            raise ValueError(f"{what} shapes the RL phase; use mode='rl' or 'hybrid'")
+        if self.sampler == "beam" and self.num_beams < k:
+            raise ValueError(f"sampler='beam' returns the k best of num_beams beams: num_beams={self.num_beams} "
+                             f"must be >= samples_per_prompt={k}")
+        if self.mu_min > self.mu:
+            raise ValueError(f"mu_min={self.mu_min} must not exceed mu={self.mu} (the schedule decays from mu)")
+        if self.mode == "selfplay" and self.reward_source != "reward":
+            raise ValueError("mode='selfplay' is rewarded by the discriminator's preference between the two "
+                             "players; leave reward_source='reward' (it trains the referee)")
         if self.ppo_minibatches > self.prompts_per_step:
             raise ValueError(f"ppo_minibatches={self.ppo_minibatches} exceeds prompts_per_step="
                              f"{self.prompts_per_step}; a minibatch holds at least one prompt")

@@ -28,6 +28,7 @@ from lab.models import adapter_parameters, using_adapter
 from lab.tensors import eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
+HARD_JUNK_KINDS = ("fluent_wrong",)  # needs known wrong answers (lab.data.wrong_answers)
 
 
 class Discriminator(nn.Module):
@@ -36,12 +37,14 @@ class Discriminator(nn.Module):
     ``backbone``: a peft ``PeftModel`` shared with the generator (the adapter ``adapter`` is
     added when absent), or a plain causal LM, which is wrapped with its own LoRA.
     ``lora``: ``lab.models.lora_config`` keywords (``r``, ``alpha``, ``dropout``).
-    Only the head is a submodule: the backbone is shared, so ``state_dict()`` holds the
-    head alone and the adapter's weights travel with the backbone's adapters.
+    ``aux_head``: a second scalar head on the same features, for a side task such as
+    predicting the response's perplexity (:func:`train_step`'s ``aux_targets``).
+    Only the heads are submodules: the backbone is shared, so ``state_dict()`` holds the
+    heads alone and the adapter's weights travel with the backbone's adapters.
     """
 
     def __init__(self, backbone, tokenizer, adapter: str = "discriminator", lora: dict | None = None,
-                 max_length: int = 256, chunk_size: int = 8, top_layers: int | None = 8):
+                 max_length: int = 256, chunk_size: int = 8, top_layers: int | None = 8, aux_head: bool = False):
         super().__init__()
         from peft import PeftModel
 
@@ -56,18 +59,20 @@ class Discriminator(nn.Module):
         self.head = nn.Linear(hidden_size, 1).to(model_device(backbone))
         nn.init.zeros_(self.head.weight)  # start from a constant score ...
         nn.init.constant_(self.head.bias, 0.5)  # ... in the middle of a [0, 1] reward
+        self.aux = nn.Linear(hidden_size, 1).to(model_device(backbone)) if aux_head else None
 
     @classmethod
     def from_name(cls, name: str, device="auto", adapter: str = "discriminator", top_layers: int | None = 8,
-                  **lora) -> "Discriminator":
+                  aux_head: bool = False, **lora) -> "Discriminator":
         """A discriminator on its own model ``name`` (the "larger discriminator" experiment)."""
         from lab.models import load
 
         model, tokenizer = load(name, device)
-        return cls(model, tokenizer, adapter=adapter, lora=lora, top_layers=top_layers)
+        return cls(model, tokenizer, adapter=adapter, lora=lora, top_layers=top_layers, aux_head=aux_head)
 
-    def forward(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        """Scores (N,) of each ``prompt + completion + EOS``.
+    def forward(self, prompts: list[str], completions: list[str], with_aux: bool = False):
+        """Scores (N,) of each ``prompt + completion + EOS``; with ``with_aux`` also the
+        auxiliary head's predictions, ``(scores, aux)``.
 
         Rows run grouped by prompt and sorted by length, ``chunk_size`` rows a forward; each
         distinct prompt of a chunk is computed once.
@@ -80,12 +85,19 @@ class Discriminator(nn.Module):
                     for ids, a in zip(tok(list(prompts))["input_ids"], answers)]
         order = sorted(range(len(answers)), key=lambda i: (len(contexts[i]), prompts[i], len(answers[i])))
         with using_adapter(self.backbone, self.adapter):
-            scores = [self._score([contexts[i] for i in chunk], [answers[i] for i in chunk])
-                      for chunk in (order[s:s + self.chunk_size] for s in range(0, len(order), self.chunk_size))]
-        return torch.cat(scores)[torch.argsort(torch.tensor(order))]  # (N,) back in input order
+            features = [self._features([contexts[i] for i in chunk], [answers[i] for i in chunk])
+                        for chunk in (order[s:s + self.chunk_size] for s in range(0, len(order), self.chunk_size))]
+        features = torch.cat(features)[torch.argsort(torch.tensor(order))]  # (N, H) back in input order
+        features = features.to(self.head.weight.dtype)
+        scores = self.head(features).squeeze(-1)  # (N,)
+        if not with_aux:
+            return scores
+        if self.aux is None:
+            raise ValueError("this discriminator has no auxiliary head; build it with aux_head=True")
+        return scores, self.aux(features).squeeze(-1)  # (N,), (N,)
 
-    def _score(self, contexts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
-        """Head on the last-layer hidden state of each row's last token (the EOS): (n,)."""
+    def _features(self, contexts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
+        """The last-layer hidden state of each row's last token (the EOS): (n, H)."""
         device, pad = model_device(self.backbone), self.tokenizer.pad_token_id
         distinct, which = group_prompts(contexts, device)  # each prompt once; (n,) row -> prompt
         prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
@@ -93,12 +105,21 @@ class Discriminator(nn.Module):
         body = self.backbone.get_base_model().base_model  # the transformer without its LM head
         _, out = forward_after_prompts(body, prompt_ids, prompt_mask, which, ids, mask)
         last = mask.sum(-1) - 1  # (n,) each answer's EOS
-        features = out.last_hidden_state[torch.arange(len(answers), device=device), last]  # (n, H)
-        return self.head(features.to(self.head.weight.dtype)).squeeze(-1)  # (n,)
+        return out.last_hidden_state[torch.arange(len(answers), device=device), last]  # (n, H)
 
     def parameters_to_train(self) -> list[nn.Parameter]:
-        """The adapter's LoRA parameters and the head: what the discriminator's optimizer updates."""
-        return adapter_parameters(self.backbone, self.adapter) + list(self.head.parameters())
+        """The adapter's LoRA parameters and the heads: what the discriminator's optimizer updates."""
+        return adapter_parameters(self.backbone, self.adapter) + list(self.parameters())
+
+
+def preference(scores_a: torch.Tensor, scores_b: torch.Tensor) -> torch.Tensor:
+    """The referee's preference for ``a`` over ``b``, ``sigmoid(D(x, y_a) - D(x, y_b))`` (the
+    Bradley-Terry probability): antisymmetric, ``p(a, b) = 1 - p(b, a)``, and 0.5 on a tie.
+
+    >>> preference(torch.tensor([0.9, 0.5]), torch.tensor([0.1, 0.5])).tolist()[1]
+    0.5
+    """
+    return torch.sigmoid(scores_a - scores_b)
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -121,7 +142,10 @@ def make_junk(completion: str, other_completions: list[str], kind: str, rng: ran
     - ``shuffle``: the words in random order;
     - ``repeat``: a short phrase of it repeated;
     - ``other``: the answer to another prompt (fluent but off-topic);
-    - ``truncate``: the first few words, cut mid-sentence.
+    - ``truncate``: the first few words, cut mid-sentence;
+    - ``fluent_wrong``: a fluent but wrong answer to the same question, from the factual
+      data's ``incorrect_answers`` (:func:`lab.data.wrong_answers`): a hard negative that only
+      the content gives away; ``other`` when none is known.
 
     Texts too short for a kind fall back to another kind, so the junk always differs.
 
@@ -147,13 +171,23 @@ def make_junk(completion: str, other_completions: list[str], kind: str, rng: ran
         if len(words) < 3:
             return completion[:max(1, len(completion) // 2)].rstrip()
         return " ".join(words[:rng.randint(1, max(2, len(words) // 2))]).rstrip(".,;:!?")
-    raise ValueError(f"Unknown junk kind {kind!r}; choose one of {JUNK_KINDS}.")
+    if kind == "fluent_wrong":
+        from lab.data import wrong_answers
+
+        wrong = wrong_answers(completion)
+        return rng.choice(wrong) if wrong else make_junk(completion, other_completions, "other", rng)
+    raise ValueError(f"Unknown junk kind {kind!r}; choose one of {JUNK_KINDS + HARD_JUNK_KINDS}.")
 
 
-def junk_for(references: list[str], rng: random.Random, kinds=JUNK_KINDS) -> list[str]:
+def junk_for(references: list[str], rng: random.Random, kinds=JUNK_KINDS, hard_share: float = 0.5) -> list[str]:
     """One junk answer per reference, of a kind drawn from ``kinds`` by ``rng``; the other
-    references serve as the off-topic answers of kind ``other``."""
-    return [make_junk(ref, references, rng.choice(kinds), rng) for ref in references]
+    references serve as the off-topic answers of kind ``other``. A reference with known wrong
+    answers (factual data) gets a ``fluent_wrong`` one with probability ``hard_share`` instead;
+    other references draw exactly as before."""
+    from lab.data import wrong_answers
+
+    return [make_junk(ref, references, "fluent_wrong" if hard_share > 0 and wrong_answers(ref)
+                      and rng.random() < hard_share else rng.choice(kinds), rng) for ref in references]
 
 
 @torch.no_grad()
@@ -167,20 +201,25 @@ def ranking_accuracy(disc: Discriminator, prompts: list[str], references: list[s
 
 def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: list[str],
                completions: list[str], targets, junk: list[str] | None = None,
-               contrastive_weight: float = 1.0, junk_target: float | None = None) -> dict:
+               contrastive_weight: float = 1.0, junk_target: float | None = None,
+               aux_targets=None, aux_weight: float = 0.0) -> dict:
     """One update: ``MSE(D(x, y), R) + w * contrastive(D(x, y), D(x, junk))``, one batched forward.
 
     ``targets``: the rewards (N,) of ``completions``; a NaN target leaves its row out of the
     MSE (a reference that is only ranked, not regressed). ``junk``: bad answers, ``junk[i]``
     ranked below ``completions[i]`` (it may cover only the first rows; ``None``: MSE only).
     ``junk_target``: when set, the junk also regresses to this reward (e.g. ``0.0``).
+    ``aux_targets`` (N,), ``aux_weight``: the auxiliary head regresses them too (NaN rows skipped),
+    adding ``aux_weight * MSE(aux, aux_targets)``.
     Returns the losses, ``scores`` (N,), the predictions for ``completions`` before the
     update (detached), and ``skipped``: True when the loss or gradient was not finite and
     nothing moved (:func:`lab.guards.finite_update`). :class:`lab.trainer.HybridTrainer` calls
     this for its critic.
     """
     n, m = len(completions), len(junk or [])
-    scores = disc(list(prompts) + list(prompts[:m]), list(completions) + list(junk or []))  # (N + M,)
+    rows = list(prompts) + list(prompts[:m]), list(completions) + list(junk or [])
+    use_aux = aux_weight > 0 and aux_targets is not None
+    scores, aux = disc(*rows, with_aux=True) if use_aux else (disc(*rows), None)  # (N + M,) each
     targets = torch.as_tensor(targets, dtype=torch.float32).to(scores.device)  # (N,)
     if junk_target is not None:
         targets = torch.cat([targets, targets.new_full((m,), float(junk_target))])  # (N + M,)
@@ -189,6 +228,13 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     mse = regression_loss(predicted[regressed], targets[regressed]) if regressed.any() else scores.new_zeros(())
     contrastive = contrastive_loss(scores[:m], scores[n:]) if m else scores.new_zeros(())
     loss = mse + contrastive_weight * contrastive
+    aux_mse = scores.new_zeros(())
+    if use_aux:
+        aux_targets = torch.as_tensor(aux_targets, dtype=torch.float32).to(scores.device)  # (N,)
+        known = ~aux_targets.isnan()  # (N,)
+        if known.any():
+            aux_mse = regression_loss(aux[:n][known], aux_targets[known])
+        loss = loss + aux_weight * aux_mse
     stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss)  # skipped if not finite
-    return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(),
+    return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(), "aux_mse": aux_mse.item(),
             "scores": scores[:n].detach(), "skipped": not stepped}

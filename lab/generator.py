@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.models import adapter_parameters
-from lab.sampling import decode
+from lab.sampling import beam_decode, decode
 from lab.tensors import (
     encode, eval_mode, forward_after_prompts, left_pad, model_device, position_ids, right_pad, until_first_eos,
 )
@@ -57,30 +57,59 @@ class LogProbs(NamedTuple):
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int = 32,
            temperature: float = 0.7, top_p: float = 0.9, max_prompt_tokens: int = 256,
-           do_sample: bool = True) -> Samples:
+           do_sample: bool = True, sampler: str = "nucleus", num_beams: int = 4) -> Samples:
     """Sample ``k`` responses for each prompt in one batched decode (:func:`lab.sampling.decode`:
     one prefill per prompt, shared by its ``k`` samples).
 
     Uses the active adapter. ``do_sample=False`` decodes greedily (the ``k`` rows of a
-    prompt are then equal). Prompts longer than ``max_prompt_tokens`` keep their end.
+    prompt are then equal). ``sampler="beam"``: the ``k`` best of ``num_beams`` beams
+    (:func:`lab.sampling.beam_decode`): distinct, but not draws from the policy. Prompts
+    longer than ``max_prompt_tokens`` keep their end.
     """
-    repeated = [p for p in prompts for _ in range(k)]  # prompt-major: row b * k + j
     prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, model_device(model))  # (B, P)
     with eval_mode(model):  # no LoRA dropout while sampling: the samples come from the policy itself
-        response = decode(model, prompt_ids, prompt_mask, k, max_new_tokens, tokenizer.eos_token_id,
-                          tokenizer.pad_token_id, temperature, top_p, do_sample)  # (N, T)
+        if sampler == "beam":
+            response = beam_decode(model, prompt_ids, prompt_mask, k, num_beams, max_new_tokens,
+                                   tokenizer.eos_token_id, tokenizer.pad_token_id)  # (N, T)
+        else:
+            response = decode(model, prompt_ids, prompt_mask, k, max_new_tokens, tokenizer.eos_token_id,
+                              tokenizer.pad_token_id, temperature, top_p, do_sample)  # (N, T)
+    return assemble(tokenizer, prompts, prompt_ids, prompt_mask, response, k)
+
+
+def assemble(tokenizer, prompts: list[str], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+             response: torch.Tensor, k: int) -> Samples:
+    """:class:`Samples` from ``B`` left-padded prompts (B, P) and their ``k`` responses each
+    (B * k, T), prompt-major; a response ends at its first EOS."""
     ids = prompt_ids.repeat_interleave(k, dim=0)  # (N, P)
     mask = prompt_mask.repeat_interleave(k, dim=0)  # (N, P)
-    out = torch.cat([ids, response], dim=1)  # (N, P + T)
-    prompt_len = ids.shape[1]
     in_response = until_first_eos(response, tokenizer.eos_token_id)  # (N, T)
-    response_mask = torch.cat([torch.zeros_like(mask), in_response], dim=1)  # (N, P + T)
     lengths = in_response.sum(-1)  # (N,)
     completions = [tokenizer.decode(row[:n], skip_special_tokens=True).strip()
                    for row, n in zip(response.tolist(), lengths.tolist())]
-    return Samples(prompts=repeated, completions=completions, input_ids=out,
+    return Samples(prompts=[p for p in prompts for _ in range(k)], completions=completions,
+                   input_ids=torch.cat([ids, response], dim=1),  # (N, P + T)
                    attention_mask=torch.cat([mask, in_response], dim=1),  # (N, P + T)
-                   response_mask=response_mask, prompt_len=prompt_len, lengths=lengths, k=k)
+                   response_mask=torch.cat([torch.zeros_like(mask), in_response], dim=1),  # (N, P + T)
+                   prompt_len=ids.shape[1], lengths=lengths, k=k)
+
+
+def with_references(samples: Samples, tokenizer, references: list[str], max_tokens: int) -> Samples:
+    """LUFFY's group: each prompt's ``k`` samples followed by its reference answer as one more
+    (off-policy) member, ``k + 1`` rows per prompt. ``references``: one per prompt, cut to the
+    samples' token budget ``max_tokens`` like a sample of that length would be."""
+    k, n_prompts = samples.k, samples.num_prompts
+    answers = answer_tokens(tokenizer, references, max_tokens)
+    ref_ids, _ = right_pad(answers, tokenizer.pad_token_id)  # (B, T')
+    response = samples.input_ids[:, samples.prompt_len:]  # (N, T)
+    width = max(response.shape[1], ref_ids.shape[1])
+    pad = tokenizer.pad_token_id
+    grouped = torch.cat([F.pad(response, (0, width - response.shape[1]), value=pad).view(n_prompts, k, width),
+                         F.pad(ref_ids, (0, width - ref_ids.shape[1]), value=pad).to(response)[:, None]],
+                        dim=1)  # (B, k + 1, T)
+    prompt_ids = samples.input_ids[::k, :samples.prompt_len]  # (B, P)
+    prompt_mask = samples.attention_mask[::k, :samples.prompt_len]  # (B, P)
+    return assemble(tokenizer, samples.prompts[::k], prompt_ids, prompt_mask, grouped.reshape(-1, width), k + 1)
 
 
 def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -173,15 +202,17 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_prompt_
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
 
 
-def mean_nll(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The SFT loss from per-token log-probs: ``-sum_t log p(y_t | ...) / #tokens`` over the
+def mean_nll(token_logprobs: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The SFT loss from per-token log-probs: ``-sum_t w_t log p(y_t | ...) / #tokens`` over the
     tokens where ``mask`` is 1, pooled over the whole batch (a long answer weighs more).
+    ``weights`` (N, T), detached, default 1 (e.g. CHORD's :func:`lab.mixing.phi_weights`).
 
     >>> mean_nll(torch.tensor([[-1.0, -3.0], [-2.0, 0.0]]), torch.tensor([[1, 1], [1, 0]]))
     tensor(2.)
     """
     mask = mask.to(token_logprobs.dtype)  # (N, T)
-    return -(token_logprobs * mask).sum() / mask.sum().clamp(min=1)
+    weighted = token_logprobs if weights is None else token_logprobs * weights.detach()  # (N, T)
+    return -(weighted * mask).sum() / mask.sum().clamp(min=1)
 
 
 def sft_loss(model, tokenizer, prompts: list[str], completions: list[str],

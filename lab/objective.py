@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lab import generator
+from lab import generator, mixing
 from lab.tensors import right_pad
 
 
@@ -37,6 +37,7 @@ class GeneratorBatch:
     advantages: torch.Tensor | None  # (N,) detached
     old_logprobs: torch.Tensor | None = None  # (N, T) the sampling policy's; None: REINFORCE
     k: int = 1  # samples per prompt
+    sft_mask: torch.Tensor | None = None  # (B,) bool, HPT: True = SFT for this prompt, False = RL
 
     def select(self, prompts: list[int]) -> "GeneratorBatch":
         """The same batch restricted to the prompts ``prompts`` (indices) and their samples."""
@@ -45,13 +46,18 @@ class GeneratorBatch:
         old = None if self.old_logprobs is None else self.old_logprobs[rows]
         return GeneratorBatch(self.prompt_ids[prompts], self.prompt_mask[prompts], pick(self.references),
                               None if self.responses is None else [self.responses[i] for i in rows],
-                              None if self.advantages is None else self.advantages[rows], old, self.k)
+                              None if self.advantages is None else self.advantages[rows], old, self.k,
+                              None if self.sft_mask is None else self.sft_mask[prompts])
 
 
-def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int) -> tuple[torch.Tensor, dict]:
-    """``(loss, logs)`` for ``batch`` under config ``cfg`` (a :class:`lab.config.HybridConfig`)
-    with RL weight ``lam``; ``logs`` holds each term's value (``loss_sft``, ``loss_rl``, ``kl``,
-    ``entropy``, and ``clip_frac``, ``approx_kl`` with PPO)."""
+def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
+                   mu: float | None = None) -> tuple[torch.Tensor, dict]:
+    """``(loss, logs)`` for ``batch`` under config ``cfg`` (a :class:`lab.config.HybridConfig`):
+    ``SFT + lam * RL``, or with an ``sft_schedule`` ``mu * SFT + (1 - mu) * RL`` (``mu`` given,
+    or for ``srft`` computed here from the samples' entropy, :func:`lab.mixing.mu_at`).
+    ``RL`` = policy loss + beta * KL - eta * entropy. ``logs`` holds each term's value
+    (``loss_sft``, ``loss_rl``, ``kl``, ``entropy``, ``mu``, and ``clip_frac``, ``approx_kl``
+    with PPO)."""
     use_sft, use_rl = batch.references is not None, batch.responses is not None and lam > 0
     logs: dict[str, float] = {}
     if not (use_sft or use_rl):
@@ -71,11 +77,14 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int) -
     out = generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, cont_mask, index,
                                           with_entropy=use_rl, entropy_grad=cfg.entropy_coef > 0,
                                           temperature=temps)
-    loss = torch.zeros((), device=conts.device)
+    sft = rl_terms = torch.zeros((), device=conts.device)
     if use_sft:
         per_prompt = out.tokens.view(n_prompts, r, -1)[:, 0]  # (B, T)
-        sft = generator.mean_nll(per_prompt, cont_mask.view(n_prompts, r, -1)[:, 0])  # = sft_loss on this batch
-        loss = loss + sft
+        on = cont_mask.view(n_prompts, r, -1)[:, 0]  # (B, T)
+        if batch.sft_mask is not None:  # HPT: only the prompts the policy fails are imitated
+            on = on * batch.sft_mask[:, None].to(on)  # (B, T)
+        weights = mixing.phi_weights(per_prompt) if cfg.sft_token_weight == "phi" else None  # (B, T)
+        sft = generator.mean_nll(per_prompt, on, weights)  # plain weights: = sft_loss on this batch
         logs["loss_sft"] = sft.item()
     if use_rl:
         def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
@@ -84,6 +93,8 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int) -
         tokens, on = sample_rows(out.tokens), sample_rows(cont_mask)  # (N, T) each
         n_tokens = on.sum().clamp(min=1)
         advantages = batch.advantages.to(tokens)  # (N,)
+        if batch.sft_mask is not None:  # HPT: the prompts being imitated take no RL step
+            advantages = advantages * (~batch.sft_mask).repeat_interleave(k).to(advantages)  # (N,)
         if cfg.policy_loss == "ppo":
             old = tokens.detach() if batch.old_logprobs is None else _fit(batch.old_logprobs, tokens.shape[1])
             rl, logs["clip_frac"], logs["approx_kl"] = generator.clipped_policy_loss(
@@ -93,9 +104,14 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int) -
         entropy = sample_rows(out.entropy).sum() / n_tokens
         kl = kl_to_base(model, batch.prompt_ids, batch.prompt_mask, sample_rows(conts), on, tokens,
                         cfg.temperature) if cfg.kl_coef > 0 else torch.zeros((), device=conts.device)
-        loss = loss + lam * (rl + cfg.kl_coef * kl - cfg.entropy_coef * entropy)
+        rl_terms = rl + cfg.kl_coef * kl - cfg.entropy_coef * entropy
         logs.update(loss_rl=rl.item(), entropy=entropy.item(), kl=kl.item())
-    return loss, logs
+    if cfg.sft_schedule == "none":
+        return sft + lam * rl_terms, logs
+    if cfg.sft_schedule == "srft":
+        mu = mixing.mu_at(0, "srft", cfg.mu, entropy=logs.get("entropy", 0.0))
+    logs["mu"] = mu
+    return mu * sft + (1 - mu) * rl_terms, logs
 
 
 def _fit(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -129,3 +145,34 @@ def sampling_logprobs(model, batch: GeneratorBatch, temperature: float, pad_id: 
     index = torch.arange(len(batch.prompt_ids)).repeat_interleave(batch.k)  # (N,)
     return generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, mask, index,
                                            temperature=temperature).tokens  # (N, T)
+
+
+def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
+           mu: float | None = None) -> dict:
+    """Optimizer step(s) of the generator on ``batch``: one pass, or with ``policy_loss="ppo"``
+    ``ppo_epochs`` passes over ``ppo_minibatches`` minibatches of prompts (a prompt's samples
+    stay together) against the sampling policy's log-probs. Each pass is
+    :func:`generator_loss`, then :func:`lab.guards.finite_update` (clip, step, or skip when
+    not finite). Returns the history entries: each term averaged over the first epoch's
+    minibatches (what the step computed at the sampling policy), ``clip_frac`` and
+    ``approx_kl`` over every pass, and ``skipped_updates``."""
+    from lab.guards import finite_update
+
+    ppo = batch.responses is not None and lam > 0 and cfg.policy_loss == "ppo"
+    epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if ppo else (1, 1)
+    if ppo and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
+        batch.old_logprobs = sampling_logprobs(model, batch, cfg.temperature, pad_id)  # (N, T)
+    passes = []
+    for epoch in range(epochs):
+        for prompts in torch.arange(len(batch.prompt_ids)).tensor_split(parts):
+            part = batch if parts == 1 else batch.select(prompts.tolist())
+            loss, logs = generator_loss(model, part, cfg, lam, pad_id, mu)
+            stepped, logs["grad_norm"] = finite_update(optimizer, params, loss, cfg.max_grad_norm)
+            passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not stepped))
+    first = [p for p in passes if p["epoch"] == 0]
+    out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key not in ("epoch", "skipped")}
+    out["skipped_updates"] = sum(p["skipped"] for p in passes)
+    for key in ("clip_frac", "approx_kl"):
+        if key in first[0]:
+            out[key] = sum(p[key] for p in passes) / len(passes)
+    return out

@@ -55,6 +55,22 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
     return tokens.clone()  # a normal tensor again, usable as input of later passes with gradients
 
 
+def beam_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, num_beams: int,
+                max_new_tokens: int, eos_id: int, pad_id: int) -> torch.Tensor:
+    """The ``k`` best of ``num_beams`` beams for each left-padded prompt, (B * k, T), prompt-major,
+    ``pad_id`` after EOS; transformers' beam search (``generate``), as the sketch suggests.
+
+    The beams of a prompt are distinct, but they are not draws from the policy: a REINFORCE
+    update on them is off-policy and its gradient estimate biased (it over-weights the
+    policy's modes). PPO's ratio cannot correct it either, as beams have no sampling
+    probability of their own.
+    """
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                         num_beams=max(num_beams, k), num_return_sequences=k, max_new_tokens=max_new_tokens,
+                         eos_token_id=eos_id, pad_token_id=pad_id, early_stopping=True)  # (B * k, P + T)
+    return out[:, input_ids.shape[1]:].clone()  # (N, T)
+
+
 def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id, temperature, top_p,
             do_sample) -> torch.Tensor:
     """The loop of :func:`decode`, run under ``torch.inference_mode``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -19,13 +20,14 @@ import pandas as pd
 import torch
 
 from lab import advantages as adv
-from lab import checkpoint, discriminator, generator, models, objective
+from lab import checkpoint, discriminator, generator, mixing, models, objective, selfplay
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
-from lab.guards import finite_update, stop_on_signals
+from lab.guards import stop_on_signals
 from lab.tensors import encode
 from lab.seeding import set_seed
+from lab.stream import JsonlStream
 from lab.metrics import distinct_n
 
 Callback = Callable[["HybridTrainer", dict], None]
@@ -49,14 +51,16 @@ class HybridTrainer:
         self.model = models.add_lora(model, "generator", **lora)
         models.disable_dropout(self.model)  # train mode then differs from eval only by LoRA dropout
         self.tokenizer = tokenizer
+        disc_lora = dict(lora, r=config.discriminator_lora_r or config.lora_r)
+        disc_options = dict(top_layers=config.discriminator_top_layers, aux_head=config.discriminator_aux_weight > 0)
         if config.discriminator_model:
-            self.disc = Discriminator.from_name(config.discriminator_model, self.device,
-                                                top_layers=config.discriminator_top_layers, **lora)
+            self.disc = Discriminator.from_name(config.discriminator_model, self.device, **disc_options, **disc_lora)
         else:
-            self.disc = Discriminator(self.model, tokenizer, lora=lora,
-                                      top_layers=config.discriminator_top_layers).to(self.device)
+            self.disc = Discriminator(self.model, tokenizer, lora=disc_lora, **disc_options).to(self.device)
         models.disable_dropout(self.disc.backbone)  # a separate discriminator model too
         self.model.set_adapter("generator")
+        if config.mode == "selfplay":  # the frozen opponent: a third adapter on the same backbone
+            selfplay.add_snapshot(self.model, **lora)
         self.examples = examples or load_examples(
             config.dataset, "train", tokenizer=tokenizer if config.chat_template else None)
         if reward is None:
@@ -64,6 +68,14 @@ class HybridTrainer:
 
             reward = Reward(config.reward_weights, model=self.model, tokenizer=tokenizer)
         self.reward = reward
+        self._perplexity = None
+        if config.discriminator_aux_weight > 0:  # the side task's target: perplexity under the base model
+            from lab.rewards import Perplexity
+
+            self._perplexity = Perplexity(self.model, tokenizer, max_prompt_tokens=config.max_prompt_tokens)
+        self.queue: deque[Example] = deque()  # fed or streamed examples not trained on yet
+        self.stream = JsonlStream(config.stream, tokenizer=tokenizer if config.chat_template else None) \
+            if config.stream else None
         self.gen_params = generator.generator_parameters(self.model)
         self.opt_gen = torch.optim.AdamW(self.gen_params, lr=config.lr)
         self.opt_disc = torch.optim.AdamW(self.disc.parameters_to_train(), lr=config.lr_discriminator)
@@ -79,8 +91,8 @@ class HybridTrainer:
 
     # --- data -------------------------------------------------------------------------
     def batch(self, step: int) -> list[Example]:
-        """The ``B`` examples of ``step`` (1-based): a seeded shuffle per epoch, so any step's
-        batch is known from the step number alone (exact resume)."""
+        """The ``B`` examples of ``step`` (1-based) from the fixed dataset: a seeded shuffle per
+        epoch, so any step's batch is known from the step number alone (exact resume)."""
         size, n = self.config.prompts_per_step, len(self.examples)
         picked = []
         for position in range((step - 1) * size, step * size):
@@ -90,59 +102,92 @@ class HybridTrainer:
             picked.append(self.examples[order[index]])
         return picked
 
+    def feed(self, examples: list[Example]) -> None:
+        """Queue new examples (online learning): each is trained on once, in arrival order,
+        taking up to ``1 - replay_ratio`` of a batch; the rest replays the fixed dataset."""
+        self.queue.extend(examples)
+
+    def _next_batch(self, row: dict) -> list[Example]:
+        """This step's examples: the fixed dataset's batch, or queued rows (``feed``, the
+        ``stream`` file) mixed with replayed anchors from it."""
+        if self.stream is not None:
+            self.queue.extend(self.stream.poll())
+        anchors = self.batch(self.step_count)
+        fresh_room = len(anchors) - round(len(anchors) * self.config.replay_ratio)
+        fresh = [self.queue.popleft() for _ in range(min(len(self.queue), fresh_room))]
+        if self.stream is not None or fresh:
+            row.update(streamed=len(fresh), queued=len(self.queue))
+        return fresh + anchors[:len(anchors) - len(fresh)]
+
     # --- one step ---------------------------------------------------------------------
     def step(self) -> dict:
         """One training step; returns (and records) its history row."""
         cfg, row, times = self.config, {}, {}
         self.step_count += 1
         row["step"], row["mode"] = self.step_count, cfg.mode
-        batch = self.batch(self.step_count)
+        batch = self._next_batch(row)
         prompts = [e.prompt for e in batch]
         references = [e.completion for e in batch]
         self.model.train()
-        use_rl = cfg.mode in ("rl", "hybrid")
+        samples = advantage = sft_mask = None
 
-        if use_rl:
-            # 1. sample B prompts x k responses in one batched generate
+        if cfg.mode != "sft":
+            # 1. sample B prompts x k responses in one batched decode (self-play: both players)
             t0 = time.perf_counter()
             self.model.set_adapter("generator")
-            samples = generator.sample(
-                self.model, self.tokenizer, prompts, k=cfg.samples_per_prompt,
-                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                max_prompt_tokens=cfg.max_prompt_tokens)
-            refs = [r for r in references for _ in range(cfg.samples_per_prompt)]  # (N,)
+            options = dict(k=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                           top_p=cfg.top_p, max_prompt_tokens=cfg.max_prompt_tokens, sampler=cfg.sampler,
+                           num_beams=cfg.num_beams)
+            samples = generator.sample(self.model, self.tokenizer, prompts, **options)
+            if cfg.reference_in_group:  # LUFFY: the reference is one more (off-policy) member
+                samples = generator.with_references(samples, self.tokenizer, references, cfg.max_new_tokens)
+            texts = samples.prompts, samples.completions  # (N,) each
+            if cfg.mode == "selfplay":
+                opponent = selfplay.opponent_sample(self.model, self.tokenizer, prompts, **options)
+                texts = samples.prompts + opponent.prompts, samples.completions + opponent.completions  # (2N,)
             times["time_sample"] = time.perf_counter() - t0
 
             # 2. score: reward parts and the weighted total, on the completions only
             t0 = time.perf_counter()
-            scored = self.reward(samples.prompts, samples.completions, references=refs)
-            reward = torch.tensor(scored.total, dtype=torch.float32)  # (N,)
+            refs = [r for r in references for _ in range(samples.k)]  # (N,)
+            scored = self.reward(*texts, references=refs * (len(texts[0]) // len(refs)))
+            reward = torch.tensor(scored.total, dtype=torch.float32)  # (N,) or (2N,) in self-play
             times["time_reward"] = time.perf_counter() - t0
             if not bool(torch.isfinite(reward).all()):  # nothing learns from it: skip the step's updates
                 row.update(reward=float("nan"), nonfinite="reward", skipped_updates=1)
                 return self._finish(row, times, self._lambda())
 
-            # 3. discriminator update: regress the reward (+ rank reference above junk)
+            # 3. discriminator update: regress the reward (+ rank reference above junk, + side task)
             t0 = time.perf_counter()
-            critic = self._discriminator_update(samples.prompts, samples.completions, reward,
-                                                prompts, references, row)  # (N,)
+            critic = self._discriminator_update(*texts, reward, prompts, references, row)  # (N,) or (2N,)
             times["time_disc"] = time.perf_counter() - t0
 
             # 4. advantages: what phase B maximises, minus the baseline
-            target = self._rl_target(reward, critic)  # (N,)
-            advantage, base = adv.advantages(target, cfg.baseline, cfg.samples_per_prompt,
-                                             ema=self.ema_baseline, critic=critic, scale=cfg.scale_rewards)
+            n = len(samples.completions)
+            if cfg.mode == "selfplay":  # the referee's preference for the generator's answer
+                target = discriminator.preference(critic[:n], critic[n:])  # (N,)
+                row["selfplay_preference"] = float(target.mean())
+                scored.total, reward, critic = scored.total[:n], reward[:n], critic[:n]
+                scored.parts = {name: values[:n] for name, values in scored.parts.items()}
+            else:
+                target = self._rl_target(reward, critic)  # (N,)
+            advantage, base = adv.advantages(target, cfg.baseline, samples.k, ema=self.ema_baseline,
+                                             critic=critic, scale=cfg.scale_rewards)
             self.ema_baseline = adv.ema_update(self.ema_baseline, target, cfg.ema_decay)
+            if cfg.per_prompt_switch:  # HPT: imitate the prompts the policy fails, explore the others
+                sft_mask = mixing.sft_prompts(reward, samples.k, cfg.switch_threshold)  # (B,)
+                row["sft_prompt_share"] = float(sft_mask.float().mean())
             self._record_rewards(row, scored, reward, critic, base, advantage, samples)
-        else:
-            samples = advantage = None
 
         # 5-6. generator update: SFT + lambda * (policy loss + beta * KL - eta * entropy), clipped
         t0 = time.perf_counter()
-        lam = self._lambda()
-        row.update(self._update_generator(prompts, references, samples, advantage, lam))
+        lam, mu = self._lambda(), self._mu()
+        gen_batch = self._generator_batch(prompts, references, samples, advantage, lam, sft_mask)
+        row.update(objective.update(self.model, self.opt_gen, self.gen_params, gen_batch, cfg, lam,
+                                    self.tokenizer.pad_token_id, mu))
+        if cfg.mode == "selfplay" and self.step_count % cfg.selfplay_refresh == 0:
+            selfplay.refresh(self.model)  # the opponent catches up
         times["time_gen"] = time.perf_counter() - t0
-
         return self._finish(row, times, lam)
 
     def _finish(self, row: dict, times: dict, lam: float) -> dict:
@@ -160,17 +205,23 @@ class HybridTrainer:
 
     def _discriminator_update(self, prompts, completions, reward, batch_prompts, references, row):
         """One optimizer step of the discriminator (:func:`lab.discriminator.train_step`):
-        regress the samples' reward, and with ``mse+contrastive`` rank each reference above a
-        junk answer. Returns its pre-update predictions for the samples (N,)."""
+        regress the samples' reward, with ``mse+contrastive`` rank each reference above a junk
+        answer, with ``discriminator_aux_weight`` also predict each response's perplexity.
+        Returns its pre-update predictions for the samples (N,)."""
         cfg = self.config
         self.disc.train()
+        aux = None
+        if cfg.discriminator_aux_weight > 0:  # side task: the response's mean NLL under the base model
+            aux = self._perplexity.nll(prompts, completions)  # (N,), NaN for empty answers
         junk, ranked = None, 0
         if cfg.discriminator_loss == "mse+contrastive":  # references first: junk[i] ranks below row i
             junk, ranked = discriminator.junk_for(references, self.rng), len(references)
             prompts, completions = list(batch_prompts) + list(prompts), list(references) + list(completions)
             reward = torch.cat([torch.full((ranked,), float("nan")), reward])  # (B + N,) NaN: ranked only
+            aux = None if aux is None else torch.cat([torch.full((ranked,), float("nan")), aux])
         out = discriminator.train_step(self.disc, self.opt_disc, prompts, completions, reward, junk=junk,
-                                       contrastive_weight=cfg.contrastive_weight)
+                                       contrastive_weight=cfg.contrastive_weight, aux_targets=aux,
+                                       aux_weight=cfg.discriminator_aux_weight)
         critic, reward = out["scores"][ranked:].float().cpu(), reward[ranked:]  # (N,) the samples' rows
         accuracy = adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt)  # within each prompt
         if accuracy == accuracy:
@@ -178,6 +229,8 @@ class HybridTrainer:
             self.critic_accuracy = accuracy if prev is None else 0.8 * prev + 0.2 * accuracy
         row.update(d_loss=out["loss"], d_mse=out["mse"], d_contrastive=out["contrastive"],
                    d_accuracy=accuracy, d_pred=float(critic.mean()), d_skipped=int(out["skipped"]))
+        if aux is not None:
+            row["d_aux_mse"] = out["aux_mse"]
         return critic
 
     def _rl_target(self, reward: torch.Tensor, critic: torch.Tensor) -> torch.Tensor:
@@ -190,25 +243,32 @@ class HybridTrainer:
         return reward
 
     def _lambda(self) -> float:
+        """The RL weight: 0 in SFT, 1 in RL and self-play and under an ``sft_schedule`` (whose
+        ``mu`` then sets the mix), else the lambda schedule."""
         cfg = self.config
         if cfg.mode == "sft":
             return 0.0
-        if cfg.mode == "rl":
+        if cfg.mode in ("rl", "selfplay") or cfg.sft_schedule != "none":
             return 1.0
         return adv.lambda_at(self.step_count, cfg.lambda_schedule, cfg.lambda_rl,
                              cfg.lambda_warmup_steps, self.critic_accuracy)
 
-    def _update_generator(self, prompts, references, samples, advantage, lam) -> dict:
-        """Optimizer step(s) of the generator (:func:`lab.objective.generator_loss`): one pass
-        over the batch, or with ``policy_loss="ppo"`` ``ppo_epochs`` passes over
-        ``ppo_minibatches`` minibatches of prompts against the sampling policy's log-probs.
-        Returns the history entries: each term averaged over the first epoch's minibatches
-        (what the step computed at the sampling policy), ``clip_frac`` and ``approx_kl`` over
-        every pass."""
+    def _mu(self) -> float | None:
+        """The SFT weight of an ``sft_schedule`` (``srft``: computed in the objective from the
+        policy's entropy), else None."""
+        cfg = self.config
+        if cfg.sft_schedule in ("none", "srft"):
+            return None
+        return mixing.mu_at(self.step_count, cfg.sft_schedule, cfg.mu, cfg.mu_min, cfg.mu_warmup_steps,
+                            cfg.mu_decay_steps)
+
+    def _generator_batch(self, prompts, references, samples, advantage, lam, sft_mask) -> objective.GeneratorBatch:
+        """What the generator update reads: the prompts exactly as the sampler saw them, the
+        SFT targets (modes with SFT), the sampled responses and their advantages."""
         cfg = self.config
         self.model.set_adapter("generator")
         use_rl = samples is not None and lam > 0
-        if samples is not None:  # the prompts exactly as the sampler saw them
+        if samples is not None:
             prompt_ids = samples.input_ids[::samples.k, :samples.prompt_len]  # (B, P)
             prompt_mask = samples.attention_mask[::samples.k, :samples.prompt_len]  # (B, P)
         else:
@@ -217,29 +277,9 @@ class HybridTrainer:
         if use_rl:
             response = samples.input_ids[:, samples.prompt_len:].tolist()  # (N, T)
             responses = [tokens[:max(n, 1)] for tokens, n in zip(response, samples.lengths.tolist())]
-        batch = objective.GeneratorBatch(
-            prompt_ids, prompt_mask,
-            generator.answer_tokens(self.tokenizer, references) if cfg.mode in ("sft", "hybrid") else None,
-            responses, advantage, k=samples.k if use_rl else 1)
-        ppo = use_rl and cfg.policy_loss == "ppo"
-        epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if ppo else (1, 1)
-        if ppo and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
-            batch.old_logprobs = objective.sampling_logprobs(self.model, batch, cfg.temperature,
-                                                             self.tokenizer.pad_token_id)  # (N, T)
-        passes = []
-        for epoch in range(epochs):
-            for prompt_index in torch.arange(len(prompts)).tensor_split(parts):
-                part = batch if parts == 1 else batch.select(prompt_index.tolist())
-                loss, logs = objective.generator_loss(self.model, part, cfg, lam, self.tokenizer.pad_token_id)
-                stepped, logs["grad_norm"] = finite_update(self.opt_gen, self.gen_params, loss, cfg.max_grad_norm)
-                passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not stepped))
-        first = [p for p in passes if p["epoch"] == 0]
-        out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key not in ("epoch", "skipped")}
-        out["skipped_updates"] = sum(p["skipped"] for p in passes)
-        for key in ("clip_frac", "approx_kl"):
-            if key in first[0]:
-                out[key] = sum(p[key] for p in passes) / len(passes)
-        return out
+        targets = generator.answer_tokens(self.tokenizer, references) if cfg.mode in ("sft", "hybrid") else None
+        return objective.GeneratorBatch(prompt_ids, prompt_mask, targets, responses, advantage,
+                                        k=samples.k if use_rl else 1, sft_mask=sft_mask)
 
     def _record_rewards(self, row, scored, reward, critic, base, advantage, samples) -> None:
         row["reward"], row["reward_std"] = float(reward.mean()), float(reward.std(unbiased=False))

@@ -86,7 +86,7 @@ def test_train_step_changes_only_discriminator_lora_and_head(shared):
     head_before = [p.clone() for p in shared.head.parameters()]
     for _ in range(2):  # LoRA B starts at zero: the second step moves every LoRA weight
         out = train_step(shared, optimizer, PROMPTS, ANSWERS, [1.0, 1.0, 1.0], junk=_junk())
-    assert set(out) == {"loss", "mse", "contrastive", "scores", "skipped"} and out["scores"].shape == (3,)
+    assert set(out) == {"loss", "mse", "contrastive", "aux_mse", "scores", "skipped"} and out["scores"].shape == (3,)
     assert all(math.isfinite(out[k]) for k in ("loss", "mse", "contrastive"))
     assert model.active_adapter == "generator"
     after = model.state_dict()
