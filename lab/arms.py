@@ -96,6 +96,26 @@ MORE_REWARDS = Derived("the experiment's weights + " + ", ".join(f"{k} {v}" for 
                                               **EXTRA_REWARDS})
 HYBRID = {"mode": "hybrid"}
 
+
+def stream_source(config: dict, steps: int) -> str:
+    """The training rows as a stream file: the bundled ``train.jsonl``, or the local dataset file."""
+    from lab.data import data_dir
+
+    dataset = config.get("dataset", "bundled")
+    if dataset == "bundled":
+        return str(data_dir() / "train.jsonl")
+    if Path(dataset).is_file() and Path(dataset).suffix == ".jsonl":
+        return dataset
+    raise ValueError(f"arm 'stream_replay' streams a local JSONL file; dataset {dataset!r} is not one: name a "
+                     "file with --set stream_replay.stream=FILE")
+
+
+HALF_RUN = Derived("half the run's steps", lambda config, steps: max(1, steps // 2))
+TENTH_RUN = Derived("a tenth of the run's steps", lambda config, steps: max(1, steps // 10))
+STEPS = Derived("the run's steps", lambda config, steps: steps)
+TRAIN_STREAM = Derived("the training file, read as a growing stream", stream_source)
+CHORD = {**HYBRID, "sft_schedule": "chord", "mu": 0.5, "mu_warmup_steps": TENTH_RUN, "mu_decay_steps": STEPS}
+
 ARMS: dict[str, Arm] = {
     "base": Arm("the untrained model (generation settings only)"),
     "sft": Arm("SFT only: cross-entropy on the reference answers (the reference arm)", {"mode": "sft"}),
@@ -129,6 +149,21 @@ ARMS: dict[str, Arm] = {
                            {**HYBRID, "lambda_schedule": "adaptive"}),
     "reward_multi": Arm("hybrid, reward adds ROUGE, BLEU, repetition and length terms",
                         {**HYBRID, "reward_weights": MORE_REWARDS}),
+    "selfplay": Arm("self-play: the generator against its frozen snapshot, rewarded by the referee's preference",
+                    {"mode": "selfplay", "selfplay_refresh": HALF_RUN}),
+    "beam": Arm("hybrid with the k best of 4 beams instead of samples (off-policy: a biased estimate)",
+                {**HYBRID, "sampler": "beam", "num_beams": 4}),
+    "chord": Arm("CHORD: mu * SFT + (1 - mu) * RL, mu warmed up then cosine-decayed to 0", CHORD),
+    "chord_phi": Arm("CHORD-phi: chord with SFT tokens weighted by p * (1 - p)", {**CHORD, "sft_token_weight": "phi"}),
+    "srft": Arm("SRFT: mu * exp(-entropy) * SFT + (1 - mu) * RL", {**HYBRID, "sft_schedule": "srft", "mu": 0.5}),
+    "luffy": Arm("LUFFY: RL only, the reference answer joins each group as an off-policy member",
+                 {"mode": "rl", "reference_in_group": True, "baseline": "group"}),
+    "hpt": Arm("HPT: per prompt, SFT when all its samples fail, RL when one succeeds",
+               {**HYBRID, "per_prompt_switch": True}),
+    "aux_d": Arm("mix, D also predicts each response's perplexity (auxiliary head; compare with mix)",
+                 {**HYBRID, "reward_source": "mix", "discriminator_aux_weight": 0.5}),
+    "stream_replay": Arm("online: the training rows arrive as a stream, half of each batch replays anchors",
+                         {**HYBRID, "stream": TRAIN_STREAM, "replay_ratio": 0.5}),
 }
 
 
