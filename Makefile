@@ -1,5 +1,6 @@
-# LoRA-GAN Lab: `make demo` runs the main job offline, `make test` runs the whole suite.
-# Both create .venv and install everything on first use.
+# LoRA-GAN Lab: `make demo` runs the main job offline, `make test` runs the whole suite,
+# `make book` writes the notebooks with their outputs as HTML. All create .venv and install
+# everything on first use.
 PYTHON ?= python3
 VENV ?= .venv
 # torch: an already importable torch (Colab) is kept; otherwise this pinned release
@@ -12,7 +13,7 @@ OUT ?= runs/demo
 STEPS ?= 12
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install demo test unit notebooks bench browser-deps clean
+.PHONY: install demo test unit bench book browser-deps clean
 
 install: $(STAMP)
 
@@ -33,11 +34,19 @@ demo: $(STAMP)
 
 # One torch thread per process: the notebook kernel, JupyterLab and Chromium share 2 cores,
 # and oversubscribed OpenMP threads slow everything down by up to 10x.
+# `lab --doctest-modules` runs the examples in lab's docstrings as tests.
 test: $(STAMP) browser-deps
-	LAB_QUICK=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+	LAB_QUICK=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests lab notebooks \
+	  --doctest-modules --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not browser" -p no:cacheprovider
+	$(BIN)/python -m pytest tests lab --doctest-modules -m "not browser" -p no:cacheprovider
+
+# Every notebook executed in quick mode (LAB_QUICK=0 make book: the full mode) into build/book/
+# as HTML with its outputs, and build/book/index.html in notebook order. The notebooks in the
+# repository stay without outputs.
+book: $(STAMP)
+	LAB_QUICK=$${LAB_QUICK:-1} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/build_book.py --out build/book
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loop.py

@@ -1,0 +1,141 @@
+"""The notebooks, readable without running them: ``make book``.
+
+Executes every ``notebooks/NN_*.ipynb`` in order with nbconvert (quick mode when the caller
+sets ``LAB_QUICK=1``, as ``make book`` does), writes each as ``OUT/NN_*.html`` with its outputs,
+and ``OUT/index.html`` listing them in notebook order with their titles, goals and the time
+each took. The notebooks in the repository are only read: they stay without outputs.
+
+    python scripts/build_book.py --out build/book            # execute all (what `make book` runs)
+    python scripts/build_book.py --out build/book 03 05      # only notebooks 03 and 05 (index: all)
+    python scripts/build_book.py --out build/book --no-execute   # the text alone, in seconds
+
+A notebook that fails is still written (its outputs up to the failing cell, the traceback
+included) and marked in the index; the script then exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def notebook_paths(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The numbered notebooks of ``folder``, in notebook order (``00_...`` first)."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def describe(path: Path) -> dict:
+    """``name``, ``title`` (the first ``# `` heading) and ``goal`` (the first sentence of the
+    ``**Goal.**`` paragraph) of a notebook, read from its JSON without executing it."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), path.stem)
+    paragraph = re.search(r"\*\*Goal\.\*\*\s*(.+?)(?:\n\s*\n|$)", text, re.DOTALL)
+    goal = " ".join(paragraph.group(1).split()) if paragraph else ""
+    goal = re.split(r"(?<=[.!?])\s+(?=[A-Z*`])", goal)[0]  # its first sentence
+    if goal.endswith(":"):  # a paragraph that introduces a list
+        goal = goal[:-1] + "."
+    return {"name": path.stem, "title": title, "goal": goal, "page": f"{path.stem}.html"}
+
+
+def inline_markdown(text: str) -> str:
+    """HTML-escaped ``text`` with markdown's `code`, **bold** and *emphasis* rendered."""
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
+
+
+def index_html(entries: list[dict], mode: str) -> str:
+    """The index page: one list item per notebook, in the given order. An entry may carry
+    ``seconds`` (execution time) and ``error`` (why it failed)."""
+    items = []
+    for e in entries:
+        note = []
+        if e.get("seconds") is not None:
+            note.append(f"executed in {e['seconds']:.0f} s")
+        if e.get("error"):
+            note.append(f"<strong>failed</strong>: {html.escape(e['error'])}")
+        link = (f'<a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>' if e.get("built", True)
+                else html.escape(e["title"]) + " (not built)")
+        extra = f' <span class="note">({"; ".join(note)})</span>' if note else ""
+        items.append(f'  <li>{link}{extra}<br><span class="goal">{inline_markdown(e["goal"])}</span></li>')
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<title>LoRA-GAN Lab: the notebooks</title>",
+        "<style>body{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.4}"
+        "li{margin-bottom:.8em}.goal{color:#444}.note{color:#777;font-size:90%}</style>",
+        "</head>", "<body>", "<h1>LoRA-GAN Lab: the notebooks</h1>",
+        f"<p>Each page is a notebook with its outputs, executed in {html.escape(mode)}. Read them in this "
+        "order; to run one yourself, open it from <code>notebooks/</code> in JupyterLab or Colab "
+        "(see README.md).</p>",
+        "<ol start=\"0\">", *items, "</ol>", "</body>", "</html>", ""])
+
+
+def render(path: Path, out_dir: Path, execute: bool = True, timeout: int = 900) -> str | None:
+    """Write ``out_dir/<name>.html``; with ``execute``, run the notebook first (in its own
+    folder, as nbval does). Returns None, or the error that stopped the execution."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+
+    nb = nbformat.read(path, as_version=4)
+    error = None
+    if execute:
+        runner = ExecutePreprocessor(timeout=timeout, kernel_name="python3", store_widget_state=True)
+        try:
+            runner.preprocess(nb, {"metadata": {"path": str(path.parent)}})
+        except CellExecutionError as exc:  # keep the outputs so far, traceback included
+            error = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    (out_dir / f"{path.stem}.html").write_text(body, encoding="utf-8")
+    return error
+
+
+def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: int = 900,
+          folder: Path = NOTEBOOKS) -> list[dict]:
+    """Render the notebooks (those whose name starts with one of ``only``; all when empty)
+    and write the index of all of them; returns the index entries."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for path in notebook_paths(folder):
+        entry = describe(path)
+        entry["built"] = (out_dir / entry["page"]).exists()
+        if not only or any(path.stem.startswith(prefix) for prefix in only):
+            start = time.perf_counter()
+            print(f"{'executing' if execute else 'converting'} {path.name} ...", flush=True)
+            entry["error"] = render(path, out_dir, execute, timeout)
+            entry["seconds"] = time.perf_counter() - start if execute else None
+            entry["built"] = True
+            print(f"  {'FAILED: ' + entry['error'] if entry['error'] else 'ok'}"
+                  + (f" in {entry['seconds']:.0f} s" if execute else ""), flush=True)
+        entries.append(entry)
+    quick = os.environ.get("LAB_QUICK", "0").lower() in ("1", "true", "yes")
+    mode = ("quick mode (LAB_QUICK=1)" if quick else "full mode") if execute else "no mode: not executed"
+    (out_dir / "index.html").write_text(index_html(entries, mode), encoding="utf-8")
+    return entries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="*", help="notebook name prefixes, e.g. 03 05 (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "book", help="output folder")
+    parser.add_argument("--no-execute", action="store_true", help="convert without running (no outputs)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    args = parser.parse_args(argv)
+    entries = build(args.out, args.only, not args.no_execute, args.timeout)
+    failed = [e["name"] for e in entries if e.get("error")]
+    print(f"wrote {args.out / 'index.html'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
