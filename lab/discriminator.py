@@ -44,7 +44,8 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, backbone, tokenizer, adapter: str = "discriminator", lora: dict | None = None,
-                 max_length: int = 256, chunk_size: int = 8, top_layers: int | None = 8, aux_head: bool = False):
+                 max_length: int = 256, chunk_size: int | None = None, top_layers: int | None = 8,
+                 aux_head: bool = False):
         super().__init__()
         from peft import PeftModel
 
@@ -54,7 +55,9 @@ class Discriminator(nn.Module):
             backbone = add_lora(backbone, adapter_name=adapter, **(lora or {}), top_layers=top_layers)
         self.__dict__["backbone"] = backbone  # not registered: see the class docstring
         self.tokenizer, self.adapter = tokenizer, adapter
-        self.max_length, self.chunk_size = max_length, chunk_size  # tokens a text keeps, rows a forward
+        # tokens a text keeps; rows a forward: few on a CPU (compute-bound), many on a GPU (launch-bound)
+        self.max_length = max_length
+        self.chunk_size = chunk_size or (8 if model_device(backbone).type == "cpu" else 128)
         hidden_size = backbone.get_base_model().config.hidden_size
         self.head = nn.Linear(hidden_size, 1).to(model_device(backbone))
         nn.init.zeros_(self.head.weight)  # start from a constant score ...
