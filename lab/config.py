@@ -142,6 +142,9 @@ class HybridConfig:
         "weight of the contrastive term; 0.1-2")})
     discriminator_lora_r: int = field(default=0, metadata={"help": (
         "the discriminator's own LoRA rank (0: lora_r); 2-64")})
+    freeze_discriminator_after: int = field(default=0, metadata={"help": (
+        "stop updating the discriminator after this many steps (0: never); its scores are still used: "
+        "a frozen critic vs one trained online, the reward-hacking experiment")})
     discriminator_aux_weight: float = field(default=0.0, metadata={"help": (
         "weight of an auxiliary head that predicts the response's perplexity (mean NLL under the base "
         "model) beside the reward; 0 disables; 0.1-1")})
@@ -184,6 +187,7 @@ class HybridConfig:
         self._check_int("seed", minimum=0)
         self._check_int("mu_warmup_steps", minimum=0)
         self._check_int("discriminator_lora_r", minimum=0)
+        self._check_int("freeze_discriminator_after", minimum=0)
         for name, most in LIMITS.items():  # absurd sizes: hours per step or out of memory
             if isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool) \
                     and getattr(self, name) > most:

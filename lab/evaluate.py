@@ -2,7 +2,7 @@
 
 :func:`evaluate_model` answers each held-out prompt once per decoding (``greedy``, and
 ``sampled`` with a fixed seed, the config's temperature and top-p), in one batched
-``generate`` per decoding, and returns one row per prompt and decoding:
+call of :func:`lab.generator.sample` per decoding, and returns one row per prompt and decoding:
 
 | column       | meaning                                                                    |
 | ------------ | -------------------------------------------------------------------------- |
@@ -14,11 +14,18 @@
 | ``words``    | answer length in words (:func:`lab.metrics.tokens`; tokenizer-independent, so GPT-2 and SmolLM2 compare) |
 | ``repetition`` | repeated word 3-grams, a rate in [0, 1] (:func:`lab.metrics.repetition_rate`) |
 | ``disc``     | the discriminator's score of (prompt, answer); NaN without one             |
+| ``bertscore`` | BERTScore F1 to the reference (``bert-score``; roberta-large online, the bundled MiniLM offline: :func:`lab.factual.bertscore`) |
+| ``meteor``   | METEOR to the reference (nltk + WordNet); NaN when WordNet is unavailable (:func:`lab.factual.meteor`) |
+| ``truthfulness`` | factual rows: the ``truthfulness`` reward of the answer (:class:`lab.truthfulness.Truthfulness`), in [0, 1] |
+| ``mc1``, ``mc2`` | factual rows: TruthfulQA-style multiple choice from the model's own log-probs (:func:`lab.factual.multiple_choice`); they do not depend on the decoding |
 
 :func:`summarize` gives the means per decoding, with ``ppl = exp(mean nll)`` (the
 geometric mean of the answers' perplexities, robust to one wild answer) and distinct-1/2
 (:func:`lab.metrics.distinct_n`) over the decoding's answers: distinctness is a property
-of a *set* of answers, so it has no per-prompt value. Empty answers get NaN ``nll``/``ppl``
+of a *set* of answers, so it has no per-prompt value. ``truthfulness``, ``mc1`` and ``mc2``
+exist for factual rows only (rows with wrong answers: the ``factual``, ``truthfulqa`` and
+``arc`` sources, or a local file in those layouts); the summary shows them when it has them.
+Which BERTScore model ran, and why METEOR did not, is printed once and kept in ``attrs["notes"]``. Empty answers get NaN ``nll``/``ppl``
 (they have no tokens to score) and 0 for the overlap metrics. The word statistics
 (``words``, ``repetition``, ``self_bleu``, distinct-n) share :mod:`lab.metrics`' one
 tokenisation rule; ROUGE-L and BLEU to the reference keep their libraries' tokenisers.
@@ -33,6 +40,7 @@ on its own training rows (fit, not generalisation) unless other data is given
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -40,22 +48,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lab import generator, models, rewards, tensors
+from lab import factual, generator, models, rewards, tensors
 from lab.data import Example, load_examples
 from lab.metrics import distinct_n, repetition_rate, self_bleu, tokens
 
 DECODINGS = ("greedy", "sampled")
-SUMMARY_METRICS = ("semantic", "rouge_l", "bleu", "ppl", "distinct_1", "distinct_2", "self_bleu",
-                   "words", "repetition", "disc")
+SUMMARY_METRICS = ("semantic", "rouge_l", "bleu", "bertscore", "meteor", "ppl", "distinct_1", "distinct_2",
+                   "self_bleu", "words", "repetition", "disc")
+FACTUAL_METRICS = ("truthfulness", "mc1", "mc2")  # in the summary when the rows have them
 
 
 def score_responses(prompts: list[str], completions: list[str], references: list[str],
-                    semantic=None, perplexity=None, discriminator=None) -> pd.DataFrame:
+                    semantic=None, perplexity=None, discriminator=None, truthfulness=None,
+                    bertscore_model: str = "auto") -> pd.DataFrame:
     """The per-row metrics of one set of answers (see the module table).
 
     ``semantic``: a :class:`lab.rewards.Semantic` (None: a new one on the cached embedder);
     ``perplexity``: a :class:`lab.rewards.Perplexity` on the base model (None: no ppl);
-    ``discriminator``: a :class:`lab.discriminator.Discriminator` (None: ``disc`` is NaN).
+    ``discriminator``: a :class:`lab.discriminator.Discriminator` (None: ``disc`` is NaN);
+    ``truthfulness``: a :class:`lab.truthfulness.Truthfulness` (None: the column is NaN);
+    ``bertscore_model``: :func:`lab.factual.bertscore_model`'s ``auto``, ``minilm`` or a model id.
     """
     semantic = semantic or rewards.Semantic()
     n = len(completions)
@@ -74,6 +86,9 @@ def score_responses(prompts: list[str], completions: list[str], references: list
         "words": [len(tokens(c)) for c in completions],
         "repetition": repetition_rate(completions),
         "disc": disc,
+        "bertscore": factual.bertscore(completions, references, bertscore_model),
+        "meteor": factual.meteor(completions, references) or [math.nan] * n,
+        "truthfulness": truthfulness(prompts, completions) if truthfulness else [math.nan] * n,
     })
 
 
@@ -91,14 +106,17 @@ def _generate(model, tokenizer, prompts, do_sample, seed, batch_size, **options)
 def evaluate_model(model, tokenizer, examples: list[Example], decodings=DECODINGS,
                    max_new_tokens: int = 32, temperature: float = 0.7, top_p: float = 0.9,
                    seed: int = 0, batch_size: int | None = None, discriminator=None,
-                   semantic=None, max_prompt_tokens: int = 256) -> pd.DataFrame:
+                   semantic=None, max_prompt_tokens: int = 256, truthfulness="auto",
+                   bertscore_model: str = "auto") -> pd.DataFrame:
     """Answer every example once per decoding and score it; one row per prompt and decoding.
 
     ``model``: a plain causal LM (the base model) or a ``PeftModel`` whose *active* adapter
     answers; perplexity is always measured with the adapters disabled (the base model).
     Columns: ``decoding, prompt_id, category, instruction, prompt, reference, completion``
-    and the metrics of :func:`score_responses`. The model and discriminator are put in
-    eval mode (no dropout) during the call.
+    and the metrics of :func:`score_responses`; for factual examples (with wrong answers) also
+    ``mc1``/``mc2`` from ``model``'s own log-probs. ``truthfulness``: ``"auto"`` (the reward on the
+    bundled corpus for factual examples, else none), a passages JSONL path, a reward callable, or
+    None. The model and discriminator are put in eval mode (no dropout) during the call.
     """
     unknown = [d for d in decodings if d not in DECODINGS]
     if unknown:
@@ -113,11 +131,23 @@ def evaluate_model(model, tokenizer, examples: list[Example], decodings=DECODING
     model.eval()
     if discriminator is not None:
         discriminator.eval()
+    has_choices = any(e.incorrect for e in examples)
+    if isinstance(truthfulness, (str, Path)) and (truthfulness != "auto" or has_choices):
+        from lab.truthfulness import shared
+
+        truthfulness = shared(None if truthfulness == "auto" else str(truthfulness))
+    elif truthfulness == "auto":
+        truthfulness = None
     frames = []
     try:
+        choices = factual.multiple_choice(model, tokenizer, examples, max_prompt_tokens=max_prompt_tokens) \
+            if has_choices else None
         for decoding in decodings:
             completions = _generate(model, tokenizer, prompts, decoding == "sampled", seed, batch_size, **options)
-            metrics = score_responses(prompts, completions, references, semantic, perplexity, discriminator)
+            metrics = score_responses(prompts, completions, references, semantic, perplexity, discriminator,
+                                      truthfulness, bertscore_model)
+            if choices is not None:
+                metrics = pd.concat([metrics, choices[["mc1", "mc2"]]], axis=1)
             info = pd.DataFrame({"decoding": decoding, "prompt_id": range(len(examples)),
                                  "category": [e.category for e in examples],
                                  "instruction": [e.instruction for e in examples],
@@ -127,7 +157,20 @@ def evaluate_model(model, tokenizer, examples: list[Example], decodings=DECODING
         model.train(was_training)
         if discriminator is not None:
             discriminator.train(disc_training)
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs["notes"] = _announce(factual.notes(bertscore_model))
+    return frame
+
+
+@functools.lru_cache(maxsize=8)
+def _printed(line: str) -> None:
+    print(line)
+
+
+def _announce(notes: dict[str, str]) -> dict[str, str]:
+    """Print which BERTScore model ran and whether METEOR did, once per process."""
+    _printed(f"metrics: BERTScore with {notes['bertscore']}; METEOR {notes['meteor']}")
+    return notes
 
 
 def heldout(limit: int | None = None, source: str = "bundled", tokenizer=None,
@@ -169,12 +212,14 @@ def evaluate_trainer(trainer, examples: list[Example] | None = None, limit: int 
     (``options`` override them); ``seed`` defaults to the config's."""
     config = trainer.config
     if examples is None:
-        examples = heldout(limit, config.dataset, trainer.tokenizer if config.chat_template else None)
+        examples = heldout(limit, config.dataset, trainer.tokenizer if config.chat_template else None,
+                           config.dataset_columns)
     previous = models.activate(trainer.model, "generator")  # keeps the adapters trainable
     try:
         return evaluate_model(trainer.model, trainer.tokenizer, examples,
                               seed=config.seed if seed is None else seed, discriminator=trainer.disc,
-                              **{**generation_options(config), **options})
+                              **{"truthfulness": config.truthfulness_corpus or "auto",
+                                 **generation_options(config), **options})
     finally:
         models.activate(trainer.model, previous)
 
@@ -189,24 +234,31 @@ def evaluate_run(path: str | Path, examples: list[Example] | None = None, limit:
 
     model, tokenizer, config = load_generator(Path(path), device)
     if examples is None:
+        own = source is None or source == config.dataset  # the run's own data: its own column names
         examples = heldout(limit, source or config.dataset, tokenizer if config.chat_template else None,
-                           columns)
+                           columns or (config.dataset_columns if own else None))
     return evaluate_model(model, tokenizer, examples, seed=config.seed if seed is None else seed,
-                          **{**generation_options(config), **options})
+                          **{"truthfulness": config.truthfulness_corpus or "auto",
+                             **generation_options(config), **options})
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Means per decoding (rows) of :data:`SUMMARY_METRICS` (columns), plus ``n`` prompts.
+    """Means per decoding (rows) of :data:`SUMMARY_METRICS` (columns), then those of
+    :data:`FACTUAL_METRICS` that the rows have, plus ``n`` prompts.
 
     ``ppl = exp(mean nll)`` over the non-empty answers; ``distinct_1``/``distinct_2`` are
-    computed over all the decoding's answers together.
+    computed over all the decoding's answers together. ``attrs["notes"]`` says which
+    BERTScore model ran and whether METEOR did.
     """
+    names = [*SUMMARY_METRICS, *(m for m in FACTUAL_METRICS if m in df and df[m].notna().any())]
     rows = {}
     for decoding, group in df.groupby("decoding", sort=False):
-        row = {m: float(group[m].mean()) for m in SUMMARY_METRICS if m in group and m != "ppl"}
+        row = {m: float(group[m].mean()) for m in names if m in group and m != "ppl"}
         row["ppl"] = float(np.exp(group["nll"].mean())) if group["nll"].notna().any() else math.nan
         row["distinct_1"] = distinct_n(list(group["completion"]), 1)
         row["distinct_2"] = distinct_n(list(group["completion"]), 2)
-        rows[decoding] = {**{m: row.get(m, math.nan) for m in SUMMARY_METRICS}, "n": len(group)}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("decoding")
+        rows[decoding] = {**{m: row.get(m, math.nan) for m in names}, "n": len(group)}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("decoding")
+    table.attrs["notes"] = df.attrs.get("notes", {})
+    return table
 

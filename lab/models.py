@@ -154,14 +154,14 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 
 
 def smollm2_dir() -> Path:
-    """The converted SmolLM2 folder (safetensors + tokenizer); converts the GGUF once (~30 s)."""
+    """The converted SmolLM2 folder (safetensors + tokenizer); converts the GGUF once (about 25-30 s)."""
     target = cache_dir() / "smollm2-135m"
     if (target / "model.safetensors").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_dir = Path(resolve("smollm2-135m").location)
-    print(f"Converting {SMOLLM2_GGUF} to safetensors in {target} (once, about 30 s)...")
+    print(f"Converting {SMOLLM2_GGUF} to safetensors in {target} (once, about 25-30 s)...")
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # The GGUF loader leaves a quantization marker that makes save_pretrained refuse;

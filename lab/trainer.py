@@ -25,7 +25,7 @@ from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
 from lab.guards import stop_on_signals
-from lab.tensors import encode
+from lab.tensors import encode, eval_mode
 from lab.seeding import set_seed
 from lab.stream import JsonlStream
 from lab.metrics import distinct_n
@@ -209,6 +209,12 @@ class HybridTrainer:
         answer, with ``discriminator_aux_weight`` also predict each response's perplexity.
         Returns its pre-update predictions for the samples (N,)."""
         cfg = self.config
+        if cfg.freeze_discriminator_after and self.step_count > cfg.freeze_discriminator_after:
+            with torch.no_grad(), eval_mode(self.disc, self.disc.backbone):  # frozen: it only judges
+                critic = self.disc(prompts, completions).float().cpu()  # (N,)
+            row.update(d_pred=float(critic.mean()), d_frozen=1,
+                       d_accuracy=adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt))
+            return critic
         self.disc.train()
         aux = None
         if cfg.discriminator_aux_weight > 0:  # side task: the response's mean NLL under the base model

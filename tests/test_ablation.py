@@ -52,6 +52,8 @@ def test_base_greedy_is_shared_across_seeds_and_sampled_differs(report):
     first, second = (pd.read_csv(out / f"runs/base_seed{s}/eval.csv").fillna("") for s in (0, 1))
     greedy = first["decoding"] == "greedy"
     assert first.loc[greedy, "completion"].tolist() == second.loc[greedy, "completion"].tolist()
+    sampled = first["decoding"] == "sampled"  # each seed samples its own answers
+    assert first.loc[sampled, "completion"].tolist() != second.loc[sampled, "completion"].tolist()
 
 
 def test_report_states_setup_and_does_not_overclaim(report):

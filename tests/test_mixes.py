@@ -218,3 +218,14 @@ def test_a_stream_run_trains_on_appended_rows_until_sigterm(tmp_path):
     assert "stopped by SIGTERM" in output
     resumed = HybridTrainer.resume(out, verbose=False)
     assert resumed.step_count >= 2
+
+
+def test_a_frozen_discriminator_stops_moving_but_still_judges(examples):
+    trainer = make(examples, spread, reward_source="mix", freeze_discriminator_after=1)
+    trainer.step()
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if ".discriminator." in n}
+    head = trainer.disc.head.weight.detach().clone()
+    rows = [trainer.step() for _ in range(2)]
+    assert all(r["d_frozen"] == 1 and math.isfinite(r["d_pred"]) for r in rows)
+    assert all(torch.equal(frozen[n], p) for n, p in trainer.model.named_parameters() if n in frozen)
+    assert torch.equal(head, trainer.disc.head.weight)
