@@ -32,12 +32,13 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/python -m lab train --out $(OUT) --steps $(STEPS) --preset quick
 
-# One torch thread per process: the notebook kernel, JupyterLab and Chromium share 2 cores,
-# and oversubscribed OpenMP threads slow everything down by up to 10x.
+# One torch thread per process and two worker processes (pytest-xdist; a file's tests, and a
+# notebook's cells, stay on one worker): oversubscribed OpenMP threads slow everything down by
+# up to 10x, while two single-threaded workers keep both cores busy.
 # `lab --doctest-modules` runs the examples in lab's docstrings as tests.
 test: $(STAMP) browser-deps
 	LAB_QUICK=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests lab notebooks \
-	  --doctest-modules --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+	  --doctest-modules --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider -n 2 --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests lab --doctest-modules -m "not browser" -p no:cacheprovider

@@ -162,6 +162,8 @@ ARMS: dict[str, Arm] = {
                {**HYBRID, "per_prompt_switch": True}),
     "aux_d": Arm("mix, D also predicts each response's perplexity (auxiliary head; compare with mix)",
                  {**HYBRID, "reward_source": "mix", "discriminator_aux_weight": 0.5}),
+    "lora_r32": Arm("hybrid with LoRA rank 32 (alpha 64) instead of 8", {**HYBRID, "lora_r": 32, "lora_alpha": 64}),
+    "no_clip": Arm("hybrid without gradient clipping (max_grad_norm 0)", {**HYBRID, "max_grad_norm": 0.0}),
     "stream_replay": Arm("online: the training rows arrive as a stream, half of each batch replays anchors",
                          {**HYBRID, "stream": TRAIN_STREAM, "replay_ratio": 0.5}),
 }

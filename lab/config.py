@@ -45,6 +45,8 @@ class HybridConfig:
         "None: the discriminator shares the generator's backbone; a model name: its own model")})
     device: str = field(default="auto", metadata={"help": (
         "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1' ...")})
+    quantization: str = field(default="none", metadata={"help": (
+        "'none', or '8bit' / '4bit' (QLoRA, NF4): the frozen backbone through bitsandbytes, on a CUDA GPU only")})
     # --- LoRA (both adapters) -----------------------------------------------------------
     lora_r: int = field(default=8, metadata={"help": "adapter rank; 2-64"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator; usually 2 * lora_r"})
@@ -176,6 +178,7 @@ class HybridConfig:
         self._check_choice("discriminator_loss", DISCRIMINATOR_LOSSES)
         self._check_choice("policy_loss", POLICY_LOSSES)
         self._check_choice("sampler", SAMPLERS)
+        self._check_choice("quantization", ("none", "8bit", "4bit"))
         self._check_choice("sft_schedule", SFT_SCHEDULES)
         self._check_choice("sft_token_weight", SFT_TOKEN_WEIGHTS)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",
@@ -316,6 +319,10 @@ PRESETS: dict[str, dict] = {
     "bench": {"prompts_per_step": 4, "samples_per_prompt": 2, "max_new_tokens": 32},
     # a GPU run: larger batches and longer answers.
     "gpu": {"prompts_per_step": 16, "samples_per_prompt": 4, "max_new_tokens": 64},
+    # the sketch's suggested scale-up (needs the Hub once): GPT-2 Medium, LoRA r=16, dropout 0.1,
+    # its backbone in 8 bits on a GPU.
+    "gpt2-medium": {"model": "gpt2-medium", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1,
+                    "quantization": "8bit", "prompts_per_step": 8, "samples_per_prompt": 4, "max_new_tokens": 64},
 }
 
 

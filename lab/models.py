@@ -212,14 +212,45 @@ def _tiny_gpt2(tokenizer):
         return GPT2LMHeadModel(config).eval()  # like from_pretrained: dropout off until .train()
 
 
+QUANTIZATIONS = ("none", "8bit", "4bit")
+
+
+def quantization_config(quantization: str, device: torch.device, dtype: torch.dtype):
+    """A ``BitsAndBytesConfig`` for ``8bit`` / ``4bit`` (NF4, double quantization: QLoRA), or
+    None for ``none``. bitsandbytes' k-bit layers need a CUDA GPU; on other devices this raises
+    a ``ValueError`` that says so (LoRA does not train on CPU int8 layers here)."""
+    if quantization == "none":
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization={quantization!r} is not valid; choose one of {', '.join(QUANTIZATIONS)}")
+    if device.type != "cuda":
+        raise ValueError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes' k-bit layers); this run is "
+                         f"on {device.type}: use quantization='none', or run on a GPU (e.g. Colab)")
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes") from err
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
 def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-         verbose: bool = True):
-    """Load ``name`` as ``(model, tokenizer)`` on ``device``; prints what was chosen and why."""
+         verbose: bool = True, quantization: str = "none"):
+    """Load ``name`` as ``(model, tokenizer)`` on ``device``; prints what was chosen and why.
+
+    ``quantization``: ``8bit`` / ``4bit`` loads the frozen backbone through bitsandbytes on a
+    GPU and prepares it for k-bit training (QLoRA): only the LoRA adapters train."""
     from transformers import AutoModelForCausalLM
 
     choice = resolve(name)
     device = pick_device(device) if isinstance(device, str) else device
     dtype = dtype or pick_dtype(device)
+    quantized = quantization_config(quantization, device, dtype)
+    if quantized is not None and choice.source == "random":
+        raise ValueError("quantization needs a pretrained model; tiny-gpt2 is built in memory")
     if verbose:
         print(f"model: {choice.name} ({choice.reason}); device: {device}, dtype: {str(dtype)[6:]}")
     tokenizer = load_tokenizer(name)
@@ -229,10 +260,15 @@ def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.d
         location = smollm2_dir() if choice.source == "bundled" else choice.location
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                location, dtype=dtype, local_files_only=choice.source == "hf-cache")
+                location, dtype=dtype, local_files_only=choice.source == "hf-cache",
+                **({"quantization_config": quantized, "device_map": {"": device.index or 0}} if quantized else {}))
         except (OSError, ValueError) as err:
             raise _unknown(name, f"transformers could not load it ({err})") from err
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if quantized is not None:  # k-bit weights stay where bitsandbytes put them
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
     return model.to(device=device, dtype=dtype), tokenizer
 
 

@@ -46,7 +46,8 @@ class HybridTrainer:
         set_seed(config.seed)
         self.device = models.pick_device(config.device)
         if model is None:
-            model, tokenizer = models.load(config.model, self.device, verbose=verbose)
+            model, tokenizer = models.load(config.model, self.device, verbose=verbose,
+                                           quantization=config.quantization)
         lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         self.model = models.add_lora(model, "generator", **lora)
         models.disable_dropout(self.model)  # train mode then differs from eval only by LoRA dropout

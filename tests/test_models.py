@@ -110,3 +110,19 @@ def test_set_seed_reproduces_torch_and_numpy():
     lab.set_seed(3)
     b = (torch.rand(2), np.random.rand())
     assert torch.equal(a[0], b[0]) and a[1] == b[1]
+
+
+def test_quantization_needs_a_gpu_and_says_so():
+    import pytest as _pytest
+
+    from lab.config import HybridConfig
+
+    with _pytest.raises(ValueError, match="needs a CUDA GPU"):
+        models.quantization_config("4bit", torch.device("cpu"), torch.float32)
+    assert models.quantization_config("none", torch.device("cpu"), torch.float32) is None
+    with _pytest.raises(ValueError, match="quantization"):
+        HybridConfig(quantization="3bit")
+    from lab.trainer import HybridTrainer
+
+    with _pytest.raises(ValueError, match="needs a CUDA GPU"):
+        HybridTrainer(HybridConfig(model="tiny-gpt2", device="cpu", quantization="8bit"), verbose=False)
