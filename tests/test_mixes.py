@@ -229,3 +229,21 @@ def test_a_frozen_discriminator_stops_moving_but_still_judges(examples):
     assert all(r["d_frozen"] == 1 and math.isfinite(r["d_pred"]) for r in rows)
     assert all(torch.equal(frozen[n], p) for n, p in trainer.model.named_parameters() if n in frozen)
     assert torch.equal(head, trainer.disc.head.weight)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(mode="selfplay", selfplay_refresh=3, discriminator_aux_weight=0.5),
+    dict(sft_schedule="chord", mu_warmup_steps=1, reference_in_group=True, baseline="group"),
+])
+def test_resume_is_exact_with_the_new_switches(examples, tmp_path, changes):
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text("".join(json.dumps({"instruction": f"Say {w}.", "output": f"{w}."}) + "\n"
+                              for w in ("one", "two", "three", "four", "five")))
+    changes = dict(changes, stream=str(stream), replay_ratio=0.5)
+    straight = make(examples, spread, **changes).run(4, progress=False)
+    first = make(examples, spread, **changes)
+    first.run(2, out_dir=tmp_path / "run", progress=False)
+    resumed = HybridTrainer.resume(tmp_path / "run", examples=examples, reward=spread, verbose=False)
+    history = resumed.run(2, progress=False)
+    drop = [c for c in history.columns if c.startswith("time_") or c == "step_time"]
+    assert history.drop(columns=drop).equals(straight.drop(columns=drop))
