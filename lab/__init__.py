@@ -14,6 +14,7 @@ _SUBMODULES = (
     "discriminator", "evaluate", "generator", "guards", "metrics", "mixing", "models", "objective",
     "plots", "report", "rewards", "runs", "sampling", "seeding", "selfplay", "stats", "stream",
     "tensors", "trainer", "trl", "widgets",
+    "factual", "sources", "truthfulness",  # issue 13: truthfulness metrics, data sources, the reward
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

@@ -51,14 +51,24 @@ class Derived:
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: ``changes`` to the experiment's config; ``None``: the untrained model."""
+    """One arm: ``changes`` to the experiment's config; ``None``: the untrained model.
+    ``steps_factor``: the arm trains ``round(steps_factor * steps)`` steps instead of the
+    experiment's ``steps`` (a number, or :class:`Derived` from the experiment's config: the
+    matched-compute SFT arm's ``1 + samples_per_prompt``)."""
 
     description: str
     changes: dict | None = None
+    steps_factor: float | Derived = 1.0
 
     @property
     def trained(self) -> bool:
         return self.changes is not None
+
+    def steps(self, steps: int, config: dict | None = None) -> int:
+        """The steps this arm trains in an experiment of ``steps`` on the common ``config``."""
+        factor = self.steps_factor
+        factor = factor.fn(config or {}, steps) if isinstance(factor, Derived) else factor
+        return max(1, int(round(factor * steps)))
 
 
 # The next size of a model family, for the larger-discriminator arm. tiny-gpt2 (the random test
@@ -95,6 +105,13 @@ MORE_REWARDS = Derived("the experiment's weights + " + ", ".join(f"{k} {v}" for 
                        lambda config, steps: {**config.get("reward_weights", HybridConfig().reward_weights),
                                               **EXTRA_REWARDS})
 HYBRID = {"mode": "hybrid"}
+# A hybrid step trains on B reference answers (SFT) and B x k samples (RL) of about the same
+# length: (1 + k) times the tokens of an SFT step on the same B prompts. Its wall time is larger
+# still on a CPU (sampling is sequential): each report's train_seconds show the real ratio.
+HYBRID_TOKENS = Derived("1 + samples_per_prompt: the hybrid's trained tokens a step (B answers + B x k samples) "
+                        "over SFT's (B answers)",
+                        lambda config, steps: 1 + int(config.get("samples_per_prompt",
+                                                                 HybridConfig().samples_per_prompt)))
 
 
 def stream_source(config: dict, steps: int) -> str:
@@ -111,6 +128,7 @@ def stream_source(config: dict, steps: int) -> str:
 
 
 HALF_RUN = Derived("half the run's steps", lambda config, steps: max(1, steps // 2))
+QUARTER_RUN = Derived("a quarter of the run's steps", lambda config, steps: max(1, steps // 4))
 TENTH_RUN = Derived("a tenth of the run's steps", lambda config, steps: max(1, steps // 10))
 STEPS = Derived("the run's steps", lambda config, steps: steps)
 TRAIN_STREAM = Derived("the training file, read as a growing stream", stream_source)
@@ -119,6 +137,8 @@ CHORD = {**HYBRID, "sft_schedule": "chord", "mu": 0.5, "mu_warmup_steps": TENTH_
 ARMS: dict[str, Arm] = {
     "base": Arm("the untrained model (generation settings only)"),
     "sft": Arm("SFT only: cross-entropy on the reference answers (the reference arm)", {"mode": "sft"}),
+    "sft_matched": Arm("SFT at matched compute: (1 + k)x the steps, as many trained tokens as the hybrid (so a "
+                       "hybrid win is not 'trained longer')", {"mode": "sft"}, steps_factor=HYBRID_TOKENS),
     "rl": Arm("REINFORCE only, no SFT term (EMA baseline)", {"mode": "rl"}),
     "hybrid": Arm("SFT + lambda * REINFORCE, EMA baseline", dict(HYBRID)),
     "hybrid+kl": Arm("hybrid + KL penalty to the base model", {**HYBRID, "kl_coef": 0.05}),
@@ -137,6 +157,10 @@ ARMS: dict[str, Arm] = {
     "rl_ppo": Arm("RL only, PPO-style clipped update, 2 passes", {"mode": "rl", "policy_loss": "ppo", "ppo_epochs": 2}),
     "adversarial": Arm("hybrid, the generator maximises the discriminator's score (GAN-style)",
                        {**HYBRID, "reward_source": "discriminator", "baseline": "ema"}),
+    "adversarial_frozen_d": Arm("adversarial, but D stops learning after a quarter of the run: a frozen critic "
+                                "(compare with adversarial, whose D keeps learning online)",
+                                {**HYBRID, "reward_source": "discriminator", "baseline": "ema",
+                                 "freeze_discriminator_after": QUARTER_RUN}),
     "mix": Arm("hybrid, reward = mix of the true reward and D's score (reward_mix)",
                {**HYBRID, "reward_source": "mix"}),
     "contrastive_d": Arm("mix, D also trained to rank references above junk (compare with mix)",
@@ -162,6 +186,11 @@ ARMS: dict[str, Arm] = {
                {**HYBRID, "per_prompt_switch": True}),
     "aux_d": Arm("mix, D also predicts each response's perplexity (auxiliary head; compare with mix)",
                  {**HYBRID, "reward_source": "mix", "discriminator_aux_weight": 0.5}),
+    "truthful": Arm("hybrid, reward adds the retrieval-grounded truthfulness score (0.3)",
+                    {**HYBRID, "reward_weights": Derived("the experiment's weights + truthfulness 0.3",
+                                                         lambda config, steps: {**config.get(
+                                                             "reward_weights", HybridConfig().reward_weights),
+                                                             "truthfulness": 0.3})}),
     "lora_r32": Arm("hybrid with LoRA rank 32 (alpha 64) instead of 8", {**HYBRID, "lora_r": 32, "lora_alpha": 64}),
     "no_clip": Arm("hybrid without gradient clipping (max_grad_norm 0)", {**HYBRID, "max_grad_norm": 0.0}),
     "stream_replay": Arm("online: the training rows arrive as a stream, half of each batch replays anchors",
@@ -183,12 +212,20 @@ def _text(value) -> str:
     return value if isinstance(value, str) else str(value) if isinstance(value, Derived) else json.dumps(value)
 
 
+def format_steps(factor) -> str:
+    """``""`` for the experiment's steps, else ``"; 3x the steps"`` (``"; steps x <1 + k ...>"``)."""
+    if isinstance(factor, Derived):
+        return f"; steps x {factor}"
+    return "" if factor == 1 else f"; {factor:g}x the steps"
+
+
 def listing(arms: dict[str, Arm], presets: dict | None = None) -> str:
     """The text of ``ablate --list``: per arm, its name and description, then its config changes."""
     width = max(map(len, arms)) + 2
     lines = [f"{'arm':<{width}}description", f"{'':<{width}}  config changes", ""]
     for name, arm in arms.items():
-        lines += [f"{name:<{width}}{arm.description}", f"{'':<{width}}  {format_changes(arm.changes)}"]
+        lines += [f"{name:<{width}}{arm.description}",
+                  f"{'':<{width}}  {format_changes(arm.changes)}{format_steps(arm.steps_factor)}"]
     lines += ["", "config of an arm: preset < --set key=value (every arm) < the arm's changes < --set ARM.key=value;",
               "a --set key that an arm in the run changes is an error."]
     for preset, values in (presets or {}).items():
@@ -233,8 +270,8 @@ def split_sets(sets) -> tuple[dict, dict[str, dict]]:
 
 
 def read_arms_file(path: str | Path) -> dict[str, Arm]:
-    """Custom arms from a YAML/JSON file: ``name: {description: ..., field: value, ...}``.
-    Values are read by the field's type; an unknown field, a bad value or a built-in name is a
+    """Custom arms from a YAML/JSON file: ``name: {description: ..., field: value, ...}``
+    (``steps_factor: 3``: the arm trains 3x the experiment's steps). Values are read by the field's type; an unknown field, a bad value or a built-in name is a
     ``ValueError`` naming the file and the arm."""
     import yaml
 
@@ -258,19 +295,27 @@ def read_arms_file(path: str | Path) -> dict[str, Arm]:
         if body is None:
             raise ValueError(f"{where}: expected a mapping of config field to value")
         description = body.pop("description", None) or "custom arm from " + path.name
+        factor = body.pop("steps_factor", 1.0)
+        try:
+            factor = float(factor)
+            if not factor > 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: steps_factor={factor!r}: expected a number > 0 (3: 3x the steps)") from None
         try:
             changes = {check_field(key, where): coerce(key, value) for key, value in body.items()}
             HybridConfig.from_dict(changes)  # a bad value alone, before the combination checks
         except ValueError as err:
             raise ValueError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
-        arms[name] = Arm(str(description), changes)
+        arms[name] = Arm(str(description), changes, factor)
     return arms
 
 
 def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int, common: dict | None = None,
            per_arm: dict[str, dict] | None = None) -> dict[str, dict]:
-    """``{arm: {"description", "changes"}}`` for the arms run, on the experiment's ``config``
-    (preset < ``--set``; ``common``: the ``--set`` part): derived values computed, ``--set
+    """``{arm: {"description", "changes"[, "steps"]}}`` for the arms run, on the experiment's ``config``
+    (preset < ``--set``; ``common``: the ``--set`` part; ``"steps"`` only where an arm's
+    ``steps_factor`` gives it other steps than ``steps``): derived values computed, ``--set
     ARM.key`` applied, conflicts refused, each arm's whole config validated; errors name the arm."""
     common, per_arm = common or {}, per_arm or {}
     stray = sorted(set(per_arm) - set(names))
@@ -285,8 +330,8 @@ def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int,
                                  "set generation fields for every arm with --set KEY=VALUE")
             defined[name] = {"description": arm.description, "changes": None}
             continue
-        given = per_arm.get(name, {})
-        changes = {key: given[key] if key in given else value.fn(config, steps) if isinstance(value, Derived)
+        given, arm_steps = per_arm.get(name, {}), arm.steps(steps, config)
+        changes = {key: given[key] if key in given else value.fn(config, arm_steps) if isinstance(value, Derived)
                    else value for key, value in arm.changes.items()}
         changes.update(given)
         clash = sorted(set(changes) & set(common))
@@ -298,7 +343,8 @@ def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int,
             HybridConfig.from_dict({**config, **changes})
         except ValueError as err:
             raise ValueError(f"arm {name!r}: {err}") from None
-        defined[name] = {"description": arm.description, "changes": changes}
+        defined[name] = {"description": arm.description, "changes": changes,
+                         **({"steps": arm_steps} if arm_steps != steps else {})}
     return defined
 
 

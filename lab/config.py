@@ -207,6 +207,11 @@ class HybridConfig:
             self._check_range(name, low=0.0)
         self._check_weights()
         self._check_combinations()
+        from lab.data import parse_columns
+        from lab.sources import parse_spec
+
+        parse_spec(self.dataset)  # a known source, a file name or a weighted mix; clear error otherwise
+        parse_columns(self.dataset_columns)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("model must be a model name such as 'auto', 'smollm2-135m', 'tiny-gpt2' or 'gpt2'")
 

@@ -7,19 +7,28 @@ Sources (``load_examples(source=...)``):
 | ``bundled`` | the project's own set in ``data/`` (``train.jsonl``, ``heldout.jsonl``)    |
 | ``alpaca``  | ``yahma/alpaca-cleaned`` from the Hub (last 10% held out, fixed)          |
 | ``auto``    | ``alpaca`` when it is cached or the Hub answers in ~2 s, else ``bundled`` |
+| ``factual`` | the bundled factual set in ``data/factual/`` (TruthfulQA layout: wrong answers too) |
+| ``dolly``, ``oasst``, ``truthfulqa``, ``arc`` | Hub datasets in their own layouts (:mod:`lab.sources`) |
 | a path      | any local JSON / JSONL / CSV file, read with ``datasets``                 |
+| a mix       | ``"bundled:0.7,factual:0.3"``: sources with weights (:func:`lab.sources.parse_spec`) |
 
-Other layouts map onto ``instruction`` / ``input`` / ``output`` with ``columns=``, e.g.
-Dolly ``{"instruction": "instruction", "input": "context", "output": "response"}`` or
-OASST-style ``{"instruction": "prompt", "output": "response"}``.
+A local file in the Dolly, OASST, TruthfulQA or ARC layout is recognised by its columns
+(:func:`lab.sources.detect_layout`). Other layouts map onto ``instruction`` / ``input`` /
+``output`` (and ``category``, ``correct``, ``incorrect``) with ``columns=`` (the config field
+``dataset_columns``), e.g. ``{"instruction": "prompt", "output": "response"}``.
+Factual rows carry their true and wrong answers (``Example.correct`` / ``Example.incorrect``)
+for TruthfulQA-style multiple choice and the ``fluent_wrong`` junk (:func:`wrong_answers`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from lab import sources
 
 PROMPT_TEMPLATE = "### Prompt:\n{instruction}\n\n### Response:\n"
 PROMPT_TEMPLATE_WITH_INPUT = "### Prompt:\n{instruction}\n{input}\n\n### Response:\n"
@@ -37,6 +46,8 @@ class Example:
     instruction: str
     input: str = ""
     category: str = ""
+    correct: tuple[str, ...] = ()  # factual rows: the true answers, the reference first
+    incorrect: tuple[str, ...] = ()  # factual rows: fluent but wrong answers (hard negatives)
 
 
 def data_dir() -> Path:
@@ -70,6 +81,9 @@ def to_example(row: dict, tokenizer=None, where: str = "row") -> Example:
     """Validate one Alpaca-layout row and format it; errors name ``where`` and the field."""
     for field in REQUIRED:
         value = row.get(field)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: field {field!r} must be text, got {type(value).__name__} {value!r:.60}; "
+                             f"quote it in the file (a CSV or JSON column of numbers or lists is not text)")
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: missing or empty field {field!r} "
                              f"(each row needs non-empty 'instruction' and 'output'; "
@@ -82,7 +96,15 @@ def to_example(row: dict, tokenizer=None, where: str = "row") -> Example:
         prompt=format_prompt(instruction, extra.strip(), tokenizer),
         completion=output, instruction=instruction, input=extra.strip(),
         category=str(row.get("category") or ""),
+        correct=_texts(row.get("correct")), incorrect=_texts(row.get("incorrect")),
     )
+
+
+def _texts(value) -> tuple[str, ...]:
+    """A list of answers (or one ';'-separated text) as a tuple of stripped texts."""
+    from lab.sources import _answers
+
+    return tuple(_answers(value))
 
 
 def _check_json_lines(path: Path) -> None:
@@ -112,7 +134,14 @@ def read_rows(path: str | Path, columns: dict[str, str] | None = None) -> list[t
     kind = {".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"Data file {path}: unsupported type {path.suffix!r}; use .json, .jsonl or .csv")
-    if not path.read_text(encoding="utf-8", errors="replace").strip():
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise ValueError(f"Data file {path}, line {line}: not UTF-8 text (byte {err.object[err.start]:#04x}); "
+                         f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}"
+                         ) from None
+    if not text.strip():
         raise ValueError(f"Data file {path} is empty; it needs at least one row "
                          f"with 'instruction' and 'output'.")
     if path.suffix.lower() == ".jsonl":
@@ -120,18 +149,25 @@ def read_rows(path: str | Path, columns: dict[str, str] | None = None) -> list[t
     try:
         table = load_dataset(kind, data_files=str(path), split="train")
     except Exception as err:  # datasets raises many kinds; one clear message instead
-        raise ValueError(f"Data file {path} could not be read as {kind.upper()}: {err}") from err
+        if "corresponds to no data" in str(err):  # e.g. a CSV with its header line only
+            table = []
+        else:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"Data file {path} could not be read as {kind.upper()}: {first}") from err
     if len(table) == 0:
         raise ValueError(f"Data file {path} holds no rows; it needs at least one "
                          f"with 'instruction' and 'output'.")
-    mapping = {field: field for field in ("instruction", "input", "output", "category")}
-    mapping.update(columns or {})
+    unit, offset = ("line", 2 if kind == "csv" else 1) if path.suffix.lower() != ".json" else ("record", 1)
+    layout = "alpaca" if columns else sources.detect_layout(table.column_names)
+    if layout != "alpaca":  # a known layout (Dolly, OASST, TruthfulQA, ARC), mapped by its own code
+        return sources.LAYOUTS[layout]([dict(r) for r in table], lambda i: f"{path}, {unit} {i + offset}")
+    mapping = {field: field for field in ("instruction", "input", "output", "category", "correct", "incorrect")}
+    mapping.update(parse_columns(columns) or {})
     missing = [f"{field} (column {col!r})" for field, col in mapping.items()
                if field in REQUIRED and col not in table.column_names]
     if missing:
         raise ValueError(f"Data file {path}: no column for {', '.join(missing)}; it has "
                          f"{table.column_names}. Map them with columns={{'output': 'response', ...}}")
-    unit, offset = ("line", 2 if kind == "csv" else 1) if path.suffix.lower() != ".json" else ("record", 1)
     rows = []
     for index, record in enumerate(table):
         row = {field: record.get(col) for field, col in mapping.items()}
@@ -147,47 +183,110 @@ def _bundled_path(split: str) -> Path:
     return path
 
 
-def _alpaca_rows(split: str) -> list[tuple[str, dict]]:
-    from datasets import load_dataset
+def parse_columns(columns) -> dict[str, str] | None:
+    """``columns`` / ``dataset_columns``: a mapping of the kit's field to the file's column, or
+    its JSON/YAML text; ``None`` or empty: no mapping.
 
-    table = load_dataset(ALPACA_HUB_ID, split="train")
-    cut = int(len(table) * 0.9)  # fixed split: the last 10% is held out
-    part = table.select(range(cut)) if split == "train" else table.select(range(cut, len(table)))
-    return [(f"{ALPACA_HUB_ID}, row {i}", dict(r)) for i, r in enumerate(part)]
+    >>> parse_columns('{"output": "response"}')
+    {'output': 'response'}
+    """
+    if columns is None or columns == "" or columns == {}:
+        return None
+    if isinstance(columns, str):
+        import yaml
+
+        try:
+            columns = yaml.safe_load(columns)  # JSON is YAML too
+        except yaml.YAMLError:
+            columns = None
+    fields = ("instruction", "input", "output", "category", "correct", "incorrect")
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()) \
+            or set(columns) - set(fields):
+        raise ValueError(f"dataset_columns must map the kit's fields ({', '.join(fields)}) to the file's "
+                         f"column names, e.g. '{{\"instruction\": \"prompt\", \"output\": \"response\"}}'; "
+                         f"got {columns!r}")
+    return dict(columns)
+
+
+def factual_rows(split: str = "heldout") -> list[dict]:
+    """The bundled factual set's rows as stored (``question``, ``best_answer``,
+    ``correct_answers``, ``incorrect_answers``, ``passage_ids`` ...; data/README.md)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = data_dir() / "factual" / f"{split}.jsonl"
+    if not path.is_file():
+        raise ValueError(f"Bundled factual file {path} is missing; run from a clone of the repository "
+                         f"or set LAB_DATA_DIR to the folder holding factual/{split}.jsonl")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+_WRONG: dict[str, tuple[str, ...]] = {}  # answer text -> wrong answers to the same question
+
+
+def wrong_answers(reference: str) -> tuple[str, ...]:
+    """The fluent but wrong answers known for the question that ``reference`` answers (from
+    the factual sources loaded in this process, and the bundled factual set); ``()`` if none.
+
+    >>> wrong_answers("The capital of Australia is Canberra.")
+    ('The capital of Australia is Sydney.', 'Melbourne is the capital of Australia.')
+    """
+    reference = reference.strip()
+    return _WRONG.get(reference) or _bundled_wrong().get(reference, ())
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_wrong() -> dict[str, tuple[str, ...]]:
+    table = {}
+    for split in SPLITS:
+        for row in factual_rows(split):
+            for answer in (row["best_answer"], *row["correct_answers"]):
+                table[answer.strip()] = tuple(row["incorrect_answers"])
+    return table
+
+
+def _remember(examples) -> None:
+    for example in examples:
+        if example.incorrect:
+            for answer in (example.completion, *example.correct):
+                _WRONG[answer] = example.incorrect
+
+
+def _source_rows(source: str, split: str, columns) -> list[tuple[str, dict]]:
+    source = resolve_source(source)
+    if source == "bundled":
+        return read_rows(_bundled_path(split))
+    if source == "factual":  # the last correct answer is a bare key term ("Canberra"): not a choice, since
+        # a one-word choice takes most of the probability mass (MC2) whatever the model knows
+        rows = [{**r, "correct_answers": r["correct_answers"][:-1]} for r in factual_rows(split)]
+        return sources.truthfulqa(rows, lambda i: f"data/factual/{split}.jsonl, line {i + 1}")
+    if source in sources.HUB:
+        return sources.hub_rows(source, split)
+    return read_rows(source, columns)
 
 
 def resolve_source(source: str = "auto") -> str:
     """``auto`` -> ``alpaca`` when cached or the Hub answers quickly, else ``bundled``."""
     if source != "auto":
         return source
-    from lab.models import hub_reachable, in_hf_cache
-
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = isinstance(try_to_load_from_cache(ALPACA_HUB_ID, "README.md", repo_type="dataset"), str)
-    except Exception:  # an unusual cache layout only means "not cached"
-        cached = in_hf_cache(ALPACA_HUB_ID)
-    return "alpaca" if cached or hub_reachable() else "bundled"
+    return "alpaca" if sources.hub_available("alpaca") else "bundled"
 
 
 def load_examples(source: str = "bundled", split: str = "train", columns: dict[str, str] | None = None,
                   tokenizer=None, limit: int | None = None) -> list[Example]:
-    """Load ``split`` of ``source`` as a list of :class:`Example`.
+    """Load ``split`` of ``source`` (a source, a file, or a weighted mix) as :class:`Example` rows.
 
     ``tokenizer``: format prompts with its chat template instead of the kit's template.
     ``limit``: keep the first ``limit`` examples.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    source = resolve_source(source)
-    if source == "bundled":
-        rows = read_rows(_bundled_path(split))
-    elif source == "alpaca":
-        rows = _alpaca_rows(split)
-    else:
-        rows = read_rows(source, columns)
-    examples = [to_example(row, tokenizer, where) for where, row in rows]
-    if not examples:
-        raise ValueError(f"Source {source!r} ({split}) holds no examples.")
+    parts, weights = [], []
+    for name, weight in sources.parse_spec(source):
+        examples = [to_example(row, tokenizer, where) for where, row in _source_rows(name, split, columns)]
+        if not examples:
+            raise ValueError(f"Source {name!r} ({split}) holds no examples.")
+        _remember(examples)
+        parts.append(examples)
+        weights.append(weight)
+    examples = sources.interleave(parts, weights, repeat=split == "train")
     return examples[:limit] if limit else examples

@@ -14,6 +14,7 @@ context that the completion is conditioned on.
 | ``bleu``     | :func:`bleu`          | [0, 1]                   | sentence BLEU against the reference    |
 | ``repetition`` | :func:`repetition`  | [-1, 0]                  | repeated n-grams, loops                |
 | ``length``   | :func:`length`        | [-1, 0]                  | words outside [min_words, max_words]   |
+| ``truthfulness`` | :class:`lab.truthfulness.Truthfulness` | [0, 1]  | agreement with retrieved evidence      |
 
 :class:`Reward` weights them: ``total = sum(weight * part)``, computing only the parts
 with a nonzero weight. Heavy libraries (sentence-transformers, rouge-score, sacrebleu)
@@ -223,7 +224,7 @@ def _named(fn, name: str, **options):
 
 
 _OPTIONS = {"perplexity": ("form", "tau", "max_prompt_tokens"), "repetition": ("n",),
-            "length": ("min_words", "max_words")}
+            "length": ("min_words", "max_words"), "truthfulness": ("corpus",)}
 
 
 def make_reward_fns(model=None, tokenizer=None, embedder=None, names=None, **options) -> dict:
@@ -231,7 +232,8 @@ def make_reward_fns(model=None, tokenizer=None, embedder=None, names=None, **opt
 
     ``names``: which to build (default: all of :data:`REWARD_NAMES`, ``perplexity`` only
     when a model is given). ``options`` go to the reward that takes them: ``form``, ``tau``,
-    ``max_prompt_tokens`` (perplexity), ``n`` (repetition), ``min_words``, ``max_words`` (length).
+    ``max_prompt_tokens`` (perplexity), ``n`` (repetition), ``min_words``, ``max_words`` (length),
+    ``corpus`` (truthfulness: a passages JSONL, the config's ``truthfulness_corpus``; None: bundled).
     """
     known_options = {key for keys in _OPTIONS.values() for key in keys}
     if set(options) - known_options:
@@ -256,8 +258,15 @@ def make_reward_fns(model=None, tokenizer=None, embedder=None, names=None, **opt
         "bleu": lambda: _named(bleu, "bleu"),
         "repetition": lambda: _named(repetition, "repetition", **pick("repetition")),
         "length": lambda: _named(length, "length", **pick("length")),
+        "truthfulness": lambda: _truthfulness(embedder, **pick("truthfulness")),
     }
     return {name: builders[name]() for name in names}
+
+
+def _truthfulness(embedder=None, corpus=None):
+    from lab.truthfulness import Truthfulness
+
+    return Truthfulness(corpus, embedder)
 
 
 @dataclass

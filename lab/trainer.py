@@ -63,11 +63,13 @@ class HybridTrainer:
         if config.mode == "selfplay":  # the frozen opponent: a third adapter on the same backbone
             selfplay.add_snapshot(self.model, **lora)
         self.examples = examples or load_examples(
-            config.dataset, "train", tokenizer=tokenizer if config.chat_template else None)
+            config.dataset, "train", columns=config.dataset_columns,
+            tokenizer=tokenizer if config.chat_template else None)
         if reward is None:
             from lab.rewards import Reward
 
-            reward = Reward(config.reward_weights, model=self.model, tokenizer=tokenizer)
+            reward = Reward(config.reward_weights, model=self.model, tokenizer=tokenizer,
+                            corpus=config.truthfulness_corpus)
         self.reward = reward
         self._perplexity = None
         if config.discriminator_aux_weight > 0:  # the side task's target: perplexity under the base model

@@ -28,7 +28,7 @@ ANSWERS = {
              "the the the the the the the the"],
 }
 RANGES = {"semantic": (-1, 1), "perplexity": (0, 1), "rouge": (0, 1), "bleu": (0, 1),
-          "repetition": (-1, 0), "length": (-1, 0)}
+          "repetition": (-1, 0), "length": (-1, 0), "truthfulness": (0, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_scaled_form_spreads_more_than_sketch_on_smollm2():
 
 def test_composite_total_is_the_weighted_sum(fns):
     weights = {"semantic": 0.5, "perplexity": 0.2, "rouge": 0.1, "bleu": 0.05, "repetition": 0.1,
-               "length": 0.05}
+               "length": 0.05, "truthfulness": 0.05}
     reward = Reward(weights, fns=fns)
     completions = ANSWERS["good"] + ANSWERS["junk"]
     out = reward(PROMPTS * 2, completions, references=REFERENCES * 2)
