@@ -83,9 +83,11 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
         on = cont_mask.view(n_prompts, r, -1)[:, 0]  # (B, T)
         if batch.sft_mask is not None:  # HPT: only the prompts the policy fails are imitated
             on = on * batch.sft_mask[:, None].to(on)  # (B, T)
-        weights = mixing.phi_weights(per_prompt) if cfg.sft_token_weight == "phi" else None  # (B, T)
-        sft = generator.mean_nll(per_prompt, on, weights)  # plain weights: = sft_loss on this batch
-        logs["loss_sft"] = sft.item()
+        sft = generator.mean_nll(per_prompt, on)  # = sft_loss on this batch (HPT: its imitated prompts)
+        logs["loss_sft"] = sft.item() if on.any() else float("nan")  # HPT step imitating nothing: no SFT loss
+        if cfg.sft_token_weight == "phi":  # CHORD-phi trains on the weighted loss; loss_sft stays comparable
+            sft = generator.mean_nll(per_prompt, on, mixing.phi_weights(per_prompt))  # (B, T) weights
+            logs["loss_sft_phi"] = sft.item()
     if use_rl:
         def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
             return x.view(n_prompts, r, -1)[:, int(use_sft):].reshape(n_prompts * k, -1)

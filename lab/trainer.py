@@ -45,6 +45,9 @@ class HybridTrainer:
         self.config = config
         set_seed(config.seed)
         self.device = models.pick_device(config.device)
+        if model is not None and hasattr(model, "peft_config"):
+            raise ValueError("this model already carries LoRA adapters (it trained another HybridTrainer); "
+                             "load a fresh model for each trainer, e.g. lab.models.load(name)")
         if model is None:
             model, tokenizer = models.load(config.model, self.device, verbose=verbose,
                                            quantization=config.quantization)
@@ -180,7 +183,7 @@ class HybridTrainer:
             if cfg.per_prompt_switch:  # HPT: imitate the prompts the policy fails, explore the others
                 sft_mask = mixing.sft_prompts(reward, samples.k, cfg.switch_threshold)  # (B,)
                 row["sft_prompt_share"] = float(sft_mask.float().mean())
-            self._record_rewards(row, scored, reward, critic, base, advantage, samples)
+            self._record_rewards(row, scored, reward, critic, base, advantage, samples, cfg.reference_in_group)
 
         # 5-6. generator update: SFT + lambda * (policy loss + beta * KL - eta * entropy), clipped
         t0 = time.perf_counter()
@@ -290,19 +293,28 @@ class HybridTrainer:
         return objective.GeneratorBatch(prompt_ids, prompt_mask, targets, responses, advantage,
                                         k=samples.k if use_rl else 1, sft_mask=sft_mask)
 
-    def _record_rewards(self, row, scored, reward, critic, base, advantage, samples) -> None:
-        row["reward"], row["reward_std"] = float(reward.mean()), float(reward.std(unbiased=False))
+    def _record_rewards(self, row, scored, reward, critic, base, advantage, samples, with_reference) -> None:
+        """History entries of the RL phase and one samples-log row per response. With LUFFY's
+        reference member in each group, ``reward`` (and the text statistics) cover the sampled
+        responses only, ``reward_reference`` the references, so arms stay comparable."""
+        k = samples.k
+        sampled = torch.ones(len(reward), dtype=torch.bool)  # (N,)
+        if with_reference:
+            sampled = (torch.arange(len(reward)) % k) != k - 1  # each group's last row is the reference
+            row["reward_reference"] = float(reward[~sampled].mean())
+        texts = [c for c, s in zip(samples.completions, sampled.tolist()) if s]
+        row["reward"], row["reward_std"] = float(reward[sampled].mean()), float(reward[sampled].std(unbiased=False))
         for name, values in scored.parts.items():
-            row[f"reward_{name}"] = sum(values) / len(values)
+            row[f"reward_{name}"] = float(torch.tensor(values)[sampled].mean())
         row.update(baseline=float(base.mean()), adv_mean=float(advantage.mean()),
                    adv_std=float(advantage.std(unbiased=False)),
-                   response_len=float(samples.lengths.float().mean()),
-                   distinct_1=distinct_n(samples.completions, 1),
-                   distinct_2=distinct_n(samples.completions, 2), sample=samples.completions[0])
+                   response_len=float(samples.lengths[sampled].float().mean()),
+                   distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2), sample=texts[0])
         for i, (prompt, completion) in enumerate(zip(samples.prompts, samples.completions)):
             parts = {f"reward_{n}": v[i] for n, v in scored.parts.items()}
+            extra = {"is_reference": not bool(sampled[i])} if with_reference else {}
             self.sample_rows.append(dict(step=self.step_count, prompt=prompt, completion=completion,
-                                         reward=float(reward[i]), d_pred=float(critic[i]), **parts))
+                                         reward=float(reward[i]), d_pred=float(critic[i]), **parts, **extra))
 
     # --- the run loop -------------------------------------------------------------------
     def run(self, steps: int | None, callbacks: list[Callback] = (), out_dir: str | Path | None = None,

@@ -24,16 +24,23 @@ import ipywidgets as W
 import pandas as pd
 
 from lab import plots, quick_mode
-from lab.config import BASELINES, MODES, REWARD_NAMES, REWARD_SOURCES, SCHEDULES, HybridConfig, preset
-from lab.runs import Run, png, runs_table, samples_table, save_session
+from lab.config import (
+    BASELINES, MODES, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS, SCHEDULES, SFT_SCHEDULES,
+    SFT_TOKEN_WEIGHTS, HybridConfig, preset,
+)
+from lab.runs import Run, png, run_folder, runs_table, samples_table, save_session
 
 METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss_sft", "loss_rl",
            "kl", "entropy", "d_loss", "d_accuracy", "lambda", "response_len", "distinct_1",
-           "distinct_2", "grad_norm", "step_time")
+           "distinct_2", "grad_norm", "step_time", "adv_std", "clip_frac", "approx_kl", "mu", "sft_prompt_share",
+           "selfplay_preference")
 STYLE = {"description_width": "150px"}
-TABS = {  # tab title -> the controls on it (reward weights get their own tab)
+TABS = {  # tab title -> the controls on it (reward weights get their own tab, after the first)
     "Objective": ("mode", "lambda_rl", "lambda_schedule", "lambda_warmup_steps", "baseline",
                   "reward_source", "reward_mix", "kl_coef", "entropy_coef"),
+    "Experiments": ("scale_rewards", "policy_loss", "ppo_epochs", "clip_range", "sft_schedule", "mu",
+                    "sft_token_weight", "reference_in_group", "per_prompt_switch", "switch_threshold",
+                    "sampler", "num_beams", "selfplay_refresh"),
     "LoRA & optimiser": ("lora_r", "lora_alpha", "lora_dropout", "lr"),
     "Sampling & run": ("model", "steps", "prompts_per_step", "samples_per_prompt",
                        "max_new_tokens", "seed"),
@@ -44,6 +51,8 @@ def _make(kind, description: str, tooltip: str, **kwargs) -> W.Widget:
     """A control with the panel's label width; sliders stretch their range to fit the value."""
     if "max" in kwargs and kind is not W.FloatLogSlider:
         kwargs["max"] = max(kwargs["max"], kwargs["value"])
+    if kind is W.Checkbox:
+        kwargs["indent"] = False
     if kind in (W.IntSlider, W.FloatSlider, W.FloatLogSlider, W.Text):
         kwargs["continuous_update"] = False
     return kind(description=description, tooltip=tooltip, style=STYLE,
@@ -52,18 +61,19 @@ def _make(kind, description: str, tooltip: str, **kwargs) -> W.Widget:
 
 def _controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
     """One widget per knob, named as the config field (plus ``steps``), set to ``cfg``'s values."""
-    S, F, D = W.IntSlider, W.FloatSlider, W.Dropdown
+    S, F, D, C = W.IntSlider, W.FloatSlider, W.Dropdown, W.Checkbox
     return {
-        "mode": _make(D, "mode", "sft: phase A only; rl: phase B only; hybrid: both",
-                      options=MODES, value=cfg.mode),
+        "mode": _make(D, "mode", "sft: phase A only; rl: phase B only; hybrid: both; selfplay: RL against a "
+                      "frozen snapshot, rewarded by the discriminator's preference", options=MODES, value=cfg.mode),
         "lambda_rl": _make(F, "λ (RL weight)", "weight of the RL terms against SFT (hybrid mode)",
                            min=0, max=2, step=0.05, value=cfg.lambda_rl),
         "lambda_schedule": _make(D, "λ schedule", "constant; linear warm-up; adaptive (critic accuracy)",
                                  options=SCHEDULES, value=cfg.lambda_schedule),
         "lambda_warmup_steps": _make(S, "λ warm-up steps", "linear schedule: steps from 0 to λ",
                                      min=1, max=200, value=cfg.lambda_warmup_steps),
-        "baseline": _make(D, "baseline", "ema of rewards; the discriminator's guess; leave-one-out over k",
-                          options=BASELINES, value=cfg.baseline),
+        "baseline": _make(D, "baseline", "ema: running mean; loo: the prompt's other samples; group: all k "
+                          "(GRPO); critic: D over the other samples (unbiased); discriminator_biased: D(x, y) "
+                          "itself (biased, a teaching arm)", options=BASELINES, value=cfg.baseline),
         "reward_source": _make(D, "reward source", "what RL maximises: reward, discriminator, or a mix",
                                options=REWARD_SOURCES, value=cfg.reward_source),
         "reward_mix": _make(F, "mix (D share)", "reward source 'mix': weight of the discriminator",
@@ -72,6 +82,34 @@ def _controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
                          value=cfg.kl_coef, readout_format=".3f"),
         "entropy_coef": _make(F, "entropy coef η", "entropy bonus", min=0, max=0.05, step=0.001,
                               value=cfg.entropy_coef, readout_format=".3f"),
+        # experiments: the policy update, the SFT + RL mixes, sampling
+        "scale_rewards": _make(C, "scale rewards (÷ group std)", "divide advantages by the std of the prompt's "
+                               "k rewards (GRPO); needs k >= 2", value=cfg.scale_rewards),
+        "policy_loss": _make(D, "policy loss", "reinforce; ppo: clipped ratio against the sampling policy",
+                             options=POLICY_LOSSES, value=cfg.policy_loss),
+        "ppo_epochs": _make(S, "PPO epochs", "ppo: passes over each step's samples (1: REINFORCE's gradient)",
+                            min=1, max=8, value=cfg.ppo_epochs),
+        "clip_range": _make(F, "clip range ε", "ppo: the ratio is clipped to [1 - ε, 1 + ε]", min=0.05, max=0.5,
+                            step=0.01, value=cfg.clip_range),
+        "sft_schedule": _make(D, "SFT schedule (μ)", "none: SFT + λ RL; else μ SFT + (1 - μ) RL with μ constant, "
+                              "chord (warm-up + cosine) or srft (μ exp(-entropy)); needs mode hybrid",
+                              options=SFT_SCHEDULES, value=cfg.sft_schedule),
+        "mu": _make(F, "μ (SFT weight)", "the SFT weight, the peak of chord's schedule", min=0, max=1, step=0.05,
+                    value=cfg.mu),
+        "sft_token_weight": _make(D, "SFT token weight", "uniform; phi: each SFT token weighted by p (1 - p) "
+                                  "(CHORD-phi)", options=SFT_TOKEN_WEIGHTS, value=cfg.sft_token_weight),
+        "reference_in_group": _make(C, "reference in group (LUFFY)", "the reference answer joins its prompt's "
+                                    "group as an off-policy member", value=cfg.reference_in_group),
+        "per_prompt_switch": _make(C, "per-prompt switch (HPT)", "SFT for prompts whose samples all score "
+                                   "below the threshold, RL for the others (mode hybrid)",
+                                   value=cfg.per_prompt_switch),
+        "switch_threshold": _make(F, "HPT threshold", "the reward a sample must reach for its prompt to count "
+                                  "as solved", min=0, max=1, step=0.05, value=cfg.switch_threshold),
+        "sampler": _make(D, "sampler", "nucleus: temperature + top-p samples; beam: the k best beams "
+                         "(off-policy)", options=SAMPLERS, value=cfg.sampler),
+        "num_beams": _make(S, "beams", "beam: beams kept per prompt, >= k", min=1, max=8, value=cfg.num_beams),
+        "selfplay_refresh": _make(S, "self-play refresh", "selfplay: copy the generator into the frozen "
+                                  "opponent every N steps", min=1, max=50, value=cfg.selfplay_refresh),
         "lora_r": _make(S, "LoRA rank r", "adapter rank (both adapters)", min=1, max=64, value=cfg.lora_r),
         "lora_alpha": _make(S, "LoRA alpha", "scaling numerator, usually 2 r", min=1, max=128,
                             value=cfg.lora_alpha),
@@ -219,9 +257,15 @@ class Playground:
         """Grey out knobs that the current choices ignore; validate when idle."""
         c = self.controls
         hybrid = c["mode"].value == "hybrid"
-        c["lambda_rl"].disabled = c["lambda_schedule"].disabled = not hybrid
-        c["lambda_warmup_steps"].disabled = not hybrid or c["lambda_schedule"].value != "linear"
+        mixed = hybrid and c["sft_schedule"].value == "none"  # lambda sets the mix (else mu does)
+        c["lambda_rl"].disabled = c["lambda_schedule"].disabled = not mixed
+        c["lambda_warmup_steps"].disabled = not mixed or c["lambda_schedule"].value != "linear"
         c["reward_mix"].disabled = c["reward_source"].value != "mix"
+        c["ppo_epochs"].disabled = c["clip_range"].disabled = c["policy_loss"].value != "ppo"
+        c["mu"].disabled = c["sft_schedule"].value == "none"
+        c["switch_threshold"].disabled = not c["per_prompt_switch"].value
+        c["num_beams"].disabled = c["sampler"].value != "beam"
+        c["selfplay_refresh"].disabled = c["mode"].value != "selfplay"
         if not self.running and self.config() is not None:
             self._say(f"ready: press Run ({len(self.runs)} run(s) so far)")
 
@@ -343,9 +387,20 @@ class Playground:
         self.runs_view.value = runs_table(self.runs)
 
     # --- saving -----------------------------------------------------------------------------
-    def save(self, out: str | Path | None = None) -> Path | None:
+    def save(self, out: str | Path | None = None, name: str | None = None) -> Path | None:
         """Save the latest run (checkpoint, history, samples, dashboard) and the session's
-        comparison into ``out`` (default ``<out_root>/playground-<timestamp>``); returns it."""
+        comparison into ``out`` (default ``<out_root>/<name>``, ``name`` a plain folder name
+        checked by :func:`lab.runs.run_folder`, else ``playground-<timestamp>``); returns it."""
+        if name is not None:
+            if out is not None:
+                raise ValueError("pass out= (a folder) or name= (a run name under out_root), not both")
+            try:
+                out = run_folder(self.out_root, name)  # ValueError for '../x', 'a/b', ...
+                if out.exists():  # never mix two runs' checkpoints in one folder
+                    raise ValueError(f"{out} already exists; choose another run name")
+            except ValueError as err:
+                self._say(f"not saved: {html.escape(str(err))}", error=True)
+                raise
         if self.running:
             self._say("a run is in progress: Stop it or wait before saving", error=True)
             return None
@@ -356,7 +411,12 @@ class Playground:
             out = self.out_root / f"playground-{time.strftime('%Y%m%d-%H%M%S')}"
             while out.exists():
                 out = out.with_name(out.name + "-1")
-        with self._draw_lock:
-            out = save_session(self.trainer, self.runs, Path(out), self.metric.value)
+        try:
+            with self._draw_lock:
+                out = save_session(self.trainer, self.runs, Path(out), self.metric.value)
+        except OSError as err:  # full disk, no permission: say so; the earlier checkpoints stay
+            self._say(f"not saved: {html.escape(err.strerror if err.strerror and err.filename is None else str(err))}",
+                      error=True)
+            raise
         self._say(f"saved to <code>{html.escape(str(out.resolve()))}</code>")
         return out

@@ -123,8 +123,10 @@ def test_phi_weights_the_sft_tokens_by_p_times_one_minus_p(examples):
         logp = generator.continuation_logprobs(trainer.model, ids, mask, conts, on, torch.arange(2)).tokens
     p = logp.exp()
     by_hand = -(p * (1 - p) * logp * on).sum() / on.sum()  # CHORD-phi, token-mean
+    plain = -(logp * on).sum() / on.sum()
     row = trainer.step()
-    assert row["loss_sft"] == pytest.approx(float(by_hand), rel=1e-5)
+    assert row["loss_sft_phi"] == pytest.approx(float(by_hand), rel=1e-5)  # what it trains on
+    assert row["loss_sft"] == pytest.approx(float(plain), rel=1e-5)  # logged unweighted: comparable across arms
 
 
 def test_reference_in_group_puts_its_reward_in_the_group_baseline(examples, monkeypatch):
@@ -139,6 +141,9 @@ def test_reference_in_group_puts_its_reward_in_the_group_baseline(examples, monk
     trainer = make(examples, spread, baseline="group", reference_in_group=True)
     row = trainer.step()
     assert seen["k"] == 3 and len(seen["target"]) == 6  # 2 samples + the reference, per prompt
+    sampled = seen["target"].view(2, 3)[:, :2]  # spread is the reward itself here
+    assert row["reward"] == pytest.approx(float(sampled.mean()))  # the log's reward: sampled rows only
+    assert row["reward_reference"] == pytest.approx(float(seen["target"].view(2, 3)[:, 2].mean()))
     refs = [e.completion for e in trainer.batch(1)]
     samples = trainer.samples
     members = samples["completion"].iloc[[2, 5]]  # the reference (cut to the token budget) is last

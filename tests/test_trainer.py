@@ -171,3 +171,9 @@ def test_batches_follow_a_seeded_order(examples):
     seen = [e.prompt for step in range(1, 7) for e in trainer.batch(step)]
     assert sorted(seen) == sorted(e.prompt for e in examples)  # one epoch covers every row once
     assert seen != [e.prompt for e in examples]
+
+
+def test_a_model_that_already_trained_is_refused(examples, tiny):
+    first = make(examples)
+    with pytest.raises(ValueError, match="fresh model"):
+        HybridTrainer(first.config, examples=examples, model=first.model, tokenizer=first.tokenizer, verbose=False)

@@ -1,8 +1,10 @@
 """The playground driven headless on tiny-gpt2: config from widgets, Run, Stop, run list, Save."""
 
+import threading
+
 import pytest
 
-from lab.config import REWARD_NAMES, HybridConfig
+from lab.config import BASELINES, REWARD_NAMES, HybridConfig
 from lab.data import load_examples
 from lab.widgets import Playground
 
@@ -51,6 +53,33 @@ def test_config_is_what_the_widgets_show():
     assert panel.config().reward_weights["bleu"] == 0.3
 
 
+def test_config_has_the_experiment_knobs():
+    panel = make()
+    panel.set(baseline="group", scale_rewards=True, policy_loss="ppo", ppo_epochs=3, clip_range=0.1,
+              sft_schedule="chord", mu=0.7, sft_token_weight="phi", reference_in_group=True,
+              per_prompt_switch=True, switch_threshold=0.3, sampler="beam", num_beams=3)
+    config = panel.config()
+    assert (config.baseline, config.scale_rewards) == ("group", True)
+    assert (config.policy_loss, config.ppo_epochs, config.clip_range) == ("ppo", 3, 0.1)
+    assert (config.sft_schedule, config.mu, config.sft_token_weight) == ("chord", 0.7, "phi")
+    assert (config.reference_in_group, config.per_prompt_switch, config.switch_threshold) == (True, True, 0.3)
+    assert (config.sampler, config.num_beams) == ("beam", 3)
+    assert panel.controls["lambda_rl"].disabled  # mu sets the mix now, not lambda
+    assert not panel.controls["ppo_epochs"].disabled and not panel.controls["num_beams"].disabled
+    for baseline in BASELINES:  # all five
+        assert panel.set(baseline=baseline).config().baseline == baseline
+    panel.set(mode="selfplay", sft_schedule="none", per_prompt_switch=False, reference_in_group=False,
+              sampler="nucleus", policy_loss="reinforce", selfplay_refresh=4)
+    config = panel.config()
+    assert (config.mode, config.selfplay_refresh, config.policy_loss) == ("selfplay", 4, "reinforce")
+    assert panel.controls["ppo_epochs"].disabled and panel.controls["clip_range"].disabled
+    assert not panel.controls["selfplay_refresh"].disabled and panel.controls["mu"].disabled
+    panel.controls["scale_rewards"].value = False  # clicking a checkbox counts too
+    assert panel.config().scale_rewards is False
+    knobs = panel.widget.children[1]  # the tabs of knobs: the experiments have their own
+    assert "Experiments" in knobs.titles
+
+
 def test_defaults_are_quick_and_valid():
     panel = Playground(model="tiny-gpt2", quick=True)
     config = panel.config()
@@ -86,6 +115,50 @@ def test_stop_ends_the_run_early_and_keeps_its_rows(played):
     assert second.stopped and 1 <= len(second.history) < 5
     assert panel.history is not None and len(panel.history) == len(second.history)
     assert "stopped" in panel.status.value
+
+
+def test_stop_keeps_every_row_done_so_far():
+    """Stop clicked (from the main thread) while step 2's callback runs: the run ends after step 2
+    and its history holds exactly the rows the callbacks saw, values included."""
+    panel = make(steps=5)
+    panel.set(reward_weights=WEIGHTS)
+    seen, at_step_2, go_on = [], threading.Event(), threading.Event()
+
+    def hold_at_step_2(trainer, row):
+        seen.append(dict(row))
+        if row["step"] == 2:
+            at_step_2.set()
+            go_on.wait(timeout=120)
+
+    panel.callbacks.append(hold_at_step_2)
+    panel.run_button.click()
+    assert at_step_2.wait(timeout=600)
+    panel.stop_button.click()
+    go_on.set()
+    run = panel.wait(timeout=600)
+    assert run.stopped and list(run.history["step"]) == [1, 2] == [row["step"] for row in seen]
+    for kept, row in zip(run.history.to_dict("records"), seen):
+        assert kept["reward"] == row["reward"] and kept["loss"] == row["loss"]
+    assert len(panel.history) == 2 and "stopped" in panel.status.value
+
+
+def test_a_second_run_while_one_is_going_starts_nothing():
+    panel = make(steps=2)
+    panel.set(reward_weights=WEIGHTS)
+    at_step_1, go_on = threading.Event(), threading.Event()
+    panel.callbacks.append(lambda trainer, row: (at_step_1.set(), go_on.wait(timeout=120)) if row["step"] == 1
+                           else None)
+    panel.run_button.click()
+    assert at_step_1.wait(timeout=600)
+    first = panel._thread
+    panel.run_button.click()  # a second click (the button is disabled, but a click event may still come)
+    assert panel.run() is None  # and a second call from code
+    assert panel._thread is first
+    assert sum(t.name == "lab-playground" and t.is_alive() for t in threading.enumerate()) == 1
+    assert "in progress" in panel.status.value
+    go_on.set()
+    run = panel.wait(timeout=600)
+    assert len(panel.runs) == 1 and list(run.history["step"]) == [1, 2] and not run.stopped
 
 
 def test_run_list_and_comparison_have_one_line_per_run(played):
