@@ -13,7 +13,7 @@ OUT ?= runs/demo
 STEPS ?= 12
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install demo test unit bench book browser-deps clean
+.PHONY: install demo test unit bench book faults soak browser-deps clean
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ unit: $(STAMP)
 # repository stay without outputs.
 book: $(STAMP)
 	LAB_QUICK=$${LAB_QUICK:-1} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/build_book.py --out build/book
+
+# Reliability figures: 20 seeded SIGKILL trials with resume (make test runs 3), and a long run's
+# memory and step time (add --shared when other jobs share the machine).
+faults: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/faults.py --trials 20 --json reports/faults.json
+
+soak: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/soak.py --steps 1000 --model tiny-gpt2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loop.py

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -54,10 +55,27 @@ def train_command(out: Path, steps: int, seed: int, resume: bool) -> list[str]:
                   "--checkpoint-every", "1", "--seed", str(seed)]
 
 
+CODE = ROOT  # where ``lab`` is imported from: a snapshot once :func:`snapshot` has run
+
+
+def snapshot(folder: Path) -> str:
+    """Copy ``lab/`` into ``folder/code`` and run every process from there, so that a long run
+    tests one version of the code even while the working tree changes; returns its hash."""
+    global CODE
+    CODE = folder / "code"
+    shutil.rmtree(CODE, ignore_errors=True)
+    shutil.copytree(ROOT / "lab", CODE / "lab", ignore=shutil.ignore_patterns("__pycache__"))
+    digest = hashlib.sha256()
+    for path in sorted((CODE / "lab").rglob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _env() -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-               PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+               PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
+               LAB_DATA_DIR=os.environ.get("LAB_DATA_DIR", str(ROOT / "data")))
+    env["PYTHONPATH"] = os.pathsep.join([str(CODE), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -102,7 +120,7 @@ def launch(out: Path, steps: int, seed: int, log: Path) -> subprocess.Popen:
     handle = log.open("a")
     handle.write(f"\n$ {' '.join(train_command(out, steps, seed, resume))}\n")
     handle.flush()
-    proc = subprocess.Popen(train_command(out, steps, seed, resume), cwd=ROOT, env=_env(),
+    proc = subprocess.Popen(train_command(out, steps, seed, resume), cwd=CODE, env=_env(),
                             stdout=handle, stderr=subprocess.STDOUT)
     proc.log_offset = handle.tell()  # this start's output begins here
     handle.close()
@@ -228,6 +246,7 @@ def run(trials: int, steps: int = 12, seed: int = 0, max_kills: int = 3, folder:
     folder = Path(folder or tempfile.mkdtemp(prefix="lab-faults-"))
     folder.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    code = snapshot(folder)
     reference, span = reference_run(folder, steps, seed)
     log(f"uninterrupted run: {steps} steps in {span:.1f} s")
     records = []
@@ -244,12 +263,13 @@ def run(trials: int, steps: int = 12, seed: int = 0, max_kills: int = 3, folder:
         "benchmark": "faults", "trials": trials, "survived": sum(r["survived"] for r in records),
         "kills": len(phases), **{f"kills_{p.replace('-', '_')}": phases.count(p)
                                  for p in ("startup", "step", "checkpoint-write", "outputs")},
-        "steps": steps, "seed": seed, "model": "tiny-gpt2", "device": "cpu",
+        "steps": steps, "seed": seed, "model": "tiny-gpt2", "device": "cpu", "code_sha256": code,
         "seconds": round(time.monotonic() - start, 1), "folder": str(folder),
         "failures": [{k: r[k] for k in ("trial", "phases", "problems")} for r in records if not r["survived"]],
     }
     if not keep and not summary["failures"]:
         shutil.rmtree(folder, ignore_errors=True)
+        summary["folder"] = None  # removed: nothing failed
     return summary
 
 

@@ -101,6 +101,33 @@ def history_table(runs: list[Run]) -> pd.DataFrame:
     return frame[["run", "label", *[c for c in frame.columns if c not in ("run", "label")]]]
 
 
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def run_folder(root: str | Path, name: str) -> Path:
+    """``root / name`` for a run name typed by a user: one plain folder name (letters, digits,
+    ``. _ + -``, not starting with ``.`` or ``-``), so that it can never leave ``root``.
+
+    >>> run_folder("runs", "lr-1e-4").as_posix()
+    'runs/lr-1e-4'
+    >>> run_folder("runs", "../elsewhere")
+    Traceback (most recent call last):
+    ...
+    ValueError: run name '../elsewhere' is not a plain folder name: it has a path separator; use letters, digits and . _ + - (e.g. 'lr-1e-4'), or pass a full path as out=
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"run name must be text, got {type(name).__name__}")
+    if not RUN_NAME.match(name) or name.strip(".") == "":
+        why = ("it has a path separator" if ("/" in name or "\\" in name)
+               else "it is empty" if not name.strip()
+               else "it starts with '.' or '-'" if name[:1] in ".-"
+               else "it is too long" if len(name) > 100
+               else "it has characters other than letters, digits and . _ + -")
+        raise ValueError(f"run name {name!r} is not a plain folder name: {why}; use letters, digits and "
+                         f". _ + - (e.g. 'lr-1e-4'), or pass a full path as out=")
+    return Path(root) / name
+
+
 def save_session(trainer, runs: list[Run], out: Path, metric: str = "reward") -> Path:
     """Save the current run and the session into ``out``; returns ``out``.
 

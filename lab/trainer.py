@@ -51,6 +51,7 @@ class HybridTrainer:
         if model is None:
             model, tokenizer = models.load(config.model, self.device, verbose=verbose,
                                            quantization=config.quantization)
+        _check_context(model, config)
         lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         self.model = models.add_lora(model, "generator", **lora)
         models.disable_dropout(self.model)  # train mode then differs from eval only by LoRA dropout
@@ -380,3 +381,16 @@ class HybridTrainer:
     def resume(cls, path: str | Path, **kwargs) -> "HybridTrainer":
         """Rebuild a trainer from a run folder (its latest checkpoint) or a checkpoint folder."""
         return checkpoint.load(cls, Path(path), **kwargs)
+
+
+def _check_context(model, config: HybridConfig) -> None:
+    """A prompt plus the longest continuation the trainer scores (a sample of ``max_new_tokens``,
+    or a reference answer of up to ``lab.generator.MAX_ANSWER_TOKENS``) must fit the model's
+    positions; else one ``ValueError`` naming the knob, instead of an index error mid-step."""
+    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    needed = config.max_prompt_tokens + max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)
+    if context and needed > context:
+        raise ValueError(f"max_prompt_tokens={config.max_prompt_tokens} + up to "
+                         f"{max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)} answer tokens exceed the "
+                         f"model's context of {context} positions; set max_prompt_tokens <= "
+                         f"{context - max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)}")
