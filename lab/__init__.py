@@ -10,11 +10,10 @@ import os
 from lab.seeding import set_seed
 
 _SUBMODULES = (
-    "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data",
-    "discriminator", "evaluate", "generator", "guards", "metrics", "mixing", "models", "objective",
-    "plots", "report", "rewards", "runs", "sampling", "seeding", "selfplay", "stats", "stream",
-    "tensors", "trainer", "trl", "widgets",
-    "factual", "sources", "truthfulness",  # issue 13: truthfulness metrics, data sources, the reward
+    "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data", "diagnostics",
+    "discriminator", "evaluate", "evidence", "factual", "generator", "guards", "metrics", "mixing",
+    "models", "objective", "plots", "report", "rewards", "runs", "sampling", "seeding", "selfplay",
+    "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness", "widgets",
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

@@ -24,125 +24,9 @@ import ipywidgets as W
 import pandas as pd
 
 from lab import plots, quick_mode
-from lab.config import (
-    BASELINES, MODES, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS, SCHEDULES, SFT_SCHEDULES,
-    SFT_TOKEN_WEIGHTS, HybridConfig, preset,
-)
+from lab.config import REWARD_NAMES, HybridConfig, preset
+from lab.knobs import METRICS, STYLE, TABS, controls, fit, make
 from lab.runs import Run, png, run_folder, runs_table, samples_table, save_session
-
-METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss_sft", "loss_rl",
-           "kl", "entropy", "d_loss", "d_accuracy", "lambda", "response_len", "distinct_1",
-           "distinct_2", "grad_norm", "step_time", "adv_std", "clip_frac", "approx_kl", "mu", "sft_prompt_share",
-           "selfplay_preference")
-STYLE = {"description_width": "150px"}
-TABS = {  # tab title -> the controls on it (reward weights get their own tab, after the first)
-    "Objective": ("mode", "lambda_rl", "lambda_schedule", "lambda_warmup_steps", "baseline",
-                  "reward_source", "reward_mix", "kl_coef", "entropy_coef"),
-    "Experiments": ("scale_rewards", "policy_loss", "ppo_epochs", "clip_range", "sft_schedule", "mu",
-                    "sft_token_weight", "reference_in_group", "per_prompt_switch", "switch_threshold",
-                    "sampler", "num_beams", "selfplay_refresh"),
-    "LoRA & optimiser": ("lora_r", "lora_alpha", "lora_dropout", "lr"),
-    "Sampling & run": ("model", "steps", "prompts_per_step", "samples_per_prompt",
-                       "max_new_tokens", "seed"),
-}
-
-
-def _make(kind, description: str, tooltip: str, **kwargs) -> W.Widget:
-    """A control with the panel's label width; sliders stretch their range to fit the value."""
-    if "max" in kwargs and kind is not W.FloatLogSlider:
-        kwargs["max"] = max(kwargs["max"], kwargs["value"])
-    if kind is W.Checkbox:
-        kwargs["indent"] = False
-    if kind in (W.IntSlider, W.FloatSlider, W.FloatLogSlider, W.Text):
-        kwargs["continuous_update"] = False
-    return kind(description=description, tooltip=tooltip, style=STYLE,
-                layout=W.Layout(width="420px"), **kwargs)
-
-
-def _controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
-    """One widget per knob, named as the config field (plus ``steps``), set to ``cfg``'s values."""
-    S, F, D, C = W.IntSlider, W.FloatSlider, W.Dropdown, W.Checkbox
-    return {
-        "mode": _make(D, "mode", "sft: phase A only; rl: phase B only; hybrid: both; selfplay: RL against a "
-                      "frozen snapshot, rewarded by the discriminator's preference", options=MODES, value=cfg.mode),
-        "lambda_rl": _make(F, "λ (RL weight)", "weight of the RL terms against SFT (hybrid mode)",
-                           min=0, max=2, step=0.05, value=cfg.lambda_rl),
-        "lambda_schedule": _make(D, "λ schedule", "constant; linear warm-up; adaptive (critic accuracy)",
-                                 options=SCHEDULES, value=cfg.lambda_schedule),
-        "lambda_warmup_steps": _make(S, "λ warm-up steps", "linear schedule: steps from 0 to λ",
-                                     min=1, max=200, value=cfg.lambda_warmup_steps),
-        "baseline": _make(D, "baseline", "ema: running mean; loo: the prompt's other samples; group: all k "
-                          "(GRPO); critic: D over the other samples (unbiased); discriminator_biased: D(x, y) "
-                          "itself (biased, a teaching arm)", options=BASELINES, value=cfg.baseline),
-        "reward_source": _make(D, "reward source", "what RL maximises: reward, discriminator, or a mix",
-                               options=REWARD_SOURCES, value=cfg.reward_source),
-        "reward_mix": _make(F, "mix (D share)", "reward source 'mix': weight of the discriminator",
-                            min=0, max=1, step=0.05, value=cfg.reward_mix),
-        "kl_coef": _make(F, "KL coef β", "KL penalty to the base model", min=0, max=0.2, step=0.005,
-                         value=cfg.kl_coef, readout_format=".3f"),
-        "entropy_coef": _make(F, "entropy coef η", "entropy bonus", min=0, max=0.05, step=0.001,
-                              value=cfg.entropy_coef, readout_format=".3f"),
-        # experiments: the policy update, the SFT + RL mixes, sampling
-        "scale_rewards": _make(C, "scale rewards (÷ group std)", "divide advantages by the std of the prompt's "
-                               "k rewards (GRPO); needs k >= 2", value=cfg.scale_rewards),
-        "policy_loss": _make(D, "policy loss", "reinforce; ppo: clipped ratio against the sampling policy",
-                             options=POLICY_LOSSES, value=cfg.policy_loss),
-        "ppo_epochs": _make(S, "PPO epochs", "ppo: passes over each step's samples (1: REINFORCE's gradient)",
-                            min=1, max=8, value=cfg.ppo_epochs),
-        "clip_range": _make(F, "clip range ε", "ppo: the ratio is clipped to [1 - ε, 1 + ε]", min=0.05, max=0.5,
-                            step=0.01, value=cfg.clip_range),
-        "sft_schedule": _make(D, "SFT schedule (μ)", "none: SFT + λ RL; else μ SFT + (1 - μ) RL with μ constant, "
-                              "chord (warm-up + cosine) or srft (μ exp(-entropy)); needs mode hybrid",
-                              options=SFT_SCHEDULES, value=cfg.sft_schedule),
-        "mu": _make(F, "μ (SFT weight)", "the SFT weight, the peak of chord's schedule", min=0, max=1, step=0.05,
-                    value=cfg.mu),
-        "sft_token_weight": _make(D, "SFT token weight", "uniform; phi: each SFT token weighted by p (1 - p) "
-                                  "(CHORD-phi)", options=SFT_TOKEN_WEIGHTS, value=cfg.sft_token_weight),
-        "reference_in_group": _make(C, "reference in group (LUFFY)", "the reference answer joins its prompt's "
-                                    "group as an off-policy member", value=cfg.reference_in_group),
-        "per_prompt_switch": _make(C, "per-prompt switch (HPT)", "SFT for prompts whose samples all score "
-                                   "below the threshold, RL for the others (mode hybrid)",
-                                   value=cfg.per_prompt_switch),
-        "switch_threshold": _make(F, "HPT threshold", "the reward a sample must reach for its prompt to count "
-                                  "as solved", min=0, max=1, step=0.05, value=cfg.switch_threshold),
-        "sampler": _make(D, "sampler", "nucleus: temperature + top-p samples; beam: the k best beams "
-                         "(off-policy)", options=SAMPLERS, value=cfg.sampler),
-        "num_beams": _make(S, "beams", "beam: beams kept per prompt, >= k", min=1, max=8, value=cfg.num_beams),
-        "selfplay_refresh": _make(S, "self-play refresh", "selfplay: copy the generator into the frozen "
-                                  "opponent every N steps", min=1, max=50, value=cfg.selfplay_refresh),
-        "lora_r": _make(S, "LoRA rank r", "adapter rank (both adapters)", min=1, max=64, value=cfg.lora_r),
-        "lora_alpha": _make(S, "LoRA alpha", "scaling numerator, usually 2 r", min=1, max=128,
-                            value=cfg.lora_alpha),
-        "lora_dropout": _make(F, "LoRA dropout", "dropout on the adapter input", min=0, max=0.5,
-                              step=0.01, value=cfg.lora_dropout),
-        "lr": _make(W.FloatLogSlider, "learning rate", "generator (LoRA) learning rate", base=10,
-                    min=min(-6, math.floor(math.log10(cfg.lr))), max=max(-2, math.ceil(math.log10(cfg.lr))),
-                    step=0.1, value=cfg.lr, readout_format=".1e"),
-        "model": _make(W.Text, "model", "'auto', 'smollm2-135m', 'tiny-gpt2' or a Hub causal-LM id",
-                       value=cfg.model),
-        "steps": _make(S, "steps", "training steps of one run", min=1, max=200, value=steps),
-        "prompts_per_step": _make(S, "prompts a step (B)", "prompts per step", min=1, max=16,
-                                  value=cfg.prompts_per_step),
-        "samples_per_prompt": _make(S, "samples a prompt (k)", "responses per prompt; loo needs k >= 2",
-                                    min=1, max=8, value=cfg.samples_per_prompt),
-        "max_new_tokens": _make(S, "max new tokens", "response length cap", min=4, max=128,
-                                value=cfg.max_new_tokens),
-        "seed": _make(W.BoundedIntText, "seed", "seeds python, numpy, torch and the data order",
-                      min=0, max=2**31 - 1, value=cfg.seed),
-    }
-
-
-def _fit(widget: W.Widget, value) -> None:
-    """Set ``value``, first widening a slider's range to hold it (the config validates it)."""
-    if isinstance(widget, W.FloatLogSlider):
-        if not value > 0:
-            raise ValueError(f"{widget.description} must be > 0, got {value!r}")
-        exponent = math.log10(value)
-        widget.max, widget.min = max(widget.max, math.ceil(exponent)), min(widget.min, math.floor(exponent))
-    elif hasattr(widget, "max") and isinstance(value, (int, float)):
-        widget.max, widget.min = max(widget.max, value), min(widget.min, value)
-    widget.value = value
-
 
 class Playground:
     """Sliders and dropdowns for a hybrid run, Run / Stop / Save, a live dashboard, the
@@ -169,8 +53,8 @@ class Playground:
         self._error: BaseException | None = None
         self._last_draw = -math.inf
 
-        self.controls = _controls(self.base, steps or (5 if quick else 20))
-        self.weights = {name: _make(W.FloatSlider, f"{name} weight", f"weight of the {name} reward",
+        self.controls = controls(self.base, steps or (5 if quick else 20))
+        self.weights = {name: make(W.FloatSlider, f"{name} weight", f"weight of the {name} reward",
                                     min=0, max=2, step=0.05, value=self.base.reward_weights.get(name, 0.0))
                         for name in REWARD_NAMES}
         self.run_button = W.Button(description="Run", button_style="success", icon="play",
@@ -245,9 +129,9 @@ class Playground:
                 if unknown:
                     raise ValueError(f"unknown reward(s) {unknown}; known: {', '.join(self.weights)}")
                 for reward, slider in self.weights.items():
-                    _fit(slider, value.get(reward, 0.0))
+                    fit(slider, value.get(reward, 0.0))
             elif name in self.controls:
-                _fit(self.controls[name], value)
+                fit(self.controls[name], value)
             else:
                 raise ValueError(f"{name!r} is not a playground control; known: "
                                  f"{', '.join([*self.controls, 'reward_weights'])}")
