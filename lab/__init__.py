@@ -11,9 +11,10 @@ from lab.seeding import set_seed
 
 _SUBMODULES = (
     "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data", "diagnostics",
-    "discriminator", "evaluate", "evidence", "factual", "generator", "guards", "metrics", "mixing",
-    "models", "objective", "plots", "report", "rewards", "runs", "sampling", "seeding", "selfplay",
-    "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness", "widgets",
+    "discriminator", "evaluate", "evidence", "factual", "generator", "guards", "knobs", "metrics",
+    "mixing", "models", "objective", "plots", "report", "rewards", "runs", "sampling", "seeding",
+    "selfplay", "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness",
+    "widgets",
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

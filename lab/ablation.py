@@ -2,8 +2,12 @@
 
 The arms (one per switch: :data:`lab.arms.ARMS`, ``ablate --list``; custom ones from
 ``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.arms`; a preset names the
-arms it runs by default (``quick``: the 9 its wall time was measured with; ``full``: all).
-Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps, the
+arms it runs by default (``quick``: the 9 its wall time was measured with, the CI smoke test;
+``standard``: the arms that answer the sketch's three claims, about an hour on 2 CPU cores;
+``full``: all, for a GPU). ``ablate`` prints the expected wall time first (:func:`expected_seconds`,
+a documented cost model) and refines it after each run.
+Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps (an arm's
+``steps_factor`` changes its own: ``sft_matched`` trains (1 + k)x, the hybrid's trained tokens), the
 same ``B`` prompts a step and (where it samples) the same ``k`` samples a prompt; the
 ``sft`` arm trains on the same ``B`` reference answers a step. ``base`` is the untrained
 model. Each (arm, seed) is evaluated on the same prompts (:func:`lab.evaluate.heldout`: the
@@ -14,11 +18,15 @@ intervals and paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
 - ``results.csv``: long format, one row per arm, seed and metric (``arm, seed, metric, value``);
   metrics are ``<decoding>_<metric>`` (``sampled_semantic``) plus ``train_seconds``, ``eval_seconds``;
 - ``summary.csv``: :func:`lab.stats.summarize_results` (mean, 95% CI, paired difference vs sft);
+- ``paired.csv`` (per arm and metric: mean paired difference vs sft per prompt and seed, cluster-bootstrap
+  and per-seed t intervals, MDE), ``movement.csv``, ``stability.csv``, ``hacking.csv`` (and their
+  ``*_runs.csv``), ``curves_reward_seeds.png``, ``hacking.png``: :mod:`lab.evidence`;
 - ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``
   (:func:`lab.plots.plot_metrics`, :func:`~lab.plots.plot_quality_diversity`, :func:`~lab.plots.plot_curves`);
-- ``report.md`` (with each arm's description and config changes), ``config_<arm>.json``,
+- ``report.md`` (:func:`lab.evidence.write_report`; with each arm's description and config changes), ``config_<arm>.json``,
   ``ablation.json`` (the settings, each arm's changes as run), and
-  ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``).
+  ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``, ``samples.csv``: every sampled
+  response with its reward and the critic's pre-update score).
 
 An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run continues, and
 ``--seeds`` can grow later (the other settings must stay the same). The command line is
@@ -27,45 +35,52 @@ An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run cont
 
 from __future__ import annotations
 
-import datetime
 import gc
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from lab import arms as arm_registry, evaluate, plots, stats
+from lab import arms as arm_registry, evaluate, evidence, plots, stats
+from lab.evidence import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
 from lab.arms import ARMS, Arm
 from lab.config import HybridConfig
 
 QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid+entropy", "hybrid_disc_baseline",
               "hybrid_loo", "adversarial"]  # the arms its 8.4 min were measured with
+STANDARD_ARMS = ["base", "sft", "sft_matched", "rl", "hybrid", "hybrid_loo", "adversarial",
+                 "adversarial_frozen_d"]  # claims 1-3 (hybrid_loo: its lower-variance baseline), item 4
 
 ABLATION_PRESETS = {
     # 2-core CPU, bundled SmolLM2-135M: 8.4 min wall measured on a quiet machine (2026-11-25)
     "quick": {"seeds": 2, "steps": 4, "eval_limit": 12, "arms": QUICK_ARMS,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},
+    # 2-core CPU, about an hour (expected_minutes("standard"): 63 min, printed at the start): the
+    # arms that answer the sketch's three claims and the hacking question, 3 seeds, every
+    # held-out prompt (72 bundled). Sized by the power calculation (lab.stats.mde): the per-seed
+    # t-interval with 3 seeds has 2 df, so its MDE is (4.30 + 1.06) x sd_seeds / sqrt(3); the
+    # per-prompt cluster bootstrap pairs 3 x 72 answers. In a 1-seed pilot at these settings (20
+    # steps) the per-prompt sd of hybrid - sft in greedy semantic was 0.15, so the prompt level
+    # alone gives SE ~ 0.15 / sqrt(72 x ~2) ~ 0.013, MDE ~ 2.8 x SE ~ 0.035-0.05 with the seed
+    # level: effects of a few hundredths are detectable; smaller ones are reported as "not
+    # detectable". A 3rd seed buys more than more steps: with 2 the seed level has 1 df (t = 12.7),
+    # and there are no more bundled prompts. In the pilot, 20 steps of B=4 x k=2 at lr 5e-4 moved
+    # the policy measurably (the hybrid changed 29% of greedy answers vs sft at the same seed);
+    # 16 keep the hour (every 4 more steps cost ~9 min, every sampling arm ~10 min). 20 new tokens
+    # cover the references (12 tokens on average) and leave room for length drift.
+    "standard": {"seeds": 3, "steps": 16, "eval_limit": None, "arms": STANDARD_ARMS,
+                 "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
+                            "max_new_tokens": 20, "lr": 5e-4}},
     # a GPU: 5 seeds, longer runs, the whole held-out split
     "full": {"seeds": 5, "steps": 100, "eval_limit": None, "arms": None,  # None: every built-in arm
              "config": {"model": "auto", "prompts_per_step": 8, "samples_per_prompt": 4,
                         "max_new_tokens": 48, "lr": 2e-4}},
 }
-REFERENCE = "sft"
-KEY_METRICS = ("greedy_semantic", "greedy_rouge_l", "sampled_semantic", "sampled_ppl",
-               "sampled_distinct_2", "sampled_self_bleu")
 UNPAIRED = ("greedy_disc", "sampled_disc", "train_seconds", "eval_seconds")  # each arm's own critic; timings
-MEANING = {  # what a HIGHER value means (no metric here is simply "better")
-    "semantic": "closer in meaning to the reference", "rouge_l": "more word overlap with the reference",
-    "bleu": "more n-gram overlap with the reference", "ppl": "less typical text for the base model",
-    "distinct_1": "more varied words across answers", "distinct_2": "more varied word pairs across answers",
-    "self_bleu": "answers more alike across prompts (mode collapse)", "words": "longer answers",
-    "repetition": "more repeated phrases (loops)", "disc": "the arm's own critic likes the answer more",
-}
 
 
 def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, steps: int | None = None,
@@ -110,6 +125,63 @@ def arm_config(settings: dict, arm: str, seed: int) -> HybridConfig:
     return HybridConfig.from_dict({**settings["config"], **(changes or {}), "seed": seed})
 
 
+def arm_steps(settings: dict, arm: str) -> int:
+    """The steps ``arm`` trains: the experiment's, or its own (``sft_matched``: (1 + k)x)."""
+    return settings["arm_definitions"][arm].get("steps", settings["steps"])
+
+
+# The expected wall time is a cost model, not a measurement of this run. Work scales with the
+# prompts of an SFT step, the samples x new tokens of a sampling step (sampling, scoring, the
+# critic and the policy update) and the prompts x new tokens of an evaluation, which also has a
+# fixed cost (scorers, BERTScore, the critic). Constants: CPU seconds of one thread, calibrated on
+# this project's 2-core machine with the bundled SmolLM2-135M (2026-11-26: 4 steps each of sft,
+# hybrid, rl, adversarial, hybrid+kl at B=4, k=2, 32 new tokens: 1.65 s an SFT step, 9.9 an RL
+# step, 11.3 a hybrid step, 12.8 with KL; evaluating the 72 held-out prompts, both decodings:
+# 69 s at 20 new tokens, 104 s at 32). They match that day's quick run's train and eval seconds
+# within ~10%. A larger model or a GPU changes every constant: the estimate is then only a rough
+# guide, which the log refines after each run from the pace so far.
+COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "eval_fixed": 5.75,
+        "eval_per_token": 0.020}
+COST_NOTE = "cost model of lab.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
+
+
+def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) -> float:
+    """Expected wall seconds of one (arm, seed): setup + steps x step cost + evaluation (:data:`COST`).
+
+    A step costs ``sft_per_prompt * B`` for SFT (sft, hybrid) plus ``sampled_per_token * B * k *
+    max_new_tokens`` where it samples (x1.15 with a KL penalty, measured; PPO's second pass too,
+    a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
+    max_new_tokens`` (the untrained model's greedy answers are shared by its seeds)."""
+    config = arm_config(settings, arm, 0)
+    prompts = settings["eval_limit"] or 72  # the bundled held-out split
+    decoding = COST["eval_fixed"] + COST["eval_per_token"] * prompts * config.max_new_tokens
+    if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
+        return decoding * (1 if share_base_greedy else 2)
+    step = COST["sft_per_prompt"] * config.prompts_per_step if config.mode in ("sft", "hybrid") else 0.0
+    if config.mode != "sft":
+        extra = 1.15 if config.kl_coef > 0 or config.policy_loss == "ppo" else 1.0
+        sequences = config.prompts_per_step * config.samples_per_prompt * (2 if config.mode == "selfplay" else 1)
+        step += COST["sampled_per_token"] * sequences * config.max_new_tokens * extra
+    return COST["setup"] + arm_steps(settings, arm) * step + 2 * decoding
+
+
+def expected_jobs(settings: dict, jobs) -> dict[tuple, float]:
+    """``{(arm, seed): expected seconds}`` of ``jobs`` run in this order in one invocation."""
+    expected, base_seen = {}, False
+    for arm, seed in jobs:
+        untrained = settings["arm_definitions"][arm]["changes"] is None
+        expected[(arm, seed)] = expected_seconds(settings, arm, share_base_greedy=untrained and base_seen)
+        base_seen = base_seen or untrained
+    return expected
+
+
+def expected_minutes(preset: str, **overrides) -> float:
+    """Expected wall minutes of a whole preset (:func:`expected_seconds` summed over arms x seeds)."""
+    settings = settings_for(preset, **overrides)
+    jobs = [(a, s) for s in settings["seeds"] for a in settings["arms"]]
+    return sum(expected_jobs(settings, jobs).values()) / 60
+
+
 def _check_resume(out: Path, settings: dict) -> dict:
     """Refuse to mix results from different steps / prompts / configs in one folder."""
     path = out / "ablation.json"
@@ -124,6 +196,9 @@ def _check_resume(out: Path, settings: dict) -> dict:
             if arm in defined and defined[arm]["changes"] != definition["changes"]:
                 raise ValueError(f"{out} holds arm {arm!r} run with changes {defined[arm]['changes']!r}, not "
                                  f"{definition['changes']!r}; use another --out, or another name for the new arm")
+            if arm in defined and defined[arm].get("steps") != definition.get("steps"):
+                raise ValueError(f"{out} holds arm {arm!r} run with steps {defined[arm].get('steps')!r}, not "
+                                 f"{definition.get('steps')!r}; use another --out, or another name for the new arm")
         settings = {**settings, "arms": list(dict.fromkeys(old["arms"] + settings["arms"])),
                     "seeds": sorted(set(old["seeds"]) | set(settings["seeds"])),
                     "arm_definitions": {**defined, **settings["arm_definitions"]}}
@@ -137,11 +212,6 @@ def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_
             for decoding, values in table.iterrows() for metric, value in values.items()]
     return rows + [dict(arm=arm, seed=seed, metric="train_seconds", value=train_s),
                    dict(arm=arm, seed=seed, metric="eval_seconds", value=eval_s)]
-
-
-def eval_source(settings: dict) -> str:
-    """The source the ablation evaluates on: ``eval_data``, else the config's ``dataset``."""
-    return settings.get("eval_data") or HybridConfig.from_dict(settings["config"]).dataset
 
 
 def _examples(settings: dict, config: HybridConfig, tokenizer) -> list:
@@ -170,9 +240,10 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                  steps: int | None = None, eval_limit: int | None = None, log=print,
                  eval_data: str | None = None, eval_columns: dict[str, str] | None = None,
                  custom_arms: dict[str, Arm] | None = None, arm_sets: dict[str, dict] | None = None,
-                 **config) -> pd.DataFrame:
+                 n_boot: int = 2000, **config) -> pd.DataFrame:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
-    folder, return the summary (:func:`lab.stats.summarize_results`). Arguments: :func:`settings_for`.
+    folder, return the summary (:func:`lab.stats.summarize_results`). Arguments: :func:`settings_for`;
+    ``n_boot``: bootstrap resamples of the paired statistics (:mod:`lab.evidence`).
 
     An arm whose model cannot be loaded here (``larger_d``'s Hub model offline) is an error when
     ``arms`` names it, and is skipped, with the reason in the log and the report, when it came
@@ -199,7 +270,10 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
         arm_config(settings, arm, settings["seeds"][0]).save(out / f"config_{arm}.json")
     started, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     jobs = [(arm, seed) for seed in settings["seeds"] for arm in settings["arms"]]
-    base, base_greedy, examples = None, None, None
+    expected = expected_jobs(settings, [job for job in jobs if job not in done])
+    log(f"expected wall time: {sum(expected.values()) / 60:.0f} min for {len(expected)} of {len(jobs)} (arm, seed) "
+        f"runs ({COST_NOTE}); refined after each run")
+    base, base_greedy, examples, pace = None, None, None, [0.0, 0.0]  # pace: seconds spent, expected
     for i, (arm, seed) in enumerate(jobs, 1):
         if (arm, seed) in done:
             log(f"[{i}/{len(jobs)}] {arm} seed {seed}: already in results.csv, skipped")
@@ -221,11 +295,15 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             frame, train_s = pd.concat([base_greedy, sampled], ignore_index=True), 0.0
         else:
             trainer = HybridTrainer(config, verbose=False)
-            trainer.run(settings["steps"], progress=False)
+            trainer.run(arm_steps(settings, arm), progress=False)
             train_s = time.perf_counter() - t0
             examples = examples or _examples(settings, config, trainer.tokenizer)
             frame = evaluate.evaluate_trainer(trainer, examples)
             trainer.history.to_csv(folder / "history.csv", index=False)
+            samples = trainer.samples  # fresh samples: reward and D's pre-update score (lab.diagnostics)
+            if not samples.empty:  # the prompt as a number: its text is in the training data
+                samples.insert(1, "prompt_id", pd.factorize(samples.pop("prompt"))[0])
+                samples.to_csv(folder / "samples.csv", index=False)
             del trainer
             gc.collect()
         eval_s = time.perf_counter() - t0 - train_s
@@ -233,17 +311,20 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
         rows = pd.DataFrame(_metric_rows(arm, seed, frame, train_s, eval_s))
         rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
         sem = rows.set_index("metric")["value"].get("sampled_semantic", math.nan)
+        pace[0], pace[1] = pace[0] + time.perf_counter() - t0, pace[1] + expected.pop((arm, seed))
+        left = sum(expected.values()) * (pace[0] / pace[1] if pace[1] > 0 else 1.0)  # at the pace so far
         log(f"[{i}/{len(jobs)}] {arm} seed {seed}: train {train_s:.0f}s, eval {eval_s:.0f}s, "
             f"CPU {time.process_time() - cpu0:.0f}s, sampled semantic {sem:.3f} | "
-            f"elapsed {time.perf_counter() - started:.0f}s")
+            f"elapsed {time.perf_counter() - started:.0f}s, about {left / 60:.0f} min left")
     results = pd.read_csv(results_path)
     summary = stats.summarize_results(results, REFERENCE, unpaired=UNPAIRED)
     summary.to_csv(out / "summary.csv", index=False)
     write_plots(out, results, summary)
+    found = evidence.gather(out, results, REFERENCE, n_boot=n_boot)
     elapsed = time.perf_counter() - started
     write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
                  dict(elapsed_s=elapsed, cpu_s=time.process_time() - cpu_start,
-                      load=(load_start, os.getloadavg()[0])))
+                      load=(load_start, os.getloadavg()[0])), found)
     log(f"ablation done in {elapsed / 60:.1f} min: {out / 'report.md'}")
     return summary
 
@@ -268,142 +349,3 @@ def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None
     curves = arm_curves(out, arms)
     for metric in ("reward", "loss_sft"):
         plots.save(plots.plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")
-
-
-# --- the report ----------------------------------------------------------------------------
-def _md_table(frame: pd.DataFrame) -> str:
-    head = ["", *map(str, frame.columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(frame.index, frame.to_numpy())]
-    return "\n".join(lines)
-
-
-def _cell(mean, low, high, diff=False) -> str:
-    fmt = "{:+.3f}" if diff else "{:.3f}"
-    if mean != mean:
-        return "n/a"
-    if low != low:
-        return fmt.format(mean) + " (no CI)"
-    if diff:
-        return f"{fmt.format(mean)} [{low:+.3f}, {high:+.3f}]"
-    return f"{fmt.format(mean)} ± {(high - low) / 2:.3f}"
-
-
-def conclusions(summary: pd.DataFrame, metrics=KEY_METRICS, reference: str = REFERENCE) -> list[str]:
-    """Plain sentences on which differences vs ``reference`` are significant, never more."""
-    rows = summary[(summary["arm"] != reference) & summary["metric"].isin(metrics) & (summary["n_pairs"] > 0)]
-    if rows.empty:
-        return [f"- No arm can be compared with {reference}: the {reference} arm is missing."]
-    if rows["n_pairs"].max() < 2:
-        return ["- Single seed: no interval. No difference can be called significant; "
-                "run at least 3 seeds (`--seeds 3`) to get confidence intervals."]
-    sig, n = rows[rows["significant"]], len(rows)
-    n_seeds = int(rows["n_pairs"].max())
-    lines = []
-    for _, r in sig.iterrows():
-        name = r["metric"].split("_", 1)[1]
-        side = "higher" if r["diff"] > 0 else "lower"
-        lines.append(f"- **{r['arm']}** vs {reference}, {r['metric']}: {r['diff']:+.3f} (95% CI {r['diff_low']:+.3f} "
-                     f"to {r['diff_high']:+.3f}): {side} than {reference}; a higher {name} means "
-                     f"{MEANING.get(name, name)}.")
-    if sig.empty:
-        lines.append(f"- None of the {n} differences vs {reference} on the key metrics is significant at 95%: "
-                     "every interval includes 0. This run cannot tell the arms apart. That is what a small "
-                     "budget gives; it is not evidence that the arms are equal.")
-    else:
-        lines.append(f"- The other {n - len(sig)} of {n} differences are not significant (their intervals include 0).")
-        lines.append(f"- With {n} comparisons at 95% and no correction for multiple comparisons, about "
-                     f"{0.05 * n:.1f} would come out significant by chance alone: treat a lone significant "
-                     "difference as a hint to re-test with more seeds, not as a finding.")
-    same: dict[tuple, list[str]] = {}
-    means = summary[summary["metric"].isin(metrics)].pivot(index="arm", columns="metric", values="mean")
-    for arm, row in means.round(6).iterrows():
-        same.setdefault(tuple(row.fillna(-1)), []).append(arm)
-    for arms in (a for a in same.values() if len(a) > 1):
-        lines.append(f"- {', '.join(arms)} gave identical values on every key metric: at this budget, "
-                     "what sets them apart did not change a single answer.")
-    if n_seeds < 5:
-        t = stats.sps.t.ppf(0.975, n_seeds - 1)
-        lines.append(f"- With {n_seeds} seeds the intervals are wide (t = {t:.1f} for {n_seeds - 1} degree(s) "
-                     "of freedom), so most differences are not significant; more seeds and steps narrow them.")
-    return lines
-
-
-def _machine() -> str:
-    import torch
-
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.platform()}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
-
-
-def _arms_table(settings: dict, arms: list[str]) -> str:
-    """Markdown: each arm's description and config changes (what it really ran)."""
-    defined = settings.get("arm_definitions", {})
-    rows = [(arm, defined.get(arm, {}).get("description", ""),
-             arm_registry.format_changes(defined.get(arm, {}).get("changes"))) for arm in arms]
-    return "\n".join(["| arm | description | config changes |", "|---|---|---|",
-                      *(f"| {a} | {d} | {c.replace('|', '/')} |" for a, d, c in rows)])
-
-
-def _skipped(settings: dict, arms: list[str]) -> list[str]:
-    skipped = {a: why for a, why in settings.get("skipped", {}).items() if a not in arms}
-    if not skipped:
-        return []
-    return ["Skipped (their model cannot be loaded here):", "",
-            *(f"- **{arm}**: {why}" for arm, why in skipped.items()), ""]
-
-
-def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, timing: dict) -> None:
-    """``out/report.md``: setup, results table, differences vs sft, plain conclusions."""
-    from lab.models import resolve
-
-    cfg = HybridConfig.from_dict(settings["config"])  # the experiment's setting; arms change it below
-    n_prompts = int(pd.read_csv(next((out / "runs").glob("*/eval.csv"))).query("decoding == 'greedy'").shape[0])
-    seeds = sorted(results["seed"].unique().tolist())
-    mean = summary.pivot(index="arm", columns="metric", values="mean")
-    arms = list(dict.fromkeys(results["arm"]))
-    cells = {(r.arm, r.metric): (r.mean, r.ci_low, r.ci_high, r.diff, r.diff_low, r.diff_high, r.significant)
-             for r in summary.itertuples()}
-    metrics = [m for m in KEY_METRICS if m in mean.columns]
-    table = pd.DataFrame({m: [_cell(*cells[(a, m)][:3]) for a in arms] for m in metrics}, index=arms)
-    diffs = pd.DataFrame({m: [_cell(*cells[(a, m)][3:6], diff=True) + (" *" if cells[(a, m)][6] else "")
-                              for a in arms if a != REFERENCE] for m in metrics},
-                         index=[a for a in arms if a != REFERENCE])
-    load = timing["load"]
-    compute = results[results["metric"].isin(["train_seconds", "eval_seconds"])]["value"].sum()
-    text = [
-        "# Ablation: does the hybrid beat plain SFT?", "",
-        f"Written by `python -m lab ablate` on {datetime.datetime.now():%Y-%m-%d %H:%M}.", "",
-        "## Setup", "",
-        f"- model: {resolve(cfg.model).name}; arms: {', '.join(arms)} (what each changes: below)",
-        f"- every arm: the `{settings['preset']}` preset's config"
-        + (f", with --set {', '.join(f'{k}={v}' for k, v in settings.get('set', {}).items())}"
-           if settings.get("set") else ""),
-        f"- seeds: {', '.join(map(str, seeds))} (n = {len(seeds)}); steps per trained arm: {settings['steps']}",
-        f"- B = {cfg.prompts_per_step} prompts a step, k = {cfg.samples_per_prompt} samples a prompt "
-        f"(sft trains on the same B reference answers a step); lr {cfg.lr}; {cfg.max_new_tokens} new tokens",
-        f"- evaluation: {n_prompts} prompts, {evaluate.describe_source(eval_source(settings), cfg.dataset)}; "
-        "greedy and sampled "
-        f"(temperature {cfg.temperature}, top-p {cfg.top_p}, seeded with the run's seed)",
-        f"- machine: {_machine()}; load average {load[0]:.1f} at start, {load[1]:.1f} at the end",
-        f"- wall time of this invocation: {timing['elapsed_s'] / 60:.1f} min (CPU time "
-        f"{timing['cpu_s'] / 60:.1f} min); training + evaluation time "
-        f"summed over all (arm, seed): {compute / 60:.1f} min", "",
-        "## Arms", "", _arms_table(settings, arms), "", *_skipped(settings, arms),
-        "## Results (mean over seeds ± half-width of the 95% CI)", "", _md_table(table), "",
-        f"## Difference vs {REFERENCE} (paired over seeds; [95% CI]; * = the interval excludes 0)", "",
-        _md_table(diffs), "",
-        "## What this shows", "", *conclusions(summary), "",
-        "## How to read it", "",
-        "Each number is first averaged over the held-out prompts of one run, then over seeds. "
-        "The interval is a t-interval over seeds, and the difference vs sft is paired by seed "
-        "(same data order, initial adapter and sampling seed): the seed, not the prompt, is the "
-        "unit of replication, because every prompt of a run is answered by the same trained model. "
-        "Higher values mean: " + "; ".join(f"{k}: {v}" for k, v in MEANING.items()) + ". "
-        "`ppl` is exp(mean NLL) of the answers under the base model; `words` counts words (lower-cased `\\w+` runs, as every word statistic of lab.metrics). "
-        "`disc` (in summary.csv) is each arm's own critic, so it is not compared across arms.", "",
-        "Files: results.csv, summary.csv, metrics.png, quality_diversity.png, curves_reward.png, "
-        "curves_loss_sft.png, config_<arm>.json, runs/<arm>_seed<n>/ (eval.csv, history.csv).", "",
-    ]
-    (out / "report.md").write_text("\n".join(text))
-

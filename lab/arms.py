@@ -271,8 +271,9 @@ def split_sets(sets) -> tuple[dict, dict[str, dict]]:
 
 def read_arms_file(path: str | Path) -> dict[str, Arm]:
     """Custom arms from a YAML/JSON file: ``name: {description: ..., field: value, ...}``
-    (``steps_factor: 3``: the arm trains 3x the experiment's steps). Values are read by the field's type; an unknown field, a bad value or a built-in name is a
-    ``ValueError`` naming the file and the arm."""
+    (``steps_factor: 3``: the arm trains 3x the experiment's steps). Values are read by the
+    field's type; an unknown field, a bad value or a built-in name is a ``ValueError`` naming
+    the file and the arm."""
     import yaml
 
     path = Path(path)

@@ -1,5 +1,6 @@
 """Run history -> figures: one function per panel, a dashboard, run comparison, the
-ablation's figures (:func:`plot_metrics`, :func:`plot_quality_diversity`, :func:`plot_curves`),
+ablation's figures (:func:`plot_metrics`, :func:`plot_quality_diversity`, :func:`plot_curves`,
+:func:`plot_seed_bands`, :func:`plot_hacking`),
 ``save``.
 
 Each function takes a history (the trainer's ``pandas.DataFrame``, one row per step; a
@@ -330,7 +331,78 @@ def plot_curves(runs, metric: str = "reward", labels: list[str] | None = None) -
     keeps the colours in step with the other ablation figures).
     """
     steps = max([len(_unpack(run)[1]) for run in runs] + [1])
-    return compare(runs, metric, window=max(1, steps // 10), labels=labels)
+    fig = compare(runs, metric, window=max(1, steps // 10), labels=labels)
+    _crowded_legend(fig, fig.axes[0])
+    return fig
+
+
+def _crowded_legend(fig: Figure, *axes: Axes, most: int = 10) -> None:
+    """Over ``most`` entries: one legend below the figure, in columns (in-axes ones squeeze the axes to nothing)."""
+    handles, labels = axes[-1].get_legend_handles_labels()
+    if len(labels) <= most:
+        return
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(6, -(-len(labels) // 4)), fontsize="x-small")
+
+
+def _seed_frame(histories, metric: str) -> pd.DataFrame:
+    """``(step x seed)`` values of ``metric`` from a list of histories (one per seed)."""
+    frames = [_frame(h).assign(_seed=i) for i, h in enumerate(histories)
+              if h is not None and len(h) and _series(_frame(h), metric) is not None]
+    if not frames:
+        return pd.DataFrame()
+    data = pd.concat(frames, ignore_index=True)
+    data[metric] = pd.to_numeric(data[metric], errors="coerce")
+    return data.pivot_table(index="step", columns="_seed", values=metric)
+
+
+def plot_seed_bands(runs: dict, metric: str = "reward", labels: list[str] | None = None,
+                    ax: Axes | None = None) -> Figure:
+    """Per arm, ``metric`` by step: the mean over seeds (line) and the range over seeds (band),
+    each seed's curve first smoothed over a tenth of the steps. ``runs``: ``{arm: [history of
+    each seed]}``; ``labels``: the arms in colour order (those without data keep their colour)."""
+    ax = _axes(ax, figsize=(7.2, 4.4))
+    names = labels or list(runs)
+    drawn = False
+    for arm, color in _colors(names).items():
+        curves = _seed_frame(runs.get(arm, []), metric)
+        if curves.empty:
+            continue
+        curves = curves.rolling(max(1, len(curves) // 10), min_periods=1).mean()
+        x = curves.index.to_numpy(dtype=float)
+        ax.plot(x, curves.mean(axis=1), color=color, linewidth=2, label=f"{arm} ({curves.shape[1]} seeds)",
+                marker="o" if len(x) < 20 else None, markersize=3)
+        ax.fill_between(x, curves.min(axis=1), curves.max(axis=1), color=color, alpha=0.18, linewidth=0)
+        drawn = True
+    fig = _finish(ax, f"{metric} by arm: mean over seeds, band = range over seeds", metric, drawn)
+    _crowded_legend(fig, ax)
+    return fig
+
+
+def plot_hacking(curves: dict, labels: list[str] | None = None) -> Figure:
+    """Reward hacking: per arm, the gap between the discriminator's score and the true reward
+    (left) and their correlation over each step's samples (right), mean over seeds, band = range.
+    ``curves``: ``{arm: frame}`` with ``step, seed, gap, corr`` (:func:`lab.diagnostics.hacking_curves`);
+    ``labels``: the arms in colour order (as in the other ablation figures)."""
+    fig, (left, right) = _subplots(1, 2, figsize=(11, 4))
+    for arm, color in _colors(labels or list(curves)).items():
+        if arm not in curves:
+            continue
+        frame = curves[arm]
+        for ax, column in ((left, "gap"), (right, "corr")):
+            wide = frame.pivot_table(index="step", columns="seed", values=column)
+            wide = wide.rolling(max(1, len(wide) // 10), min_periods=1).mean()
+            x = wide.index.to_numpy(dtype=float)
+            ax.plot(x, wide.mean(axis=1), color=color, linewidth=2, label=arm, marker="o" if len(x) < 20 else None,
+                    markersize=3)
+            ax.fill_between(x, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, linewidth=0)
+    left.axhline(0, color="grey", linewidth=0.8)
+    _finish(left, "D score - true reward (fresh samples)", "gap", bool(curves))
+    _finish(right, "corr(D score, true reward) per step", "Pearson r", bool(curves))
+    _crowded_legend(fig, right)
+    return fig
 
 
 def save(fig: Figure, path: str | Path) -> Path:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from lab import __main__ as cli
-from lab import ablation, arms, evaluate, models
+from lab import ablation, arms, evaluate, evidence, models
 from lab.arms import ARMS
 
 TINY = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4)
@@ -16,8 +16,8 @@ TINY = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_pro
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablate")
     logs = []
-    ablation.run_ablation(out, arms=["base", "sft"], seeds=2, steps=1, eval_limit=4,
-                          log=logs.append, **TINY)
+    ablation.run_ablation(out, arms=["base", "sft", "hybrid"], seeds=2, steps=1, eval_limit=4,
+                          log=logs.append, n_boot=200, **TINY)
     return out, logs
 
 
@@ -25,21 +25,28 @@ def test_writes_results_summary_report_and_plots(report):
     out, logs = report
     for name in ("results.csv", "summary.csv", "report.md", "metrics.png", "quality_diversity.png",
                  "curves_reward.png", "curves_loss_sft.png", "config_sft.json", "config_base.json",
-                 "ablation.json", "runs/sft_seed1/eval.csv", "runs/sft_seed0/history.csv"):
+                 "ablation.json", "runs/sft_seed1/eval.csv", "runs/sft_seed0/history.csv",
+                 "paired.csv", "movement.csv", "stability.csv", "hacking.csv", "curves_reward_seeds.png",
+                 "hacking.png", "runs/hybrid_seed1/samples.csv"):
         assert (out / name).is_file(), name
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == ["arm", "seed", "metric", "value"]
     per_run = 2 * len(evaluate.SUMMARY_METRICS) + 2  # two decodings + train/eval seconds
-    assert len(results) == 2 * 2 * per_run
+    assert len(results) == 3 * 2 * per_run
     assert set(results.groupby(["arm", "seed"]).size()) == {per_run}
     assert {"greedy_semantic", "sampled_distinct_2", "sampled_ppl", "train_seconds"} <= set(results["metric"])
-    assert len(logs) == 2 * 2 + 1 and "done" in logs[-1]
+    assert len(logs) == 1 + 3 * 2 + 1 and "done" in logs[-1]
+    assert logs[0].startswith("expected wall time: ") and "cost model" in logs[0]  # printed before it starts
+    assert "min left" in logs[1]
+    samples = pd.read_csv(out / "runs/hybrid_seed1/samples.csv")
+    assert {"step", "prompt_id", "reward", "d_pred", "completion"} <= set(samples.columns) and "prompt" not in samples
+    assert samples.groupby("step")["prompt_id"].nunique().eq(2).all()  # B = 2 prompts a step, k = 2 answers each
 
 
 def test_summary_has_intervals_and_paired_differences_vs_sft(report):
     out, _ = report
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["arm"]) == {"base", "sft"}
+    assert set(summary["arm"]) == {"base", "sft", "hybrid"}
     row = summary.set_index(["arm", "metric"]).loc[("base", "sampled_semantic")]
     assert row["n_seeds"] == 2 and row["n_pairs"] == 2
     assert row["ci_low"] <= row["mean"] <= row["ci_high"]
@@ -63,12 +70,58 @@ def test_report_states_setup_and_does_not_overclaim(report):
     assert "With 2 seeds the intervals are wide" in text
 
 
+def test_report_has_the_paired_stability_hacking_and_claims_sections(report):
+    out, _ = report
+    text = (out / "report.md").read_text()
+    for heading in ("## Paired differences vs sft, per prompt and seed", "## Answer length and how far each policy moved",
+                    "## Stability and collapse", "## Reward hacking: does D's score part from the true reward?",
+                    "## The sketch's three claims"):
+        assert heading in text, heading
+    assert "| hybrid | greedy_semantic | " in text and "2 x 4 |" in text  # 2 seeds x 4 prompts, paired
+    assert "95% bootstrap CI" in text and "per-seed t" in text and "MDE" in text
+    assert "*The hybrid generalises better than SFT* (hybrid - sft (no matched-compute SFT arm ran" in text
+    assert "*It rewards truthfulness*: **not measured**" in text  # the bundled held-out rows are not factual
+    assert "| hybrid | " in text.split("## Stability and collapse")[1].split("## Reward hacking")[0]
+    paired = pd.read_csv(out / "paired.csv")
+    assert set(paired["arm"]) == {"base", "hybrid"} and {"boot_low", "t_low", "mde", "t_mde"} <= set(paired.columns)
+    moved = pd.read_csv(out / "movement.csv").set_index("arm")
+    assert moved.loc["base", "changed_vs_base"] == 0 and {"greedy_words", "changed_vs_sft"} <= set(moved.columns)
+    assert list(pd.read_csv(out / "hacking.csv")["arm"]) == ["hybrid"]  # the only arm that samples
+
+
+def test_presets_quick_is_unchanged_standard_answers_the_claims_and_the_cost_model_fits():
+    quick = ablation.ABLATION_PRESETS["quick"]
+    assert (quick["seeds"], quick["steps"], quick["eval_limit"], quick["arms"]) == (2, 4, 12, ablation.QUICK_ARMS)
+    standard = ablation.settings_for("standard")
+    assert len(standard["seeds"]) >= 3 and standard["eval_limit"] is None  # every held-out prompt
+    assert {"base", "sft", "sft_matched", "rl", "hybrid", "adversarial", "adversarial_frozen_d"} <= set(standard["arms"])
+    k = ablation.arm_config(standard, "hybrid", 0).samples_per_prompt
+    assert ablation.arm_steps(standard, "sft_matched") == (1 + k) * standard["steps"]
+    assert ablation.arm_steps(standard, "hybrid") == standard["steps"]
+    frozen = ablation.arm_config(standard, "adversarial_frozen_d", 0)
+    assert frozen.freeze_discriminator_after == standard["steps"] // 4 and frozen.reward_source == "discriminator"
+    assert 10 <= ablation.expected_minutes("quick") <= 16  # the quick run of 2026-11-26 took 13.8 min
+    assert 45 <= ablation.expected_minutes("standard") <= 75  # "about an hour"
+    assert ablation.ABLATION_PRESETS["full"]["arms"] is None  # every arm, on a GPU
+
+
+def test_a_rerun_refuses_an_arm_whose_steps_changed(tmp_path):
+    custom = {"long_sft": arms.Arm("x", {"mode": "sft"}, steps_factor=2)}
+    settings = ablation.settings_for("quick", arms=["long_sft"], custom_arms=custom, steps=3)
+    assert settings["arm_definitions"]["long_sft"]["steps"] == 6
+    ablation._check_resume(tmp_path, settings)
+    custom = {"long_sft": arms.Arm("x", {"mode": "sft"}, steps_factor=3)}
+    with pytest.raises(ValueError, match="arm 'long_sft' run with steps 6"):
+        ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["long_sft"], custom_arms=custom, steps=3))
+
+
 def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
     out, _ = report
     logs = []
-    ablation.run_ablation(out, arms=["base", "sft"], seeds=2, steps=1, eval_limit=4, log=logs.append, **TINY)
-    assert sum("skipped" in line for line in logs) == 4
-    assert len(pd.read_csv(out / "results.csv")) == 2 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 2)
+    ablation.run_ablation(out, arms=["base", "sft", "hybrid"], seeds=2, steps=1, eval_limit=4, log=logs.append,
+                          n_boot=200, **TINY)
+    assert sum("skipped" in line for line in logs) == 6 and logs[0].startswith("expected wall time: 0 min for 0")
+    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 2)
     with pytest.raises(ValueError, match="steps"):
         ablation.run_ablation(out, arms=["sft"], seeds=1, steps=2, eval_limit=4, log=logs.append, **TINY)
 
@@ -196,6 +249,12 @@ def test_arms_file_is_read_by_field_type_and_runs_with_or_instead_of_built_ins(t
     path.write_text(CUSTOM)
     custom = arms.read_arms_file(path)
     assert custom["fast_lr"] == arms.Arm("hybrid at a 4x learning rate", {"mode": "hybrid", "lr": 0.002})
+    path.write_text("long:\n  mode: sft\n  steps_factor: 2.5\n")
+    assert arms.read_arms_file(path)["long"].steps(4) == 10
+    path.write_text("long:\n  mode: sft\n  steps_factor: many\n")
+    with pytest.raises(ValueError, match="steps_factor='many'"):
+        arms.read_arms_file(path)
+    path.write_text(CUSTOM)
     assert custom["critic_k3"].changes == {"baseline": "critic", "samples_per_prompt": 3}
     assert "arms.yaml" in custom["critic_k3"].description  # a default description
     alone = ablation.settings_for("quick", arms=["critic_k3"], custom_arms=custom)
@@ -288,7 +347,7 @@ def test_an_arm_whose_model_is_offline_is_skipped_with_a_reason_or_refused_when_
     skipped = ablation._unavailable_arms(settings, named=[])
     assert list(skipped) == ["big_d"] and "Hub is unreachable" in skipped["big_d"]
     assert "**big_d**: Model 'someone/not-cached-7b' cannot be loaded" in "\n".join(
-        ablation._skipped({"skipped": skipped}, ["sft"]))
+        evidence._skipped({"skipped": skipped}, ["sft"]))
     with pytest.raises(ValueError, match="arm 'big_d': .* --set big_d.discriminator_model=NAME"):
         ablation._unavailable_arms(settings, named=["big_d"])
     monkeypatch.setitem(ablation.ABLATION_PRESETS["quick"], "arms", ["base"])  # a cheap default
