@@ -13,6 +13,14 @@ def tiny():
     return lab.models.load("tiny-gpt2", device="cpu", verbose=False)
 
 
+@pytest.fixture(scope="session")
+def examples():
+    """12 rows of the bundled training set, for the tiny trainers of ``tests/tiny.py``."""
+    from lab.data import load_examples
+
+    return load_examples("bundled", "train", limit=12)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Every socket connection fails at once, as on a machine without internet."""

@@ -10,25 +10,12 @@ import torch
 
 from lab import advantages, discriminator
 from lab.config import HybridConfig
-from lab.data import load_examples
 from lab.discriminator import Discriminator
 from lab.generator import clipped_policy_loss, reinforce_loss
 from lab.models import add_lora
 from lab.rewards import RewardOutput
 from lab.trainer import HybridTrainer
-
-BASE = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2,
-            max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0)
-
-
-@pytest.fixture(scope="module")
-def examples():
-    return load_examples("bundled", "train", limit=12)
-
-
-def make(examples, **changes):
-    return HybridTrainer(HybridConfig(**{**BASE, **changes}), examples=examples, verbose=False)
-
+from tiny import BASE, make
 
 # --- PPO-style clipping ------------------------------------------------------------------
 def test_clipped_loss_at_ratio_one_has_the_reinforce_gradient():

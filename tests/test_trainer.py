@@ -6,22 +6,8 @@ import pytest
 import torch
 
 from lab import advantages, checkpoint
-from lab.config import HybridConfig
-from lab.data import load_examples
 from lab.trainer import HybridTrainer
-
-BASE = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2,
-            max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0)
-
-
-@pytest.fixture(scope="module")
-def examples():
-    return load_examples("bundled", "train", limit=12)
-
-
-def make(examples, **changes):
-    return HybridTrainer(HybridConfig(**{**BASE, **changes}), examples=examples, verbose=False)
-
+from tiny import make
 
 LOSS_KEYS = ("loss", "loss_sft", "loss_rl", "kl", "entropy", "d_loss", "grad_norm")
 
