@@ -265,18 +265,13 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
     if naive and kit_rl:
         summary["rl_speedup_samples_per_s"] = round(kit_rl["samples_per_s"] / naive["samples_per_s"], 4)
         lines.append(f"speedup (samples/s, kit rl-only / naive): {summary['rl_speedup_samples_per_s']:.2f}x")
-    if trl and kit:
-        value = kit["samples_per_s"] / trl["samples_per_s"]
-        line, summary["vs_trl_target_met"] = ratio_line("speedup (samples/s, kit hybrid / TRL GRPO)", value,
-                                                        TARGET_VS_TRL)
-        lines.append(line)
-        summary["speedup_vs_trl"] = round(value, 4)
-    if trl and kit_rl:
-        value = kit_rl["samples_per_s"] / trl["samples_per_s"]
-        line, summary["rl_vs_trl_target_met"] = ratio_line("speedup (samples/s, kit rl-only / TRL GRPO)", value,
-                                                           TARGET_RL_VS_TRL)
-        lines.append(line)
-        summary["rl_speedup_vs_trl"] = round(value, 4)
+    for side, name, prefix, target in ((kit, "hybrid", "", TARGET_VS_TRL), (kit_rl, "rl-only", "rl_", TARGET_RL_VS_TRL)):
+        if trl and side:
+            value = side["samples_per_s"] / trl["samples_per_s"]
+            line, summary[f"{prefix}vs_trl_target_met"] = ratio_line(
+                f"speedup (samples/s, kit {name} / TRL GRPO)", value, target)
+            lines.append(line)
+            summary[f"{prefix}speedup_vs_trl"] = round(value, 4)
     if trl and kit:
         summary["resident_param_ratio_vs_trl"] = round(kit["resident_params"] / trl["resident_params"], 4)
         lines.append(f"resident parameters (kit / TRL): {summary['resident_param_ratio_vs_trl']:.3f}")

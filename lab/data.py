@@ -32,7 +32,6 @@ from lab import sources
 
 PROMPT_TEMPLATE = "### Prompt:\n{instruction}\n\n### Response:\n"
 PROMPT_TEMPLATE_WITH_INPUT = "### Prompt:\n{instruction}\n{input}\n\n### Response:\n"
-ALPACA_HUB_ID = "yahma/alpaca-cleaned"
 SPLITS = ("train", "heldout")
 REQUIRED = ("instruction", "output")
 
@@ -102,9 +101,7 @@ def to_example(row: dict, tokenizer=None, where: str = "row") -> Example:
 
 def _texts(value) -> tuple[str, ...]:
     """A list of answers (or one ';'-separated text) as a tuple of stripped texts."""
-    from lab.sources import _answers
-
-    return tuple(_answers(value))
+    return tuple(sources._answers(value))
 
 
 def _check_json_lines(path: Path) -> None:

@@ -205,6 +205,11 @@ def generation_options(config) -> dict:
                 top_p=config.top_p, max_prompt_tokens=config.max_prompt_tokens)
 
 
+def run_options(config) -> dict:
+    """What evaluating a run takes from its config: the decoding settings and its truthfulness corpus."""
+    return {"truthfulness": config.truthfulness_corpus or "auto", **generation_options(config)}
+
+
 def evaluate_trainer(trainer, examples: list[Example] | None = None, limit: int | None = None,
                      seed: int | None = None, **options) -> pd.DataFrame:
     """:func:`evaluate_model` on a trainer in memory: its generator adapter answers, its
@@ -218,8 +223,7 @@ def evaluate_trainer(trainer, examples: list[Example] | None = None, limit: int 
     try:
         return evaluate_model(trainer.model, trainer.tokenizer, examples,
                               seed=config.seed if seed is None else seed, discriminator=trainer.disc,
-                              **{"truthfulness": config.truthfulness_corpus or "auto",
-                                 **generation_options(config), **options})
+                              **{**run_options(config), **options})
     finally:
         models.activate(trainer.model, previous)
 
@@ -238,8 +242,7 @@ def evaluate_run(path: str | Path, examples: list[Example] | None = None, limit:
         examples = heldout(limit, source or config.dataset, tokenizer if config.chat_template else None,
                            columns or (config.dataset_columns if own else None))
     return evaluate_model(model, tokenizer, examples, seed=config.seed if seed is None else seed,
-                          **{"truthfulness": config.truthfulness_corpus or "auto",
-                             **generation_options(config), **options})
+                          **{**run_options(config), **options})
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

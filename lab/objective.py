@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from lab import generator, mixing
+from lab.guards import finite_update
 from lab.tensors import right_pad
 
 
@@ -158,8 +159,6 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
     not finite). Returns the history entries: each term averaged over the first epoch's
     minibatches (what the step computed at the sampling policy), ``clip_frac`` and
     ``approx_kl`` over every pass, and ``skipped_updates``."""
-    from lab.guards import finite_update
-
     ppo = batch.responses is not None and lam > 0 and cfg.policy_loss == "ppo"
     epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if ppo else (1, 1)
     if ppo and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled

@@ -264,8 +264,10 @@ def make_reward_fns(model=None, tokenizer=None, embedder=None, names=None, **opt
 
 
 def _truthfulness(embedder=None, corpus=None):
-    from lab.truthfulness import Truthfulness
+    from lab.truthfulness import Truthfulness, shared
 
+    if embedder is None:  # the process's one instance per corpus: evaluation reuses its embedded corpus
+        return shared(None if corpus is None else str(corpus))
     return Truthfulness(corpus, embedder)
 
 

@@ -388,9 +388,7 @@ def _check_context(model, config: HybridConfig) -> None:
     or a reference answer of up to ``lab.generator.MAX_ANSWER_TOKENS``) must fit the model's
     positions; else one ``ValueError`` naming the knob, instead of an index error mid-step."""
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    needed = config.max_prompt_tokens + max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)
-    if context and needed > context:
-        raise ValueError(f"max_prompt_tokens={config.max_prompt_tokens} + up to "
-                         f"{max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)} answer tokens exceed the "
-                         f"model's context of {context} positions; set max_prompt_tokens <= "
-                         f"{context - max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)}")
+    answer = max(config.max_new_tokens, generator.MAX_ANSWER_TOKENS)
+    if context and config.max_prompt_tokens + answer > context:
+        raise ValueError(f"max_prompt_tokens={config.max_prompt_tokens} + up to {answer} answer tokens exceed the "
+                         f"model's context of {context} positions; set max_prompt_tokens <= {context - answer}")

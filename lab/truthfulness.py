@@ -240,9 +240,9 @@ class Truthfulness:
         if self.alpha < 1.0 and keep:
             sentence_emb = self._sentence_index()
             answer_emb = self.retriever.encode([completions[i] for i in keep])  # (kept, dim)
+        question_terms = {p: set(terms(question_of(p))) for p in distinct}  # once per prompt, not per sample
         for row, i in enumerate(keep):
-            question_terms = set(terms(question_of(prompts[i])))
-            claim = [t for t in terms(completions[i]) if t not in question_terms]
+            claim = [t for t in terms(completions[i]) if t not in question_terms[prompts[i]]]
             for passage, weight in evidence[prompts[i]]:
                 if claim:
                     found = self.retriever.term_sets[passage]
