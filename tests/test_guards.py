@@ -10,19 +10,9 @@ import pytest
 import torch
 
 from lab import checkpoint, objective
-from lab.config import HybridConfig
-from lab.data import load_examples
 from lab.rewards import RewardOutput
 from lab.trainer import HybridTrainer
-
-BASE = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2,
-            max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0)
-
-
-@pytest.fixture(scope="module")
-def examples():
-    return load_examples("bundled", "train", limit=12)
-
+from tiny import make
 
 def state(trainer):
     weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
@@ -44,7 +34,7 @@ def test_a_nan_reward_skips_every_update_and_is_logged(examples):
         value = float("nan") if len(calls) == 2 else 0.5
         return RewardOutput(total=[value] * len(completions))
 
-    trainer = HybridTrainer(HybridConfig(**BASE), examples=examples, reward=reward, verbose=False)
+    trainer = make(examples, reward)
     trainer.step()
     before = state(trainer)
     row = trainer.step()
@@ -55,7 +45,7 @@ def test_a_nan_reward_skips_every_update_and_is_logged(examples):
 
 
 def test_a_nan_loss_skips_the_generator_update(examples, monkeypatch):
-    trainer = HybridTrainer(HybridConfig(**{**BASE, "mode": "sft"}), examples=examples, verbose=False)
+    trainer = make(examples, mode="sft")
     trainer.step()
     before = state(trainer)
     plain = objective.generator_loss
@@ -70,8 +60,7 @@ def test_non_finite_steps_in_a_row_stop_the_run_with_a_checkpoint(examples, tmp_
     def reward(prompts, completions, **kwargs):
         return RewardOutput(total=[float("inf")] * len(completions))
 
-    config = HybridConfig(**{**BASE, "max_nonfinite_steps": 2})
-    trainer = HybridTrainer(config, examples=examples, reward=reward, verbose=False)
+    trainer = make(examples, reward, max_nonfinite_steps=2)
     with pytest.raises(FloatingPointError, match="2 steps in a row"):
         trainer.run(5, out_dir=tmp_path, progress=False)
     assert trainer.step_count == 2
@@ -79,7 +68,7 @@ def test_non_finite_steps_in_a_row_stop_the_run_with_a_checkpoint(examples, tmp_
 
 
 def test_sigint_in_a_notebook_ends_the_run_after_the_step_and_keeps_its_rows(examples, tmp_path):
-    trainer = HybridTrainer(HybridConfig(**{**BASE, "mode": "sft"}), examples=examples, verbose=False)
+    trainer = make(examples, mode="sft")
 
     def interrupt(trainer, row):  # the kernel's interrupt button sends SIGINT
         if row["step"] == 2:

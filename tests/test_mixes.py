@@ -11,23 +11,15 @@ import pytest
 import torch
 
 from lab import advantages, discriminator, generator, mixing, selfplay
-from lab.config import HybridConfig
 from lab.data import load_examples
 from lab.rewards import RewardOutput
 from lab.tensors import encode, right_pad
 from lab.trainer import HybridTrainer
-
-BASE = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2,
-            max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0, reward_weights={"length": 1.0})
-
-
-@pytest.fixture(scope="module")
-def examples():
-    return load_examples("bundled", "train", limit=12)
-
+import tiny
 
 def make(examples, reward=None, **changes):
-    return HybridTrainer(HybridConfig(**{**BASE, **changes}), examples=examples, reward=reward, verbose=False)
+    """tests/tiny.py's trainer with a length reward (no embedder to load)."""
+    return tiny.make(examples, reward, **{"reward_weights": {"length": 1.0}, **changes})
 
 
 def spread(prompts, completions, **kwargs):
