@@ -35,6 +35,7 @@ An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run cont
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
@@ -59,21 +60,24 @@ ABLATION_PRESETS = {
     "quick": {"seeds": 2, "steps": 4, "eval_limit": 12, "arms": QUICK_ARMS,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},
-    # 2-core CPU, about an hour (expected_minutes("standard"): 63 min, printed at the start): the
-    # arms that answer the sketch's three claims and the hacking question, 3 seeds, every
-    # held-out prompt (72 bundled). Sized by the power calculation (lab.stats.mde): the per-seed
-    # t-interval with 3 seeds has 2 df, so its MDE is (4.30 + 1.06) x sd_seeds / sqrt(3); the
-    # per-prompt cluster bootstrap pairs 3 x 72 answers. In a 1-seed pilot at these settings (20
-    # steps) the per-prompt sd of hybrid - sft in greedy semantic was 0.15, so the prompt level
-    # alone gives SE ~ 0.15 / sqrt(72 x ~2) ~ 0.013, MDE ~ 2.8 x SE ~ 0.035-0.05 with the seed
-    # level: effects of a few hundredths are detectable; smaller ones are reported as "not
-    # detectable". A 3rd seed buys more than more steps: with 2 the seed level has 1 df (t = 12.7),
-    # and there are no more bundled prompts. In the pilot, 20 steps of B=4 x k=2 at lr 5e-4 moved
-    # the policy measurably (the hybrid changed 29% of greedy answers vs sft at the same seed);
-    # 16 keep the hour (every 4 more steps cost ~9 min, every sampling arm ~10 min). 20 new tokens
-    # cover the references (12 tokens on average) and leave room for length drift.
-    "standard": {"seeds": 3, "steps": 16, "eval_limit": None, "arms": STANDARD_ARMS,
-                 "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
+    # 2-core CPU, about an hour and a quarter on one thread (expected_minutes("standard"): 75 min,
+    # printed at the start): the arms that answer the sketch's three claims and the hacking
+    # question, 3 seeds, every held-out prompt. The data mixes the bundled instructions with the
+    # bundled factual questions (half each), so one run measures generalisation on all 126
+    # held-out prompts and truthfulness (mc1/mc2, the truthfulness score) on the 54 factual ones.
+    # Sized by the power calculation (lab.stats.mde): the per-seed t-interval with 3 seeds has 2
+    # df, so its MDE is (4.30 + 1.06) x sd_seeds / sqrt(3); the per-prompt cluster bootstrap pairs
+    # 3 x 126 answers. In a 1-seed pilot (bundled, 20 steps) the per-prompt sd of hybrid - sft in
+    # greedy semantic was 0.15, so the prompt level alone gives SE ~ 0.15 / sqrt(126 x ~2) ~ 0.01,
+    # MDE ~ 2.8 x SE ~ 0.03-0.05 with the seed level: effects of a few hundredths are detectable;
+    # smaller ones are reported as "not detectable". A 3rd seed buys more than more steps: with 2
+    # the seed level has 1 df (t = 12.7). In the pilot, 20 steps of B=4 x k=2 at lr 5e-4 moved the
+    # policy measurably (the hybrid changed 29% of greedy answers vs sft at the same seed); 14 keep
+    # the run near an hour (every 4 more steps cost ~9 min, every sampling arm ~10 min). 20 new
+    # tokens cover the references (12 tokens on average) and leave room for length drift.
+    "standard": {"seeds": 3, "steps": 14, "eval_limit": None, "arms": STANDARD_ARMS,
+                 "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5",
+                            "prompts_per_step": 4, "samples_per_prompt": 2,
                             "max_new_tokens": 20, "lr": 5e-4}},
     # a GPU: 5 seeds, longer runs, the whole held-out split
     "full": {"seeds": 5, "steps": 100, "eval_limit": None, "arms": None,  # None: every built-in arm
@@ -145,6 +149,11 @@ COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "eval
 COST_NOTE = "cost model of lab.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
 
 
+@functools.lru_cache(maxsize=8)
+def _heldout_size(source: str, columns) -> int:
+    return len(evaluate.heldout(None, source, columns=dict(columns) or None))
+
+
 def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) -> float:
     """Expected wall seconds of one (arm, seed): setup + steps x step cost + evaluation (:data:`COST`).
 
@@ -153,7 +162,7 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
     a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
     max_new_tokens`` (the untrained model's greedy answers are shared by its seeds)."""
     config = arm_config(settings, arm, 0)
-    prompts = settings["eval_limit"] or 72  # the bundled held-out split
+    prompts = settings["eval_limit"] or _heldout_size(eval_source(settings), tuple(sorted((settings["eval_columns"] or {}).items())))
     decoding = COST["eval_fixed"] + COST["eval_per_token"] * prompts * config.max_new_tokens
     if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
         return decoding * (1 if share_base_greedy else 2)
