@@ -35,13 +35,15 @@ demo: $(STAMP)
 # One torch thread per process and two worker processes (pytest-xdist; a file's tests, and a
 # notebook's cells, stay on one worker): oversubscribed OpenMP threads slow everything down by
 # up to 10x, while two single-threaded workers keep both cores busy.
-# `lab --doctest-modules` runs the examples in lab's docstrings as tests.
+# `lab --doctest-modules` runs the examples in lab's docstrings as tests. LAB_DTYPE=float32: the
+# tests' tolerances assume fp32 weights ('auto' picks bf16 on CPUs with AMX/AVX512-BF16);
+# tests/test_fast_paths.py checks the bf16 path against fp32 itself.
 test: $(STAMP) browser-deps
-	LAB_QUICK=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests lab notebooks \
+	LAB_QUICK=1 LAB_DTYPE=$${LAB_DTYPE:-float32} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests lab notebooks \
 	  --doctest-modules --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider -n 2 --dist loadfile
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests lab --doctest-modules -m "not browser" -p no:cacheprovider
+	LAB_DTYPE=$${LAB_DTYPE:-float32} $(BIN)/python -m pytest tests lab --doctest-modules -m "not browser" -p no:cacheprovider
 
 # Every notebook executed in quick mode (LAB_QUICK=0 make book: the full mode) into build/book/
 # as HTML with its outputs, and build/book/index.html in notebook order. The notebooks in the

@@ -110,7 +110,7 @@ def summarise(rows: list[dict], walls: list[float], samples_per_step: int, cpu_s
         s_per_step=total / len(walls), steps_per_s=len(walls) / total,
         cpu_s_per_step=cpu_s / len(walls), cpu_s_per_sample=cpu_s / (len(walls) * samples_per_step),
         step_walls=[round(w, 4) for w in walls],
-        time_split={p[5:]: sum(r[p] for r in rows) / len(rows) for p in PHASES},
+        time_split={p[5:]: sum(r.get(p, 0.0) for r in rows) / len(rows) for p in PHASES},
         response_tokens=sum(float(r.get("response_len", float("nan"))) for r in rows) / len(rows),
     )
 
@@ -142,7 +142,7 @@ def time_steps(runner, label: str, warmup: int, steps: int) -> tuple[list[dict],
         walls.append(time.perf_counter() - t)
         rows.append(row)
         log(f"[{label}] step {i + 1}/{steps}: {walls[-1]:.2f} s "
-            + " ".join(f"{p[5:]}={row[p]:.2f}" for p in PHASES))
+            + " ".join(f"{p[5:]}={row.get(p, 0.0):.2f}" for p in PHASES))
     return rows, walls, cpu_seconds() - cpu0
 
 
@@ -151,7 +151,7 @@ def time_trl(runner, label: str, warmup: int) -> tuple[list[dict], list[float], 
     rows = runner.run()[warmup:]
     for i, row in enumerate(rows):
         log(f"[{label}] step {i + 1}/{len(rows)}: {row['step_time']:.2f} s "
-            + " ".join(f"{p[5:]}={row[p]:.2f}" for p in PHASES))
+            + " ".join(f"{p[5:]}={row.get(p, 0.0):.2f}" for p in PHASES))
     return rows, [r["step_time"] for r in rows], sum(r["cpu_s"] for r in rows)
 
 
@@ -192,7 +192,10 @@ def run_side(args) -> dict:
         # after the steps, so that lazily loaded parts (the MiniLM embedder) are resident;
         # load_embedder is cached per process, so this is the instance the reward uses.
         params = resident_parameters(*resident_modules(runner), load_embedder("auto"))
-    return dict(side=args.side, label=label, build_s=build_s, warmup=args.warmup,
+    from lab.models import pick_dtype
+
+    dtype = "float32" if args.side == "naive" else str(pick_dtype(torch.device("cpu"))).removeprefix("torch.")
+    return dict(side=args.side, label=label, build_s=build_s, warmup=args.warmup, dtype=dtype,
                 peak_rss_gib=peak_rss_gib(), resident_params=params,
                 torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                 torch_version=torch.__version__, loadavg_end=os.getloadavg()[0],

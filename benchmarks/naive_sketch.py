@@ -82,7 +82,7 @@ class NaiveSketch:
         # sketch defect 6: three separate backbones stay resident (generator, discriminator,
         # frozen base), plus MiniLM; the kit shares one backbone for all three roles.
         # -- generator: the LM + LoRA (causal-LM task)
-        gen, self.tokenizer = models.load(model_name, "cpu", verbose=verbose)
+        gen, self.tokenizer = models.load(model_name, "cpu", "float32", verbose=verbose)  # the sketch: fp32
         conv1d = gen.config.model_type == "gpt2"  # GPT-2's Conv1D stores W transposed
         self.generator = get_peft_model(gen, LoraConfig(
             **LORA, bias="none", task_type=TaskType.CAUSAL_LM,
@@ -104,7 +104,7 @@ class NaiveSketch:
             **LORA, bias="none", task_type=TaskType.SEQ_CLS,
             target_modules=models.lora_targets(disc), fan_in_fan_out=conv1d))
         # -- base: a third, frozen copy of the LM for the perplexity reward
-        self.base, _ = models.load(model_name, "cpu", verbose=False)
+        self.base, _ = models.load(model_name, "cpu", "float32", verbose=False)
         self.base.eval()
         for p in self.base.parameters():
             p.requires_grad_(False)

@@ -5,7 +5,7 @@ two cannot drift apart):
 
 | what | kit (``HybridTrainer``) | TRL (``GRPOTrainer``) |
 | --- | --- | --- |
-| model | ``lab.models.load(name, "cpu")``, fp32 | the same object, fp32 (``bf16=False``) |
+| model | ``lab.models.load(name, "cpu", config.dtype)``: ``auto``, bf16 on CPUs with AMX/AVX512-BF16, else fp32 | the same weights in the same dtype (``bf16=False``: no autocast on top) |
 | LoRA | ``lab.models.add_lora``: r=8, alpha=16, dropout 0, ``lora_targets`` | the same call, passed in as a ``PeftModel`` |
 | prompts | ``HybridTrainer.batch(step)``: B per step, seeded order | the same B prompts per step, same order (``shuffle_dataset=False``) |
 | reward | ``Reward(config.reward_weights, model=policy)`` | the same ``Reward``, through ``as_trl()`` |
@@ -88,12 +88,12 @@ class TRLSide:
         config = preset("bench", model=model_name, device="cpu", seed=seed, max_new_tokens=max_new_tokens,
                         prompts_per_step=prompts_per_step, samples_per_prompt=samples_per_prompt)
         set_seed(seed)
-        model, tokenizer = models.load(model_name, "cpu", verbose=verbose)
+        model, tokenizer = models.load(model_name, "cpu", config.dtype, verbose=verbose)  # the kit's dtype
         self.policy = models.add_lora(model, "generator", r=config.lora_r, alpha=config.lora_alpha,
                                       dropout=config.lora_dropout)
         self.base = None
         if reward_base == "copy":  # a self-contained reward: its own frozen base LM
-            self.base, _ = models.load(model_name, "cpu", verbose=False)
+            self.base, _ = models.load(model_name, "cpu", config.dtype, verbose=False)
             self.base.eval().requires_grad_(False)
         elif reward_base != "shared":
             raise ValueError(f"reward_base must be 'shared' or 'copy', got {reward_base!r}")

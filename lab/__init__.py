@@ -11,9 +11,9 @@ from lab.seeding import set_seed
 
 _SUBMODULES = (
     "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data", "diagnostics",
-    "discriminator", "evaluate", "evidence", "factual", "generator", "guards", "knobs", "metrics",
-    "mixing", "models", "objective", "plots", "report", "rewards", "runs", "sampling", "seeding",
-    "selfplay", "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness",
+    "discriminator", "distributed", "evaluate", "evidence", "factual", "folding", "generator", "guards", "knobs",
+    "metrics", "mixing", "models", "objective", "plots", "report", "rewards", "runs", "sampling",
+    "seeding", "selfplay", "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness",
     "widgets",
 )
 __all__ = [*_SUBMODULES, "quick_mode", "set_seed"]

@@ -4,7 +4,9 @@
 ``--lr 1e-4``, ``--chat-template yes``, ``--reward-weights '{"semantic": 1}'``), read by the
 field's type (:func:`lab.config.coerce`). The starting values stack as
 ``--preset`` < ``--config FILE`` (only the fields the file names) < flags. ``--resume``
-continues the run in ``--out`` with its saved config, so it takes none of them.
+continues the run in ``--out`` with its saved config, so it takes none of them. Under
+``accelerate launch`` (or ``torchrun``) the same command trains data parallel across the
+processes (:mod:`lab.distributed`); only the main one writes the run folder.
 
 ``eval`` and ``ablate`` evaluate on the held-out split of the run's own dataset
 (:func:`lab.evaluate.heldout`), or on any local JSON/JSONL/CSV file given with ``--data``
@@ -96,7 +98,7 @@ def build_config(args: argparse.Namespace) -> HybridConfig:
 
 
 def cmd_train(args) -> int:
-    from lab import checkpoint, report
+    from lab import checkpoint, distributed, report
     from lab.trainer import HybridTrainer
 
     out = Path(args.out)
@@ -114,7 +116,8 @@ def cmd_train(args) -> int:
                   file=sys.stderr)
             return 2
         trainer = HybridTrainer.resume(out)
-        print(f"resumed {out} at step {trainer.step_count}")
+        if distributed.is_main():
+            print(f"resumed {out} at step {trainer.step_count}")
     else:
         if has_run:
             print(f"error: {out} already holds a run; pass --resume to continue it, "
@@ -126,11 +129,13 @@ def cmd_train(args) -> int:
         raise ValueError(f"--steps {steps} is below the {trainer.step_count} steps {out} has done; "
                          f"--steps is the total, so pass --steps {trainer.step_count} or more")
     trainer.run(None if steps is None else steps - trainer.step_count, out_dir=out)
-    report.write_run_outputs(trainer, out)
-    print(f"outputs written to {out.resolve()}")
-    if trainer.stop_reason in ("SIGINT", "SIGTERM"):
-        print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume with: "
-              f"python -m lab train --out {out} --resume" + ("" if steps is None else f" --steps {steps}"))
+    if distributed.is_main():  # several processes (accelerate launch): the others write and print nothing
+        report.write_run_outputs(trainer, out)
+        print(f"outputs written to {out.resolve()}")
+        if trainer.stop_reason in ("SIGINT", "SIGTERM"):
+            print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume "
+                  f"with: python -m lab train --out {out} --resume" + ("" if steps is None else f" --steps {steps}"))
+    distributed.finish()
     return 0
 
 
@@ -158,7 +163,7 @@ def cmd_eval(args) -> int:
     else:
         config = HybridConfig(model=args.model or "auto", device=args.device)
         source = args.data or config.dataset
-        model, tokenizer = models.load(config.model, config.device, verbose=True)
+        model, tokenizer = models.load(config.model, config.device, config.dtype, verbose=True)
         examples = evaluate.heldout(args.limit, source, columns=args.columns)
         print(f"evaluating {config.model} (untrained) on {evaluate.describe_source(source)}")
         options = {**evaluate.generation_options(config), **tokens}

@@ -50,18 +50,19 @@ from lab.evidence import KEY_METRICS, REFERENCE, conclusions, eval_source, write
 from lab.arms import ARMS, Arm
 from lab.config import HybridConfig
 
-QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid+entropy", "hybrid_disc_baseline",
-              "hybrid_loo", "adversarial"]  # the arms its 8.4 min were measured with
+QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid_loo", "adversarial"]  # < 10 min (report)
 STANDARD_ARMS = ["base", "sft", "sft_matched", "rl", "hybrid", "hybrid_loo", "adversarial",
                  "adversarial_frozen_d"]  # claims 1-3 (hybrid_loo: its lower-variance baseline), item 4
 
 ABLATION_PRESETS = {
-    # 2-core CPU, bundled SmolLM2-135M: 8.4 min wall measured on a quiet machine (2026-11-25)
+    # the CI-sized smoke run: < 10 min on a 2-core CPU with the bundled SmolLM2-135M (its report:
+    # reports/quick-*/report.md states the measured wall time)
     "quick": {"seeds": 2, "steps": 4, "eval_limit": 12, "arms": QUICK_ARMS,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},
-    # 2-core CPU, about an hour and a quarter on one thread (expected_minutes("standard"): 75 min,
-    # printed at the start): the arms that answer the sketch's three claims and the hacking
+    # 2-core CPU, about two hours on one torch thread (expected_minutes("standard"): 113 min,
+    # printed at the start; the measured time is in its report): the arms that answer the
+    # sketch's three claims and the hacking
     # question, 3 seeds, every held-out prompt. The data mixes the bundled instructions with the
     # bundled factual questions (half each), so one run measures generalisation on all 126
     # held-out prompts and truthfulness (mc1/mc2, the truthfulness score) on the 54 factual ones.
@@ -72,9 +73,10 @@ ABLATION_PRESETS = {
     # MDE ~ 2.8 x SE ~ 0.03-0.05 with the seed level: effects of a few hundredths are detectable;
     # smaller ones are reported as "not detectable". A 3rd seed buys more than more steps: with 2
     # the seed level has 1 df (t = 12.7). In the pilot, 20 steps of B=4 x k=2 at lr 5e-4 moved the
-    # policy measurably (the hybrid changed 29% of greedy answers vs sft at the same seed); 14 keep
-    # the run near an hour (every 4 more steps cost ~9 min, every sampling arm ~10 min). 20 new
-    # tokens cover the references (12 tokens on average) and leave room for length drift.
+    # policy measurably (the hybrid changed 29% of greedy answers vs sft at the same seed); 14
+    # steps were planned for an hour, before the factual rows' scoring (~40 min of evaluation)
+    # was costed. 20 new tokens cover the references (12 tokens on average) and leave room for
+    # length drift.
     "standard": {"seeds": 3, "steps": 14, "eval_limit": None, "arms": STANDARD_ARMS,
                  "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5",
                             "prompts_per_step": 4, "samples_per_prompt": 2,
@@ -142,16 +144,20 @@ def arm_steps(settings: dict, arm: str) -> int:
 # hybrid, rl, adversarial, hybrid+kl at B=4, k=2, 32 new tokens: 1.65 s an SFT step, 9.9 an RL
 # step, 11.3 a hybrid step, 12.8 with KL; evaluating the 72 held-out prompts, both decodings:
 # 69 s at 20 new tokens, 104 s at 32). They match that day's quick run's train and eval seconds
-# within ~10%. A larger model or a GPU changes every constant: the estimate is then only a rough
+# within ~10%. A factual prompt adds its multiple-choice scoring and the truthfulness score of
+# both answers: 1.85 s (the standard run of 2026-11-26: 170-210 s per evaluation of 126 prompts,
+# 54 factual, against 112 s for the decodings alone). A larger model or a GPU changes every constant: the estimate is then only a rough
 # guide, which the log refines after each run from the pace so far.
 COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "eval_fixed": 5.75,
-        "eval_per_token": 0.020}
+        "eval_per_token": 0.020, "eval_factual_per_prompt": 1.85}
 COST_NOTE = "cost model of lab.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
 
 
 @functools.lru_cache(maxsize=8)
-def _heldout_size(source: str, columns) -> int:
-    return len(evaluate.heldout(None, source, columns=dict(columns) or None))
+def _heldout_size(source: str, columns) -> tuple[int, int]:
+    """(held-out prompts, factual ones among them: rows with wrong answers to score)."""
+    rows = evaluate.heldout(None, source, columns=dict(columns) or None)
+    return len(rows), sum(bool(e.incorrect) for e in rows)
 
 
 def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) -> float:
@@ -162,8 +168,11 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
     a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
     max_new_tokens`` (the untrained model's greedy answers are shared by its seeds)."""
     config = arm_config(settings, arm, 0)
-    prompts = settings["eval_limit"] or _heldout_size(eval_source(settings), tuple(sorted((settings["eval_columns"] or {}).items())))
-    decoding = COST["eval_fixed"] + COST["eval_per_token"] * prompts * config.max_new_tokens
+    prompts, factual = _heldout_size(eval_source(settings), tuple(sorted((settings["eval_columns"] or {}).items())))
+    if settings["eval_limit"]:
+        prompts, factual = settings["eval_limit"], min(factual, settings["eval_limit"])
+    decoding = COST["eval_fixed"] + COST["eval_per_token"] * prompts * config.max_new_tokens \
+        + COST["eval_factual_per_prompt"] * factual / 2  # per decoding; choices are scored once a run
     if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
         return decoding * (1 if share_base_greedy else 2)
     step = COST["sft_per_prompt"] * config.prompts_per_step if config.mode in ("sft", "hybrid") else 0.0
@@ -293,7 +302,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
         t0, cpu0 = time.perf_counter(), time.process_time()
         if settings["arm_definitions"][arm]["changes"] is None:  # base: the untrained model
             if base is None:
-                base = models.load(config.model, config.device, verbose=False)
+                base = models.load(config.model, config.device, config.dtype, verbose=False)
             model, tokenizer = base
             examples = examples or _examples(settings, config, tokenizer)
             options = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature,

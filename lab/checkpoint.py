@@ -9,7 +9,7 @@ leaves the previous checkpoint intact. A checkpoint holds:
 | ``generator/``, ``discriminator/`` | LoRA adapters in PEFT format (``adapter_model.safetensors``) |
 | ``head.safetensors`` | the discriminator's scalar head |
 | ``optimizers.pt`` | both optimizer states (``torch.load(weights_only=True)``) |
-| ``rng.pt``, ``state.json`` | RNG states, step count, EMA baseline, critic accuracy |
+| ``rng.pt``, ``state.json`` | RNG states (several processes: each one's too), step count, EMA baseline, critic accuracy |
 | ``config.json``, ``history.jsonl``, ``history.csv``, ``samples.csv`` | config and history |
 
 Adapters load with plain ``peft.PeftModel.from_pretrained(base, ".../generator")``
@@ -33,6 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lab import distributed
 from lab.data import Example
 from lab.selfplay import SNAPSHOT, freeze
 
@@ -57,16 +58,21 @@ def save(trainer, out_dir: Path) -> Path:
 
     A write that fails (full disk, no permission) removes its temporary files and raises an
     ``OSError`` whose message names the folder and the fix; the previous checkpoints stay intact.
+    Several processes (:mod:`lab.distributed`) all call it: the main one writes, with every
+    process's RNG streams; the others write nothing.
     """
     root = out_dir / "checkpoints"
     final = root / f"step-{trainer.step_count:06d}"
+    processes = distributed.gather_objects([_process_rng(trainer)]) if distributed.world_size() > 1 else []
+    if not distributed.is_main():
+        return final
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(root)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _write_checkpoint(trainer, tmp)
+        _write_checkpoint(trainer, tmp, processes)
         if final.exists():  # re-saving the same step (e.g. at the end of a run): set the old aside
             _discard(final)
         tmp.rename(final)  # the atomic moment: the checkpoint now exists, complete
@@ -123,8 +129,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write_checkpoint(trainer, tmp: Path) -> None:
-    """Every file of a checkpoint, into the (temporary) folder ``tmp``."""
+def _process_rng(trainer) -> dict:
+    """This process's own random streams: torch (sampling), its GPU's, the junk negatives'."""
+    own = {"torch": torch.get_rng_state(), "junk": _jsonable(trainer.rng.getstate())}
+    if torch.cuda.is_available():
+        own["cuda"] = torch.cuda.get_rng_state()
+    return own
+
+
+def _restore_process_rng(trainer, processes: list[dict] | None) -> None:
+    """Several processes: each takes back its own streams when the checkpoint holds one per
+    process; else (another process count) fresh ones, so that the shards still differ."""
+    if distributed.world_size() == 1:
+        return
+    if processes is not None and len(processes) == distributed.world_size():
+        own = processes[distributed.rank()]
+        torch.set_rng_state(own["torch"])
+        trainer.rng.setstate(_tupled(own["junk"]))
+        if "cuda" in own and torch.cuda.is_available():
+            torch.cuda.set_rng_state(own["cuda"])
+        return
+    seed = trainer.config.seed + trainer.step_count * distributed.world_size()
+    distributed.seed_process(seed)
+    trainer.rng.seed(seed + distributed.rank())
+
+
+def _write_checkpoint(trainer, tmp: Path, processes: list[dict]) -> None:
+    """Every file of a checkpoint, into the (temporary) folder ``tmp``; ``processes``: each
+    process's RNG streams (:func:`_process_rng`) when there are several, else empty."""
     disc = trainer.disc
     _write_adapter(trainer.model, "generator", tmp / "generator")
     _write_adapter(disc.backbone, disc.adapter, tmp / "discriminator")
@@ -138,6 +170,8 @@ def _write_checkpoint(trainer, tmp: Path) -> None:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    if processes:
+        rng["processes"] = processes
     torch.save(rng, tmp / "rng.pt")
     state = {
         "step": trainer.step_count, "ema_baseline": trainer.ema_baseline,
@@ -248,6 +282,7 @@ def load(trainer_cls, path: Path, **kwargs):
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        _restore_process_rng(trainer, rng.get("processes"))
         where = "history.jsonl"
         lines = (ckpt / where).read_text(encoding="utf-8").splitlines()
         trainer.rows = [json.loads(line) for line in lines if line]
@@ -332,7 +367,7 @@ def load_generator(run: Path, device: str = "auto"):
 
     ckpt = find(Path(run))
     config = _config(ckpt)
-    base, tokenizer = models.load(config.model, device, verbose=False)
+    base, tokenizer = models.load(config.model, device, config.dtype, verbose=False)
     where = "generator/adapter_model.safetensors"
     try:
         weights = load_file(ckpt / where)

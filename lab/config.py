@@ -31,6 +31,7 @@ SFT_SCHEDULES = ("none", "constant", "chord", "srft")
 SFT_TOKEN_WEIGHTS = ("uniform", "phi")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 
 
@@ -45,6 +46,10 @@ class HybridConfig:
         "None: the discriminator shares the generator's backbone; a model name: its own model")})
     device: str = field(default="auto", metadata={"help": (
         "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1' ...")})
+    dtype: str = field(default="auto", metadata={"help": (
+        "weights: 'auto' (bf16 where the hardware multiplies it natively: CUDA GPUs with bf16, CPUs "
+        "with AVX512-BF16 or AMX; else fp32; the LAB_DTYPE environment variable overrides 'auto'), "
+        "'float32', 'bfloat16', or 'float16' (CUDA only); LoRA adapters and heads stay fp32")})
     quantization: str = field(default="none", metadata={"help": (
         "'none', or '8bit' / '4bit' (QLoRA, NF4): the frozen backbone through bitsandbytes, on a CUDA GPU only")})
     # --- LoRA (both adapters) -----------------------------------------------------------
@@ -150,6 +155,10 @@ class HybridConfig:
     discriminator_aux_weight: float = field(default=0.0, metadata={"help": (
         "weight of an auxiliary head that predicts the response's perplexity (mean NLL under the base "
         "model) beside the reward; 0 disables; 0.1-1")})
+    train_discriminator: str = field(default="auto", metadata={"help": (
+        "'auto': train the discriminator only when the run reads its scores (a critic baseline, a "
+        "discriminator reward, self-play, adaptive lambda, the aux head), which saves its pass and "
+        "update; 'always': also for its curves and the reward-hacking diagnostics")})
     # --- data and run -------------------------------------------------------------------
     dataset: str = field(default="bundled", metadata={"help": (
         "'bundled', 'factual', 'alpaca', 'dolly', 'oasst', 'truthfulqa', 'arc', 'auto', a local "
@@ -179,6 +188,8 @@ class HybridConfig:
         self._check_choice("policy_loss", POLICY_LOSSES)
         self._check_choice("sampler", SAMPLERS)
         self._check_choice("quantization", ("none", "8bit", "4bit"))
+        self._check_choice("dtype", DTYPES)
+        self._check_choice("train_discriminator", ("auto", "always"))
         self._check_choice("sft_schedule", SFT_SCHEDULES)
         self._check_choice("sft_token_weight", SFT_TOKEN_WEIGHTS)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",
@@ -283,6 +294,14 @@ class HybridConfig:
             raise ValueError("reward_weights are all zero; give at least one reward a nonzero weight")
 
     # --- derived values and I/O -----------------------------------------------------------
+    @property
+    def discriminator_used(self) -> bool:
+        """True when the run reads the discriminator's scores (so it must be trained), or
+        ``train_discriminator='always'`` asks for it anyway."""
+        return (self.train_discriminator == "always" or self.mode == "selfplay"
+                or self.baseline in ("critic", "discriminator_biased") or self.reward_source != "reward"
+                or self.lambda_schedule == "adaptive" or self.discriminator_aux_weight > 0)
+
     @property
     def samples_per_step(self) -> int:
         """B * k: responses sampled each step."""

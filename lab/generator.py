@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lab.folding import folded
 from lab.models import adapter_parameters
 from lab.sampling import beam_decode, decode
 from lab.tensors import (
@@ -67,7 +68,9 @@ def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int
     longer than ``max_prompt_tokens`` keep their end.
     """
     prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, model_device(model))  # (B, P)
-    with eval_mode(model):  # no LoRA dropout while sampling: the samples come from the policy itself
+    # no LoRA dropout while sampling: the samples come from the policy itself; the active adapter
+    # folded into the weights (lab.folding): the same function, one matrix product a layer
+    with eval_mode(model), folded(model):
         if sampler == "beam":
             response = beam_decode(model, prompt_ids, prompt_mask, k, num_beams, max_new_tokens,
                                    tokenizer.eos_token_id, tokenizer.pad_token_id)  # (N, T)

@@ -11,12 +11,16 @@ from typing import Callable
 
 import torch
 
+from lab import distributed
+
 
 def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
                   max_norm: float = 0.0) -> tuple[bool, float]:
     """Backward, clip to ``max_norm`` (0: no clipping) and step, unless the loss or the
     gradient is not finite: then the gradients are dropped and neither the weights nor the
-    optimizer's moments move. Returns ``(stepped, grad_norm)``; the norm is the one before
+    optimizer's moments move. Under several processes (:mod:`lab.distributed`) the gradients
+    are averaged across them before clipping, and a non-finite loss on any process makes all of
+    them skip. Returns ``(stepped, grad_norm)``; the norm is the one before
     clipping (``inf``/``nan`` when it is not finite).
 
     >>> w = torch.nn.Parameter(torch.ones(2))
@@ -27,9 +31,14 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
     [1.0, 1.0]
     """
     optimizer.zero_grad(set_to_none=True)
-    if not math.isfinite(loss.item()):
+    finite = math.isfinite(loss.item())
+    if finite:
+        loss.backward()
+    if not distributed.all_finite(finite):  # several processes skip together: none waits alone below
+        optimizer.zero_grad(set_to_none=True)
         return False, float("nan")
-    loss.backward()
+    params = list(params)
+    distributed.all_reduce_mean(params)  # several processes: the mean gradient, before clipping
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
     if not math.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)

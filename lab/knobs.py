@@ -21,7 +21,7 @@ METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss
 STYLE = {"description_width": "150px"}
 TABS = {  # tab title -> the controls on it (reward weights get their own tab, after the first)
     "Objective": ("mode", "lambda_rl", "lambda_schedule", "lambda_warmup_steps", "baseline",
-                  "reward_source", "reward_mix", "kl_coef", "entropy_coef"),
+                  "reward_source", "reward_mix", "train_discriminator", "kl_coef", "entropy_coef"),
     "Experiments": ("scale_rewards", "policy_loss", "ppo_epochs", "clip_range", "sft_schedule", "mu",
                     "sft_token_weight", "reference_in_group", "per_prompt_switch", "switch_threshold",
                     "sampler", "num_beams", "selfplay_refresh"),
@@ -60,6 +60,9 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
                           "itself (biased, a teaching arm)", options=BASELINES, value=cfg.baseline),
         "reward_source": make(D, "reward source", "what RL maximises: reward, discriminator, or a mix",
                                options=REWARD_SOURCES, value=cfg.reward_source),
+        "train_discriminator": make(D, "train D", "auto: only when its score is read (critic baseline, D reward, "
+                                    "self-play, adaptive λ); always: also for its curves",
+                                    options=("auto", "always"), value=cfg.train_discriminator),
         "reward_mix": make(F, "mix (D share)", "reward source 'mix': weight of the discriminator",
                             min=0, max=1, step=0.05, value=cfg.reward_mix),
         "kl_coef": make(F, "KL coef β", "KL penalty to the base model", min=0, max=0.2, step=0.005,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -146,11 +147,38 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it, fp32 elsewhere (CPU, MPS, older GPUs)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX, read from /proc/cpuinfo):
+    there bf16 weights decode faster than fp32; emulated bf16 elsewhere is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to know, fp32 is the safe choice
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = "auto") -> torch.dtype:
+    """The weights' dtype: ``auto`` (or None) is bf16 where the hardware multiplies it natively
+    (CUDA GPUs with bf16, CPUs with AVX512-BF16/AMX), else fp32; the environment variable
+    ``LAB_DTYPE`` (``float32``, ``bfloat16``) overrides ``auto``. ``float16`` needs CUDA."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = dtype or "auto"
+    if name == "auto":
+        name = os.environ.get("LAB_DTYPE", "auto")
+    if name == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_bf16()
+        return torch.bfloat16 if native else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype={name!r} is not valid; choose 'auto', {', '.join(map(repr, DTYPES))} "
+                         "(LAB_DTYPE takes the same names)")
+    if name == "float16" and device.type != "cuda":
+        raise ValueError(f"dtype='float16' trains only on a CUDA GPU (device here: {device}); use 'bfloat16' or "
+                         "'float32'")
+    return DTYPES[name]
 
 
 def smollm2_dir() -> Path:
@@ -237,7 +265,7 @@ def quantization_config(quantization: str, device: torch.device, dtype: torch.dt
                               bnb_4bit_compute_dtype=dtype)
 
 
-def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+def load(name: str = "auto", device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
          verbose: bool = True, quantization: str = "none"):
     """Load ``name`` as ``(model, tokenizer)`` on ``device``; prints what was chosen and why.
 
@@ -247,7 +275,7 @@ def load(name: str = "auto", device: str | torch.device = "auto", dtype: torch.d
 
     choice = resolve(name)
     device = pick_device(device) if isinstance(device, str) else device
-    dtype = dtype or pick_dtype(device)
+    dtype = pick_dtype(device, dtype)
     quantized = quantization_config(quantization, device, dtype)
     if quantized is not None and choice.source == "random":
         raise ValueError("quantization needs a pretrained model; tiny-gpt2 is built in memory")

@@ -13,6 +13,10 @@ Each prompt is computed once and shared by its reference answer and its ``k`` sa
 (:func:`lab.generator.continuation_logprobs`). The trainer calls :func:`generator_loss` for
 the whole batch, or per minibatch of prompts in PPO epochs (:meth:`GeneratorBatch.select`).
 
+Under several processes (:mod:`lab.distributed`) each computes its shard of the prompts; the
+per-token means (SFT, entropy, KL) are rescaled by :func:`lab.distributed.pooled` so that their
+mean over processes, and the averaged gradient, equal one process's on the whole batch.
+
 Shapes: ``B`` prompts, ``k`` samples each, ``N = B * k``, ``T`` continuation tokens.
 """
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lab import generator, mixing
+from lab import distributed, generator, mixing
 from lab.guards import finite_update
 from lab.tensors import right_pad
 
@@ -84,10 +88,11 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
         on = cont_mask.view(n_prompts, r, -1)[:, 0]  # (B, T)
         if batch.sft_mask is not None:  # HPT: only the prompts the policy fails are imitated
             on = on * batch.sft_mask[:, None].to(on)  # (B, T)
-        sft = generator.mean_nll(per_prompt, on)  # = sft_loss on this batch (HPT: its imitated prompts)
-        logs["loss_sft"] = sft.item() if on.any() else float("nan")  # HPT step imitating nothing: no SFT loss
+        sft = distributed.pooled(generator.mean_nll(per_prompt, on), on.sum())  # = sft_loss (HPT: imitated prompts)
+        imitated = distributed.any_true(bool(on.any()))  # HPT step imitating nothing: no SFT loss
+        logs["loss_sft"] = sft.item() if imitated else float("nan")
         if cfg.sft_token_weight == "phi":  # CHORD-phi trains on the weighted loss; loss_sft stays comparable
-            sft = generator.mean_nll(per_prompt, on, mixing.phi_weights(per_prompt))  # (B, T) weights
+            sft = distributed.pooled(generator.mean_nll(per_prompt, on, mixing.phi_weights(per_prompt)), on.sum())
             logs["loss_sft_phi"] = sft.item()
     if use_rl:
         def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
@@ -104,15 +109,17 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
                 tokens, old.to(tokens), advantages, on, cfg.clip_range)
         else:
             rl = generator.reinforce_loss(tokens.sum(-1), advantages)
-        entropy = sample_rows(out.entropy).sum() / n_tokens
-        kl = kl_to_base(model, batch.prompt_ids, batch.prompt_mask, sample_rows(conts), on, tokens,
-                        cfg.temperature) if cfg.kl_coef > 0 else torch.zeros((), device=conts.device)
+        entropy = distributed.pooled(sample_rows(out.entropy).sum() / n_tokens, on.sum())
+        kl = torch.zeros((), device=conts.device)
+        if cfg.kl_coef > 0:
+            kl = distributed.pooled(kl_to_base(model, batch.prompt_ids, batch.prompt_mask, sample_rows(conts), on,
+                                               tokens, cfg.temperature), on.sum())
         rl_terms = rl + cfg.kl_coef * kl - cfg.entropy_coef * entropy
         logs.update(loss_rl=rl.item(), entropy=entropy.item(), kl=kl.item())
     if cfg.sft_schedule == "none":
         return sft + lam * rl_terms, logs
-    if cfg.sft_schedule == "srft":
-        mu = mixing.mu_at(0, "srft", cfg.mu, entropy=logs.get("entropy", 0.0))
+    if cfg.sft_schedule == "srft":  # several processes: the whole batch's entropy, so all use one mu
+        mu = mixing.mu_at(0, "srft", cfg.mu, entropy=distributed.mean_value(logs.get("entropy", 0.0)))
     logs["mu"] = mu
     return mu * sft + (1 - mu) * rl_terms, logs
 

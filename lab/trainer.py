@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from lab import advantages as adv
-from lab import checkpoint, discriminator, generator, mixing, models, objective, selfplay
+from lab import checkpoint, discriminator, distributed, generator, mixing, models, objective, selfplay
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
@@ -44,13 +44,15 @@ class HybridTrainer:
                  reward=None, model=None, tokenizer=None, verbose: bool = True):
         self.config = config
         set_seed(config.seed)
-        self.device = models.pick_device(config.device)
+        self.device = distributed.setup(models.pick_device(config.device))  # launched: this process's device
+        distributed.check_divisible(config.prompts_per_step,  # each process's share, and PPO's minibatches of it
+                                    config.ppo_minibatches if config.policy_loss == "ppo" else 1)
         if model is not None and hasattr(model, "peft_config"):
             raise ValueError("this model already carries LoRA adapters (it trained another HybridTrainer); "
                              "load a fresh model for each trainer, e.g. lab.models.load(name)")
         if model is None:
-            model, tokenizer = models.load(config.model, self.device, verbose=verbose,
-                                           quantization=config.quantization)
+            model, tokenizer = models.load(config.model, self.device, config.dtype, quantization=config.quantization,
+                                           verbose=verbose and distributed.is_main())
         _check_context(model, config)
         lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         self.model = models.add_lora(model, "generator", **lora)
@@ -89,12 +91,14 @@ class HybridTrainer:
         self.step_count = 0
         self.ema_baseline: float | None = None
         self.critic_accuracy: float | None = None  # running pairwise accuracy of the critic
-        self.rng = random.Random(config.seed)  # junk negatives
+        self.rng = random.Random(config.seed + distributed.rank())  # junk negatives
         self.rows: list[dict] = []
         self.sample_rows: list[dict] = []
         self.nonfinite_in_a_row = 0  # steps in a row that skipped an update (lab.guards.finite_update)
         self.stop_reason: str | None = None  # why the last run() ended early: "request", "SIGTERM" ...
         self._stop = False
+        distributed.agree((sum(p.numel() for p in self.model.parameters()), len(self.examples)), "model size, examples")
+        distributed.seed_process(config.seed)  # several processes: each samples its own stream (seed + rank)
 
     # --- data -------------------------------------------------------------------------
     def batch(self, step: int) -> list[Example]:
@@ -118,7 +122,7 @@ class HybridTrainer:
         """This step's examples: the fixed dataset's batch, or queued rows (``feed``, the
         ``stream`` file) mixed with replayed anchors from it."""
         if self.stream is not None:
-            self.queue.extend(self.stream.poll())
+            self.queue.extend(distributed.from_main(self.stream.poll))  # every process queues the same rows
         anchors = self.batch(self.step_count)
         fresh_room = len(anchors) - round(len(anchors) * self.config.replay_ratio)
         fresh = [self.queue.popleft() for _ in range(min(len(self.queue), fresh_room))]
@@ -132,7 +136,7 @@ class HybridTrainer:
         cfg, row, times = self.config, {}, {}
         self.step_count += 1
         row["step"], row["mode"] = self.step_count, cfg.mode
-        batch = self._next_batch(row)
+        batch = distributed.shard(self._next_batch(row))  # several processes: this one's prompts of the batch
         prompts = [e.prompt for e in batch]
         references = [e.completion for e in batch]
         self.model.train()
@@ -160,16 +164,20 @@ class HybridTrainer:
             scored = self.reward(*texts, references=refs * (len(texts[0]) // len(refs)))
             reward = torch.tensor(scored.total, dtype=torch.float32)  # (N,) or (2N,) in self-play
             times["time_reward"] = time.perf_counter() - t0
-            if not bool(torch.isfinite(reward).all()):  # nothing learns from it: skip the step's updates
+            if not distributed.all_finite(bool(torch.isfinite(reward).all())):  # nothing learns: skip the updates
                 row.update(reward=float("nan"), nonfinite="reward", skipped_updates=1)
                 return self._finish(row, times, self._lambda())
 
-            # 3. discriminator update: regress the reward (+ rank reference above junk, + side task)
-            t0 = time.perf_counter()
-            critic = self._discriminator_update(*texts, reward, prompts, references, row)  # (N,) or (2N,)
-            times["time_disc"] = time.perf_counter() - t0
+            # 3. discriminator update: regress the reward (+ rank reference above junk, + side task);
+            #    skipped when nothing reads its scores (config.discriminator_used)
+            critic = torch.full_like(reward, float("nan"))  # (N,) or (2N,)
+            if cfg.discriminator_used:
+                t0 = time.perf_counter()
+                critic = self._discriminator_update(*texts, reward, prompts, references, row)
+                times["time_disc"] = time.perf_counter() - t0
 
             # 4. advantages: what phase B maximises, minus the baseline
+            self.critic_accuracy = distributed.mean_value(self.critic_accuracy)  # one running state everywhere
             n = len(samples.completions)
             if cfg.mode == "selfplay":  # the referee's preference for the generator's answer
                 target = discriminator.preference(critic[:n], critic[n:])  # (N,)
@@ -178,9 +186,11 @@ class HybridTrainer:
                 scored.parts = {name: values[:n] for name, values in scored.parts.items()}
             else:
                 target = self._rl_target(reward, critic)  # (N,)
-            advantage, base = adv.advantages(target, cfg.baseline, samples.k, ema=self.ema_baseline,
-                                             critic=critic, scale=cfg.scale_rewards)
-            self.ema_baseline = adv.ema_update(self.ema_baseline, target, cfg.ema_decay)
+            everyone = distributed.gather(target)  # (W * N,) every process's: the EMA is state shared by all
+            ema = float(everyone.mean()) if self.ema_baseline is None else self.ema_baseline  # first step: batch mean
+            advantage, base = adv.advantages(target, cfg.baseline, samples.k, ema=ema, critic=critic,
+                                             scale=cfg.scale_rewards)
+            self.ema_baseline = adv.ema_update(self.ema_baseline, everyone, cfg.ema_decay)
             if cfg.per_prompt_switch:  # HPT: imitate the prompts the policy fails, explore the others
                 sft_mask = mixing.sft_prompts(reward, samples.k, cfg.switch_threshold)  # (B,)
                 row["sft_prompt_share"] = float(sft_mask.float().mean())
@@ -202,6 +212,7 @@ class HybridTrainer:
         row.update(times)
         row["lambda"] = lam
         row["step_time"] = sum(times.values())
+        row = distributed.mean_row(row)  # several processes: the mean over them, the same row everywhere
         if row.get("d_skipped"):
             row["nonfinite"] = row.get("nonfinite") or "discriminator"
         if row.get("skipped_updates"):
@@ -311,11 +322,13 @@ class HybridTrainer:
                    adv_std=float(advantage.std(unbiased=False)),
                    response_len=float(samples.lengths[sampled].float().mean()),
                    distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2), sample=texts[0])
+        rows = []
         for i, (prompt, completion) in enumerate(zip(samples.prompts, samples.completions)):
             parts = {f"reward_{n}": v[i] for n, v in scored.parts.items()}
             extra = {"is_reference": not bool(sampled[i])} if with_reference else {}
-            self.sample_rows.append(dict(step=self.step_count, prompt=prompt, completion=completion,
-                                         reward=float(reward[i]), d_pred=float(critic[i]), **parts, **extra))
+            rows.append(dict(step=self.step_count, prompt=prompt, completion=completion,
+                             reward=float(reward[i]), d_pred=float(critic[i]), **parts, **extra))
+        self.sample_rows.extend(distributed.gather_objects(rows))  # every process's, in batch order
 
     # --- the run loop -------------------------------------------------------------------
     def run(self, steps: int | None, callbacks: list[Callback] = (), out_dir: str | Path | None = None,
@@ -334,7 +347,7 @@ class HybridTrainer:
 
         self._stop, self.stop_reason = False, None
         every, limit = self.config.checkpoint_every, self.config.max_nonfinite_steps
-        with stop_on_signals(self.request_stop), tqdm(total=steps, disable=not progress,
+        with stop_on_signals(self.request_stop), tqdm(total=steps, disable=not (progress and distributed.is_main()),
                                                       desc=f"{self.config.mode} run") as bar:
             done = 0
             while steps is None or done < steps:
@@ -351,7 +364,7 @@ class HybridTrainer:
                         f"updates{where}. Lower lr, raise max_grad_norm clipping, or check the reward.")
                 if out_dir is not None and every and self.step_count % every == 0:
                     self.save(out_dir)
-                if self._stop:
+                if distributed.any_true(self._stop):  # several processes stop after the same step
                     break
         if out_dir is not None:
             self.save(out_dir)

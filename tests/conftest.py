@@ -1,8 +1,11 @@
 """Shared fixtures: tiny models load once per session; the network can be blocked."""
 
+import os
 import socket
 
 import pytest
+
+os.environ.setdefault("LAB_DTYPE", "float32")  # tolerances assume fp32; test_models checks bf16 itself
 
 import lab
 

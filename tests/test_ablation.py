@@ -100,8 +100,8 @@ def test_presets_quick_is_unchanged_standard_answers_the_claims_and_the_cost_mod
     assert ablation.arm_steps(standard, "hybrid") == standard["steps"]
     frozen = ablation.arm_config(standard, "adversarial_frozen_d", 0)
     assert frozen.freeze_discriminator_after == standard["steps"] // 4 and frozen.reward_source == "discriminator"
-    assert 10 <= ablation.expected_minutes("quick") <= 16  # the quick run of 2026-11-26 took 13.8 min
-    assert 45 <= ablation.expected_minutes("standard") <= 80  # "about an hour"
+    assert 5 <= ablation.expected_minutes("quick") <= 10  # the CI smoke run: under 10 min
+    assert 90 <= ablation.expected_minutes("standard") <= 130  # measured: see reports/standard-*
     assert ablation.ABLATION_PRESETS["full"]["arms"] is None  # every arm, on a GPU
 
 

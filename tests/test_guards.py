@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -88,14 +89,19 @@ def test_sigterm_finishes_the_step_saves_and_exits_0(tmp_path):
         [sys.executable, "-m", "lab", "train", "--out", str(out), "--steps", "10000", "--model", "tiny-gpt2",
          "--preset", "quick", "--reward-weights", '{"length": 1}', "--checkpoint-every", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+    reader.start()  # the merged output, as it comes (the progress bar ends its lines with \r)
     deadline = time.time() + 120
-    while not list(out.glob("checkpoints")) and time.time() < deadline:  # wait for training to start
-        time.sleep(0.5)
-        if (out / "config.json").exists() or proc.poll() is not None:
+    while "hybrid run" not in "".join(chunks) and time.time() < deadline:
+        time.sleep(0.2)  # the progress bar is drawn inside the signal handlers' block: the run has begun
+        if proc.poll() is not None:
             break
-    time.sleep(3)
+    time.sleep(2)
     proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    output = "".join(chunks)
     assert proc.returncode == 0, output
     assert f"stopped by {sig.name}" in output and "--resume" in output
     ckpt = checkpoint.find(out)

@@ -169,7 +169,7 @@ def test_auxiliary_perplexity_head_trains(examples):
 
 
 def test_discriminator_lora_rank_and_a_separate_model(examples):
-    trainer = make(examples, discriminator_lora_r=2, discriminator_model="tiny-gpt2")
+    trainer = make(examples, discriminator_lora_r=2, discriminator_model="tiny-gpt2", train_discriminator="always")
     assert trainer.disc.backbone is not trainer.model
     assert "discriminator" not in trainer.model.peft_config
     assert trainer.disc.backbone.peft_config["discriminator"].r == 2

@@ -61,9 +61,20 @@ def test_smollm2_loads_from_safetensors_cache_and_generates():
     assert text.strip()
 
 
-def test_device_and_dtype():
-    assert models.pick_device("cpu") == torch.device("cpu")
-    assert models.pick_dtype(torch.device("cpu")) == torch.float32
+def test_device_and_dtype(monkeypatch):
+    cpu = torch.device("cpu")
+    assert models.pick_device("cpu") == cpu
+    monkeypatch.delenv("LAB_DTYPE", raising=False)
+    assert models.pick_dtype(cpu) == (torch.bfloat16 if models.cpu_has_bf16() else torch.float32)
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert models.pick_dtype(cpu, "auto") == torch.bfloat16  # native bf16 units: bf16
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert models.pick_dtype(cpu, None) == torch.float32  # emulated bf16 is slower: fp32
+    monkeypatch.setenv("LAB_DTYPE", "bfloat16")
+    assert models.pick_dtype(cpu) == torch.bfloat16 and models.pick_dtype(cpu, "float32") == torch.float32
+    for bad in ("float16", "fp8"):
+        with pytest.raises(ValueError, match="dtype="):
+            models.pick_dtype(cpu, bad)
     assert models.pick_device("auto").type in ("cuda", "mps", "cpu")
 
 

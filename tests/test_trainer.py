@@ -25,13 +25,15 @@ LOSS_KEYS = ("loss", "loss_sft", "loss_rl", "kl", "entropy", "d_loss", "grad_nor
     dict(mode="hybrid", lambda_schedule="adaptive", reward_weights={"rouge": 1.0, "length": 0.5}),
 ])
 def test_each_mode_runs_two_steps_with_finite_losses(examples, changes):
-    history = make(examples, **changes).run(2, progress=False)
+    trainer = make(examples, **changes)
+    history = trainer.run(2, progress=False)
     assert list(history["step"]) == [1, 2]
     for key in LOSS_KEYS:
         if key in history:
             assert history[key].map(math.isfinite).all(), key
     if changes["mode"] != "sft":
-        assert {"reward", "d_pred", "adv_mean", "sample"} <= set(history.columns)
+        assert {"reward", "adv_mean", "sample"} <= set(history.columns)
+        assert ("d_pred" in history) is trainer.config.discriminator_used  # trained only when read
     if changes["mode"] != "rl":
         assert history["loss_sft"].notna().all()
 
@@ -79,7 +81,7 @@ def snapshot(module):
 
 
 def test_generator_lora_changes_and_base_weights_do_not(examples):
-    trainer = make(examples, mode="hybrid")
+    trainer = make(examples, mode="hybrid", train_discriminator="always")
     before = snapshot(trainer.model)
     head_before = snapshot(trainer.disc.head)
     trainer.run(2, progress=False)

@@ -55,7 +55,7 @@ def _disc_state(trainer):
 
 @pytest.mark.parametrize("loss", ["mse", "mse+contrastive"])
 def test_one_trainer_discriminator_update_is_one_train_step(examples, loss):
-    changes = dict(mode="hybrid", discriminator_loss=loss)
+    changes = dict(mode="hybrid", discriminator_loss=loss, train_discriminator="always")
     trainer = make(examples, **changes)
     trainer.step()  # samples, rewards, one discriminator update (and a generator update)
     samples = trainer.samples

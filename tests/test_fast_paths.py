@@ -1,0 +1,90 @@
+"""The speed paths give the plain path's results: a discriminator nothing reads is not trained
+(the generator's update is unchanged), bf16 weights train like fp32 within a tolerance, and
+decoding with the adapter folded into the weights samples the same answers."""
+
+import contextlib
+from unittest import mock
+
+import pytest
+import torch
+
+from lab.config import HybridConfig
+import tiny
+
+
+def _lora(trainer, adapter):
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if f".{adapter}." in n}
+
+
+@pytest.mark.parametrize("changes, used", [
+    ({}, False), ({"mode": "rl"}, False), ({"train_discriminator": "always"}, True),
+    ({"baseline": "critic"}, True), ({"reward_source": "discriminator"}, True), ({"mode": "selfplay"}, True),
+    ({"lambda_schedule": "adaptive"}, True), ({"discriminator_aux_weight": 0.5}, True),
+])
+def test_the_discriminator_trains_only_when_its_scores_are_read(changes, used):
+    assert HybridConfig(**changes).discriminator_used is used
+
+
+def test_skipping_an_unread_discriminator_leaves_the_generator_update_unchanged(examples):
+    fast = tiny.make(examples)  # default hybrid: EMA baseline, the true reward: nothing reads D
+    disc_before = _lora(fast, "discriminator")
+    fast.run(2, progress=False)  # each trainer seeds the global RNG: build the second one after
+    plain = tiny.make(examples, train_discriminator="always")
+    plain.run(2, progress=False)
+    assert "d_loss" not in fast.history and "time_disc" not in fast.history
+    assert "d_loss" in plain.history and plain.history["time_disc"].notna().all()
+    for name, value in _lora(fast, "discriminator").items():  # not trained
+        assert torch.equal(value, disc_before[name])
+    for column in ("loss", "loss_sft", "loss_rl", "reward", "grad_norm"):  # the generator's step: identical
+        assert fast.history[column].tolist() == pytest.approx(plain.history[column].tolist(), abs=1e-6)
+    plain_lora = _lora(plain, "generator")
+    for name, value in _lora(fast, "generator").items():
+        assert torch.allclose(value, plain_lora[name], atol=1e-6)
+    assert fast.samples["d_pred"].isna().all()  # no score was computed, none is invented
+
+
+def test_bf16_weights_train_like_fp32_within_tolerance(examples):
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        runs[dtype] = tiny.make(examples, dtype=dtype, mode="sft")
+        runs[dtype].run(3, progress=False)
+    bf16 = runs["bfloat16"].model
+    assert next(bf16.get_base_model().parameters()).dtype == torch.bfloat16
+    assert {p.dtype for p in runs["bfloat16"].gen_params} == {torch.float32}  # adapters train in fp32
+    fp32, half = runs["float32"].history["loss_sft"], runs["bfloat16"].history["loss_sft"]
+    # bf16 keeps 8 bits of mantissa: per-token log-probs differ by ~1e-2 relative; the mean loss
+    # of a step agrees within 2% (measured: under 0.5% on tiny-gpt2)
+    assert half.tolist() == pytest.approx(fp32.tolist(), rel=0.02)
+    hybrid = tiny.make(examples, dtype="bfloat16")
+    hybrid.run(1, progress=False)
+    assert hybrid.history[["loss", "reward"]].notna().all().all()
+
+
+def test_folded_adapter_decodes_the_same_function_and_restores_the_weights():
+    from lab import generator, models
+    from lab.folding import folded
+
+    model, tok = models.load("tiny-gpt2", "cpu", "float32", verbose=False)
+    model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():  # a trained-looking adapter: B != 0
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    ids = tok(["The capital of France is"], return_tensors="pt")["input_ids"]  # (1, P)
+    weights = {n: p for n, p in model.named_parameters() if "lora_" not in n}
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits  # (1, P, V)
+        with folded(model):
+            fold = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+    assert torch.allclose(fold, plain, atol=1e-5) and not torch.allclose(base, plain, atol=1e-3)
+    assert all(p is weights[n] for n, p in model.named_parameters() if "lora_" not in n)  # put back
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".generator." in n)
+    prompts = ["Name a colour.", "Count to three."]
+    draws = []
+    for fold in (lambda m: contextlib.nullcontext(m), folded):  # unfolded, then folded: same seeds
+        torch.manual_seed(0)
+        with mock.patch("lab.generator.folded", fold):
+            draws.append(generator.sample(model, tok, prompts, k=2, max_new_tokens=8).completions)
+    assert draws[0] == draws[1]
