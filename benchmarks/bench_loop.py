@@ -309,12 +309,13 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
             f"{p}_samples_per_s": round(r["samples_per_s"], 4), f"{p}_s_per_step": round(r["s_per_step"], 4),
             f"{p}_steps_per_s": round(r["steps_per_s"], 4), f"{p}_cpu_s_per_sample": round(r["cpu_s_per_sample"], 4),
             f"{p}_peak_rss_gib": round(r["peak_rss_gib"], 3), f"{p}_resident_params": r["resident_params"],
-            f"{p}_samples_per_step": r["samples_per_step"],
+            f"{p}_samples_per_step": r["samples_per_step"], f"{p}_dtype": r["dtype"],
             f"{p}_time_split": {k: round(v, 4) for k, v in r["time_split"].items()},
         })
     first = shown[0]
     print(f"\nmachine: {os.cpu_count()} CPUs ({platform.machine()}), torch {first['torch_version']} "
-          f"with {first['torch_threads']} threads; 1-min load average at the end of each side: "
+          f"with {first['torch_threads']} threads; weights: "
+          + ", ".join(f"{r['side']} {r['dtype']}" for r in shown) + "; 1-min load average at the end of each side: "
           + ", ".join(f"{r['side']} {r['loadavg_end']:.1f}" for r in shown))
     summary.update(sides=[r["side"] for r in shown], torch_threads=first["torch_threads"], machine=os.cpu_count(),
                    loadavg_end={r["side"]: r["loadavg_end"] for r in shown})

@@ -2,8 +2,8 @@
 
 The arms (one per switch: :data:`lab.arms.ARMS`, ``ablate --list``; custom ones from
 ``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.arms`; a preset names the
-arms it runs by default (``quick``: the 9 its wall time was measured with, the CI smoke test;
-``standard``: the arms that answer the sketch's three claims, about an hour on 2 CPU cores;
+arms it runs by default (``quick``: 7, under 10 minutes, the CI smoke test; ``standard``: the
+arms that answer the sketch's three claims, 101 minutes measured on one CPU thread;
 ``full``: all, for a GPU). ``ablate`` prints the expected wall time first (:func:`expected_seconds`,
 a documented cost model) and refines it after each run.
 Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps (an arm's
@@ -60,9 +60,8 @@ ABLATION_PRESETS = {
     "quick": {"seeds": 2, "steps": 4, "eval_limit": 12, "arms": QUICK_ARMS,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},
-    # 2-core CPU, about two hours on one torch thread (expected_minutes("standard"): 113 min,
-    # printed at the start; the measured time is in its report): the arms that answer the
-    # sketch's three claims and the hacking
+    # 2-core CPU: 101 min measured with one torch thread (reports/standard-2026-11-26; the cost
+    # model now says 113): the arms that answer the sketch's three claims and the hacking
     # question, 3 seeds, every held-out prompt. The data mixes the bundled instructions with the
     # bundled factual questions (half each), so one run measures generalisation on all 126
     # held-out prompts and truthfulness (mc1/mc2, the truthfulness score) on the 54 factual ones.
@@ -77,8 +76,11 @@ ABLATION_PRESETS = {
     # steps were planned for an hour, before the factual rows' scoring (~40 min of evaluation)
     # was costed. 20 new tokens cover the references (12 tokens on average) and leave room for
     # length drift.
+    # fp32 and a discriminator trained in every arm: the settings its committed report
+    # (reports/standard-2026-11-26) was made with, before dtype="auto" and train_discriminator="auto".
     "standard": {"seeds": 3, "steps": 14, "eval_limit": None, "arms": STANDARD_ARMS,
-                 "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5",
+                 "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5", "dtype": "float32",
+                            "train_discriminator": "always",
                             "prompts_per_step": 4, "samples_per_prompt": 2,
                             "max_new_tokens": 20, "lr": 5e-4}},
     # a GPU: 5 seeds, longer runs, the whole held-out split

@@ -6,6 +6,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+STANDARD = ROOT / "reports/standard-2026-11-26"
+QUICK = ROOT / "reports/quick-2026-11-26"
+BENCH = ROOT / "reports/bench-2026-11-26-bf16/bench.json"
+CLAIM = re.compile(r"(difference|MDE|CI) \[?([+-]?\d+\.\d+)(?:, ([+-]?\d+\.\d+)\])?")
 
 
 def _section(title: str) -> str:
@@ -14,19 +18,29 @@ def _section(title: str) -> str:
     return README[start:end]
 
 
-def test_results_table_matches_the_committed_quick_report():
-    report = (ROOT / "reports/quick-2026-11-26/report.md").read_text()
+def test_results_table_is_the_committed_standard_report():
+    report = (STANDARD / "report.md").read_text()
+    arms = json.loads((STANDARD / "ablation.json").read_text())["arms"]
     rows = [line for line in _section("Results").splitlines() if re.match(r"\| [a-z_+]+ \| \d", line)]
-    assert len(rows) == 9
+    assert len(rows) == len(arms) == 8
     for row in rows:
         assert row in report, row  # the row exactly as the report prints it
+    assert "the `standard` preset's config" in report  # made by `python -m lab ablate --preset standard`
 
 
-def test_claims_and_benchmark_numbers_come_from_their_files():
-    report = (ROOT / "reports/quick-2026-11-26/report.md").read_text()
-    for text in ("-0.003, 95% CI [-0.043, +0.033], MDE 0.048", "-0.035, 95% CI [-0.224, +0.153], MDE 0.209"):
-        assert text in report.replace("difference ", ""), text
-    bench = json.loads((ROOT / "reports/bench-2026-11-26/bench.json").read_text())
+def test_claim_numbers_come_from_the_reports():
+    reports = {name: (folder / "report.md").read_text().replace("difference ", "")
+               for name, folder in (("standard", STANDARD), ("quick", QUICK))}
+    bullets = re.findall(r"^- \*.*?(?=\n\n|\n- |\Z)", _section("Results"), flags=re.M | re.S)
+    claims = [" ".join(b.split()) for b in bullets]  # each bullet with its wrapped lines
+    assert len(claims) >= 3
+    for line in claims:
+        numbers = [n for match in CLAIM.finditer(line) for n in match.groups()[1:] if n]
+        assert all(any(n in text for text in reports.values()) for n in numbers), line
+
+
+def test_benchmark_numbers_come_from_its_json():
+    bench = json.loads(BENCH.read_text())
     section = _section("Benchmark")
     for key in ("naive_samples_per_s", "trl_samples_per_s", "kit_samples_per_s", "kit_rl_samples_per_s"):
         assert f"{bench[key]:.3f}" in section, key
