@@ -156,9 +156,10 @@ COST_NOTE = "cost model of lab.ablation.COST, calibrated on a 2-core CPU with Sm
 
 
 @functools.lru_cache(maxsize=8)
-def _heldout_size(source: str, columns) -> tuple[int, int]:
-    """(held-out prompts, factual ones among them: rows with wrong answers to score)."""
-    rows = evaluate.heldout(None, source, columns=dict(columns) or None)
+def _heldout_size(limit: int | None, source: str, columns) -> tuple[int, int]:
+    """(prompts an evaluation answers, factual ones among them: rows with wrong answers to score);
+    the rows :func:`_examples` evaluates, read without a tokenizer."""
+    rows = evaluate.heldout(limit, source, columns=dict(columns) or None)
     return len(rows), sum(bool(e.incorrect) for e in rows)
 
 
@@ -170,9 +171,8 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
     a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
     max_new_tokens`` (the untrained model's greedy answers are shared by its seeds)."""
     config = arm_config(settings, arm, 0)
-    prompts, factual = _heldout_size(eval_source(settings), tuple(sorted((settings["eval_columns"] or {}).items())))
-    if settings["eval_limit"]:
-        prompts, factual = settings["eval_limit"], min(factual, settings["eval_limit"])
+    prompts, factual = _heldout_size(settings["eval_limit"], eval_source(settings),
+                                     tuple(sorted((settings["eval_columns"] or {}).items())))
     decoding = COST["eval_fixed"] + COST["eval_per_token"] * prompts * config.max_new_tokens \
         + COST["eval_factual_per_prompt"] * factual / 2  # per decoding; choices are scored once a run
     if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
