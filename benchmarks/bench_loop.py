@@ -121,7 +121,7 @@ def kit_runner(args, mode: str):
     from lab.data import load_examples
     from lab.trainer import HybridTrainer
 
-    config = preset("bench", model=args.model, device="cpu", mode=mode, seed=args.seed,
+    config = preset("bench", model=args.model, device=args.device, mode=mode, seed=args.seed,
                     max_new_tokens=args.max_new_tokens, prompts_per_step=args.kit_batch,
                     samples_per_prompt=args.kit_k)
     runner = HybridTrainer(config, examples=load_examples("bundled", "train"), verbose=False)
@@ -163,14 +163,14 @@ def run_side(args) -> dict:
 
     t0 = time.perf_counter()
     if args.side == "naive":
-        runner = NaiveSketch(args.model, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        runner = NaiveSketch(args.model, max_new_tokens=args.max_new_tokens, seed=args.seed, device=args.device)
         samples_per_step, steps, label = 1, args.naive_steps, "naive sketch"
     elif args.side == "trl":
         from trl_side import TRLSide
 
         runner = TRLSide(args.model, args.max_new_tokens, args.seed, prompts_per_step=args.kit_batch,
                          samples_per_prompt=args.kit_k, total_steps=args.warmup + args.trl_steps,
-                         reward_base=args.trl_reward_base)
+                         reward_base=args.trl_reward_base, device=args.device)
         samples_per_step, steps = args.kit_batch * args.kit_k, args.trl_steps
         label = f"TRL GRPO {args.kit_batch} x {args.kit_k}"
     else:
@@ -194,8 +194,11 @@ def run_side(args) -> dict:
         params = resident_parameters(*resident_modules(runner), load_embedder("auto"))
     from lab.models import pick_dtype
 
-    dtype = "float32" if args.side == "naive" else str(pick_dtype(torch.device("cpu"))).removeprefix("torch.")
-    return dict(side=args.side, label=label, build_s=build_s, warmup=args.warmup, dtype=dtype,
+    device = torch.device(args.device)
+    dtype = "float32" if args.side == "naive" else str(pick_dtype(device)).removeprefix("torch.")
+    gpu = dict(gpu=torch.cuda.get_device_name(device), peak_gpu_gib=torch.cuda.max_memory_allocated(device) / 2**30) \
+        if device.type == "cuda" else {}
+    return dict(side=args.side, label=label, build_s=build_s, warmup=args.warmup, dtype=dtype, **gpu,
                 peak_rss_gib=peak_rss_gib(), resident_params=params,
                 torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                 torch_version=torch.__version__, loadavg_end=os.getloadavg()[0],
@@ -208,7 +211,7 @@ def child(args, side: str, kit_batch: int | None = None, kit_k: int | None = Non
            "--model", args.model, "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed),
            "--warmup", str(args.warmup), "--kit-steps", str(args.kit_steps),
            "--naive-steps", str(args.naive_steps), "--trl-steps", str(args.trl_steps),
-           "--trl-reward-base", args.trl_reward_base,
+           "--trl-reward-base", args.trl_reward_base, "--device", args.device,
            "--kit-batch", str(kit_batch or args.kit_batch), "--kit-k", str(kit_k or args.kit_k)]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) passes through
     lines = done.stdout.strip().splitlines()
@@ -312,11 +315,17 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
             f"{p}_samples_per_step": r["samples_per_step"], f"{p}_dtype": r["dtype"],
             f"{p}_time_split": {k: round(v, 4) for k, v in r["time_split"].items()},
         })
+        if "peak_gpu_gib" in r:
+            summary[f"{p}_peak_gpu_gib"] = round(r["peak_gpu_gib"], 3)
     first = shown[0]
     print(f"\nmachine: {os.cpu_count()} CPUs ({platform.machine()}), torch {first['torch_version']} "
           f"with {first['torch_threads']} threads; weights: "
           + ", ".join(f"{r['side']} {r['dtype']}" for r in shown) + "; 1-min load average at the end of each side: "
           + ", ".join(f"{r['side']} {r['loadavg_end']:.1f}" for r in shown))
+    if "gpu" in first:
+        print(f"device: {first['gpu']}; peak GPU memory: "
+              + ", ".join(f"{r['side']} {r['peak_gpu_gib']:.2f} GiB" for r in shown))
+        summary["gpu"] = first["gpu"]
     summary.update(sides=[r["side"] for r in shown], torch_threads=first["torch_threads"], machine=os.cpu_count(),
                    loadavg_end={r["side"]: r["loadavg_end"] for r in shown})
     return summary
@@ -347,6 +356,8 @@ def parse_args(argv=None):
                         help=f"also run the kit at B x k in {SWEEP_SAMPLES} samples a step (k fixed, B varies) "
                              "and report its best batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of every side (default 0)")
+    parser.add_argument("--device", default="cpu",
+                        help="device of every side (default cpu, the issue's machine type; cuda: the GPU path)")
     parser.add_argument("--json-out", type=Path, help="also write the final JSON summary to this file")
     parser.add_argument("--side", choices=SIDES, help="internal: run only this side in this process and print its JSON")
     args = parser.parse_args(argv)

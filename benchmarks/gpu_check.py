@@ -57,6 +57,33 @@ def timed_run(model_dir: str, dtype: torch.dtype, examples, mode: str, prompts: 
                 finite_losses=finite, **{key: round(v, 3) for key, v in phases.items()})
 
 
+def quantized_run(quantization: str, examples, steps: int) -> dict:
+    """A hybrid run of 4 x 2 samples with the backbone loaded through ``lab.models.load`` in
+    ``quantization`` (``none``: bf16 weights; ``4bit``/``8bit``: bitsandbytes, QLoRA preparation):
+    step time, peak memory, the backbone's footprint, and whether the LoRA weights moved."""
+    config = HybridConfig(model="smollm2-135m", device="cuda", dtype="bfloat16", quantization=quantization,
+                          mode="hybrid", prompts_per_step=4, samples_per_prompt=2, max_new_tokens=32,
+                          reward_weights=REWARD)
+    torch.cuda.reset_peak_memory_stats()
+    trainer = HybridTrainer(config, examples=examples, verbose=False)
+    footprint = trainer.model.get_memory_footprint() / 2**30
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.step()  # warm-up
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    rows = [trainer.step() for _ in range(steps)]
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    moved = sum(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if n in before)
+    kbit = sorted({type(m.weight).__name__ for m in trainer.model.modules()
+                   if type(getattr(m, "weight", None)).__name__ in ("Params4bit", "Int8Params")})
+    return dict(quantization=quantization, s_per_step=round(seconds, 3), samples_per_s=round(8 / seconds, 2),
+                peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 3), footprint_gib=round(footprint, 3),
+                kbit_weights=kbit, trained_tensors_moved=f"{moved}/{len(before)}",
+                finite_losses=all(torch.isfinite(torch.tensor(r["loss"])) for r in rows),
+                loss_sft=[round(r["loss_sft"], 4) for r in rows])
+
+
 def sft_parity(model_dir: str, examples) -> dict:
     """bf16 on CUDA: the shared-prompt SFT loss vs the plain per-row computation."""
     from lab import generator
@@ -81,6 +108,10 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default="gpu_check.json")
+    parser.add_argument("--shapes", choices=("all", "none"), default="all", help="the timed shapes (none: skip)")
+    parser.add_argument("--quantized", action="store_true",
+                        help="also the backbone in bf16, 8-bit and 4-bit through lab.models.load (needs bitsandbytes "
+                             "and the stand-ins of benchmarks/gpu_stand_ins.py in LAB_CACHE)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this script checks the GPU path")
@@ -92,10 +123,19 @@ def main() -> None:
     print(json.dumps(report["sft_parity_bf16"]), flush=True)
     shapes = [("float32", "hybrid", 4, 2), ("bfloat16", "hybrid", 4, 2), ("bfloat16", "rl", 4, 2),
               ("bfloat16", "hybrid", 16, 4), ("float32", "hybrid", 64, 4), ("bfloat16", "hybrid", 64, 4)]
-    for dtype, mode, prompts, k in shapes:
+    for dtype, mode, prompts, k in shapes if args.shapes == "all" else []:
         row = timed_run(args.model_dir, getattr(torch, dtype), examples, mode, prompts, k, args.steps)
         report["runs"].append(row)
         print(json.dumps(row), flush=True)
+    if args.quantized:
+        report["quantized"] = []
+        for quantization in ("none", "8bit", "4bit"):
+            try:
+                row = quantized_run(quantization, examples, args.steps)
+            except Exception as err:  # report it and go on: one failure must not hide the others
+                row = dict(quantization=quantization, error=f"{type(err).__name__}: {err}")
+            report["quantized"].append(row)
+            print(json.dumps(row), flush=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
 

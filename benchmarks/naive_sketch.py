@@ -69,12 +69,12 @@ class NaiveSketch:
     """The sketch's per-sample loop: one prompt, one sample, four models, each step."""
 
     def __init__(self, model_name: str = "smollm2-135m", max_new_tokens: int = 32, seed: int = 0,
-                 verbose: bool = False):
+                 verbose: bool = False, device: str = "cpu"):
         from peft import LoraConfig, TaskType, get_peft_model
         from transformers import AutoModelForSequenceClassification
 
         set_seed(seed)
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.device = max_new_tokens, torch.device(device)
         # Alpaca-layout rows, one per step: ds[step % len(ds)] after a seeded shuffle.
         self.ds = load_examples("bundled", "train")
         random.Random(seed).shuffle(self.ds)
@@ -82,7 +82,7 @@ class NaiveSketch:
         # sketch defect 6: three separate backbones stay resident (generator, discriminator,
         # frozen base), plus MiniLM; the kit shares one backbone for all three roles.
         # -- generator: the LM + LoRA (causal-LM task)
-        gen, self.tokenizer = models.load(model_name, "cpu", "float32", verbose=verbose)  # the sketch: fp32
+        gen, self.tokenizer = models.load(model_name, self.device, "float32", verbose=verbose)  # the sketch: fp32
         conv1d = gen.config.model_type == "gpt2"  # GPT-2's Conv1D stores W transposed
         self.generator = get_peft_model(gen, LoraConfig(
             **LORA, bias="none", task_type=TaskType.CAUSAL_LM,
@@ -100,16 +100,17 @@ class NaiveSketch:
             disc = AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=1, local_files_only=choice.source == "hf-cache")
         disc.config.pad_token_id = self.tokenizer.pad_token_id
+        disc.to(self.device)
         self.discriminator = get_peft_model(disc, LoraConfig(
             **LORA, bias="none", task_type=TaskType.SEQ_CLS,
             target_modules=models.lora_targets(disc), fan_in_fan_out=conv1d))
         # -- base: a third, frozen copy of the LM for the perplexity reward
-        self.base, _ = models.load(model_name, "cpu", "float32", verbose=False)
+        self.base, _ = models.load(model_name, self.device, "float32", verbose=False)
         self.base.eval()
         for p in self.base.parameters():
             p.requires_grad_(False)
         # -- MiniLM (SentenceTransformer) for the semantic reward
-        self.embedder = models.load_embedder("auto")
+        self.embedder = models.load_embedder("auto", device=str(self.device))
 
         self.generator.train()
         self.discriminator.train()
@@ -133,7 +134,7 @@ class NaiveSketch:
         emb_tgt = self.embedder.encode(target_text, convert_to_tensor=True, show_progress_bar=False)
         semantic = util.cos_sim(emb_gen, emb_tgt).item()
         # perplexity under the frozen base copy
-        enc = self.tokenizer(generated_text, return_tensors="pt")
+        enc = self.tokenizer(generated_text, return_tensors="pt").to(self.device)
         with torch.no_grad():
             ce = self.base(**enc, labels=enc["input_ids"]).loss
         ppl = math.exp(ce.item())
@@ -152,7 +153,7 @@ class NaiveSketch:
 
         # 1. sample ONE response
         t0 = time.perf_counter()
-        inputs = self.tokenizer(prompt, return_tensors="pt")
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         out = self.generator.generate(
             **inputs, max_new_tokens=self.max_new_tokens, do_sample=True, top_p=0.9,
             temperature=0.7, pad_token_id=self.tokenizer.pad_token_id)
@@ -171,9 +172,10 @@ class NaiveSketch:
         t0 = time.perf_counter()
         # (defect 2 again: generated_text already holds the prompt and its "### Response:",
         # so the discriminator reads the prompt twice.)
-        disc_inputs = self.tokenizer(prompt + "\n\n### Response:\n" + generated_text, return_tensors="pt")
+        disc_inputs = self.tokenizer(prompt + "\n\n### Response:\n" + generated_text,
+                                     return_tensors="pt").to(self.device)
         disc_pred = self.discriminator(**disc_inputs).logits.squeeze()  # ()
-        d_loss = F.mse_loss(disc_pred, torch.tensor(combined, dtype=disc_pred.dtype))
+        d_loss = F.mse_loss(disc_pred, torch.tensor(combined, dtype=disc_pred.dtype, device=self.device))
         self.opt_disc.zero_grad()
         d_loss.backward()
         self.opt_disc.step()
@@ -183,7 +185,7 @@ class NaiveSketch:
 
         # 4. generator: SFT + 0.5 * REINFORCE, one AdamW step
         t0 = time.perf_counter()
-        full = self.tokenizer(prompt + target, return_tensors="pt")
+        full = self.tokenizer(prompt + target, return_tensors="pt").to(self.device)
         # sketch defect 3: the SFT labels are the whole sequence, prompt tokens included.
         sft_loss = self.generator(**full, labels=full["input_ids"]).loss
         # sketch defect 1: the "log-probability" is that of the PROMPT (inputs), not of the

@@ -73,7 +73,7 @@ class TRLSide:
 
     def __init__(self, model_name: str = "smollm2-135m", max_new_tokens: int = 32, seed: int = 0,
                  prompts_per_step: int = 4, samples_per_prompt: int = 2, total_steps: int = 9,
-                 reward_base: str = "shared", verbose: bool = False):
+                 reward_base: str = "shared", verbose: bool = False, device: str = "cpu"):
         from transformers import PrinterCallback, TrainerCallback
         from transformers.utils import logging as hf_logging
 
@@ -85,15 +85,15 @@ class TRLSide:
         GRPOConfig, GRPOTrainer = require_trl()
         if not verbose:
             hf_logging.set_verbosity_error()
-        config = preset("bench", model=model_name, device="cpu", seed=seed, max_new_tokens=max_new_tokens,
+        config = preset("bench", model=model_name, device=device, seed=seed, max_new_tokens=max_new_tokens,
                         prompts_per_step=prompts_per_step, samples_per_prompt=samples_per_prompt)
         set_seed(seed)
-        model, tokenizer = models.load(model_name, "cpu", config.dtype, verbose=verbose)  # the kit's dtype
+        model, tokenizer = models.load(model_name, device, config.dtype, verbose=verbose)  # the kit's dtype
         self.policy = models.add_lora(model, "generator", r=config.lora_r, alpha=config.lora_alpha,
                                       dropout=config.lora_dropout)
         self.base = None
         if reward_base == "copy":  # a self-contained reward: its own frozen base LM
-            self.base, _ = models.load(model_name, "cpu", config.dtype, verbose=False)
+            self.base, _ = models.load(model_name, device, config.dtype, verbose=False)
             self.base.eval().requires_grad_(False)
         elif reward_base != "shared":
             raise ValueError(f"reward_base must be 'shared' or 'copy', got {reward_base!r}")
@@ -108,7 +108,7 @@ class TRLSide:
             max_completion_length=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
             top_k=0, beta=0.0, learning_rate=config.lr, lr_scheduler_type="constant", weight_decay=0.01,
             max_grad_norm=config.max_grad_norm, disable_dropout=True, **{no_checkpointing(GRPOConfig): False},
-            use_cpu=True, bf16=False, fp16=False, logging_steps=1, save_strategy="no", report_to="none",
+            use_cpu=device == "cpu", bf16=False, fp16=False, logging_steps=1, save_strategy="no", report_to="none",
             disable_tqdm=True, dataloader_num_workers=0)
         self.rows: list[dict] = []
         self.phase = {"time_sample": 0.0, "time_reward": 0.0, "response_len": float("nan")}
