@@ -9,10 +9,15 @@ subtracting ``s B A`` again would round the frozen base a little differently eve
 
 The folded model computes the same function up to float rounding (``W + sBA`` is rounded
 once); ``tests/test_fast_paths.py`` checks the logits and that the samples are the same.
+
+:func:`prepacked` goes one step further for bf16 weights on a CPU: ``F.linear`` reorders a
+plain weight into oneDNN's blocked layout on every call; during a decode, whose weights do not
+change, each ``nn.Linear`` multiplies with a copy reordered once (the same products, bit for bit).
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 import torch
@@ -60,3 +65,42 @@ def folded(model):
     finally:
         for base, weight in originals:
             base.weight = weight
+
+
+def _packed_linear(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+@functools.lru_cache(maxsize=1)
+def can_prepack() -> bool:
+    """True when this torch has oneDNN's linear with prepacked bf16 weights (x86 CPUs with bf16)."""
+    ops = torch.ops.mkldnn
+    try:
+        return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
+                and hasattr(ops, "_linear_pointwise") and bool(ops._is_mkldnn_bf16_supported()))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextmanager
+def prepacked(model, rows: int):
+    """Within the block, every bf16 CPU ``nn.Linear`` of ``model`` multiplies with a copy of its
+    weight reordered once for oneDNN for ``rows`` input rows; the products are the same. The
+    weights must not change inside the block (decode, after :func:`folded`). Other layers,
+    devices and dtypes, and a torch without these oneDNN ops, run unchanged."""
+    patched = []
+    try:
+        if can_prepack():
+            with torch.no_grad():
+                for module in model.modules():
+                    weight = getattr(module, "weight", None)
+                    if type(module) is torch.nn.Linear and weight.device.type == "cpu" \
+                            and weight.dtype == torch.bfloat16:
+                        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+                        bias = None if module.bias is None else module.bias.detach()
+                        module.forward = functools.partial(_packed_linear, packed, bias)  # shadows Linear.forward
+                        patched.append(module)
+        yield model
+    finally:
+        for module in patched:
+            del module.forward

@@ -21,7 +21,8 @@ from lab.folding import folded
 from lab.models import adapter_parameters
 from lab.sampling import beam_decode, decode
 from lab.tensors import (
-    encode, eval_mode, forward_after_prompts, left_pad, model_device, position_ids, right_pad, until_first_eos,
+    encode, eval_mode, forward_after_prompts, kept_positions, left_pad, model_device, position_ids, right_pad,
+    until_first_eos,
 )
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
@@ -132,7 +133,8 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     targets = response_mask[:, 1:].bool()  # (N, L-1) position t predicts response token t+1
     start = int(targets.any(0).long().argmax())  # first position that predicts a response token
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids(attention_mask), logits_to_keep=length - start,
+                   position_ids=position_ids(attention_mask),
+                   logits_to_keep=kept_positions(length, length - start, input_ids.device),
                    use_cache=False).logits[:, :-1]  # (N, L-1-start, V)
     picked = _score(logits, input_ids[:, start + 1:], targets[:, start:], temperature,
                     with_entropy, entropy_grad)
@@ -156,7 +158,8 @@ def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     """
     prompt_index = prompt_index.to(prompt_ids.device)
     first, rest = forward_after_prompts(model, prompt_ids, prompt_mask, prompt_index, continuations[:, :-1],
-                                        continuation_mask[:, :-1], logits_to_keep=1)
+                                        continuation_mask[:, :-1],
+                                        logits_to_keep=kept_positions(prompt_ids.shape[1], 1, prompt_ids.device))
     logits = first.logits[prompt_index]  # (N, 1, V): the prompt's last position predicts token 0
     if rest is not None:
         logits = torch.cat([logits, rest.logits], dim=1)  # (N, T, V)

@@ -9,9 +9,9 @@ step is one forward of ``N = B * k`` new tokens plus temperature / top-p samplin
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from lab.tensors import cache_keyword, output_cache, position_ids
+from lab.folding import prepacked
+from lab.tensors import cache_keyword, kept_positions, output_cache, position_ids, preallocate
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -75,30 +75,39 @@ def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id,
             do_sample) -> torch.Tensor:
     """The loop of :func:`decode`, run under ``torch.inference_mode``."""
     positions = position_ids(attention_mask)  # (B, P)
+    width = input_ids.shape[1]  # P
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=kept_positions(width, 1, input_ids.device))
     cache = output_cache(out)
     cache_arg = cache_keyword(model)
     cache.batch_repeat_interleave(k)  # (B, ...) -> (N, ...): the prefill is shared
+    # keys and values written into buffers, and one boolean mask for the whole decode
+    # (N, P + max_new_tokens) filled a column a step: each step passes its ready (N, 1, 1, P + t + 1)
+    # view, so neither the cache nor the mask is copied a step (plain full-attention caches only)
+    ready = preallocate(cache, width + max_new_tokens)
     logits = out.logits[:, -1].float().repeat_interleave(k, dim=0)  # (N, V)
-    mask = attention_mask.repeat_interleave(k, dim=0)  # (N, P)
+    mask = attention_mask.new_zeros((attention_mask.shape[0] * k, width + max_new_tokens), dtype=torch.bool)
+    mask[:, :width] = attention_mask.bool().repeat_interleave(k, dim=0)  # (N, P + max_new_tokens)
     position = positions[:, -1:].repeat_interleave(k, dim=0)  # (N, 1)
     done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (N,)
     tokens = []
-    for _ in range(max_new_tokens):
-        if do_sample:
-            probs, ids = nucleus(logits / temperature, top_p)  # (N, K) each
-            token = ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)  # (N,)
-        else:
-            token = logits.argmax(-1)  # (N,)
-        token = token.masked_fill(done, pad_id)  # (N,)
-        tokens.append(token)
-        done |= token == eos_id
-        if done.all() or len(tokens) == max_new_tokens:
-            break
-        mask = F.pad(mask, (0, 1), value=1)  # (N, P + t + 1); finished rows' pads are never read
-        position = position + 1  # (N, 1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                    use_cache=True, **{cache_arg: cache})
-        logits = out.logits[:, -1].float()  # (N, V)
+    with prepacked(model, rows=mask.shape[0]):
+        for _ in range(max_new_tokens):
+            if do_sample:
+                probs, ids = nucleus(logits / temperature, top_p)  # (N, K) each
+                token = ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)  # (N,)
+            else:
+                token = logits.argmax(-1)  # (N,)
+            token = token.masked_fill(done, pad_id)  # (N,)
+            tokens.append(token)
+            done |= token == eos_id
+            if done.all() or len(tokens) == max_new_tokens:
+                break
+            seen = width + len(tokens)  # P + t + 1 positions after this step
+            mask[:, seen - 1] = True  # finished rows' pads are never read
+            position = position + 1  # (N, 1)
+            step_mask = mask[:, None, None, :seen] if ready else mask[:, :seen].long()  # 4D: used as given
+            out = model(input_ids=token[:, None], attention_mask=step_mask, position_ids=position,
+                        use_cache=True, **{cache_arg: cache})
+            logits = out.logits[:, -1].float()  # (N, V)
     return torch.stack(tokens, dim=1)  # (N, T)

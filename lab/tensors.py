@@ -10,6 +10,7 @@ continuation tokens (right padded).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from contextlib import contextmanager
 
@@ -116,6 +117,70 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
             [0, 1, 2]])
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
+
+
+def kept_positions(length: int, count: int, device=None) -> torch.Tensor:
+    """``logits_to_keep`` for the last ``count`` of ``length`` positions, as an index tensor (count,).
+
+    An int ``logits_to_keep`` makes transformers slice a strided view of the hidden states, which
+    ``torch.matmul`` cannot fold into one matrix product with a frozen LM head: it multiplies a
+    batch of expanded copies of the head's weight instead (~0.35 s a prefill of SmolLM2 on a CPU,
+    a (B, 576, 49152) copy). Gathered rows give the same logits from one product.
+
+    >>> kept_positions(5, 2)
+    tensor([3, 4])
+    """
+    return torch.arange(length - count, length, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _preallocated_layer():
+    """A ``DynamicLayer`` whose keys and values live in buffers of a fixed capacity: ``update``
+    writes the new positions in place and returns views of the filled part, the very tensors
+    ``torch.cat`` would have made, without copying every layer's whole cache every step.
+    Returns ``(DynamicLayer, PreallocatedLayer)``, or None with transformers older than its
+    cache layers."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, layer: DynamicLayer, capacity: int):
+            super().__init__()
+            n, heads, length, _ = layer.keys.shape  # (N, H, P, D)
+            self.key_buffer = layer.keys.new_empty((n, heads, capacity, layer.keys.shape[-1]))
+            self.value_buffer = layer.values.new_empty((n, heads, capacity, layer.values.shape[-1]))
+            self.key_buffer[:, :, :length], self.value_buffer[:, :, :length] = layer.keys, layer.values
+            self.device, self.is_initialized, self.filled = layer.keys.device, True, length
+            self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            end = self.filled + key_states.shape[-2]
+            if end > self.key_buffer.shape[2]:  # past the capacity: concatenate, as DynamicLayer does
+                self.key_buffer = torch.cat([self.keys, key_states], dim=-2)
+                self.value_buffer = torch.cat([self.values, value_states], dim=-2)
+            else:
+                self.key_buffer[:, :, self.filled:end] = key_states
+                self.value_buffer[:, :, self.filled:end] = value_states
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            self.filled = end
+            return self.keys, self.values
+
+    return DynamicLayer, PreallocatedLayer
+
+
+def preallocate(cache, capacity: int) -> bool:
+    """Give every layer of a filled ``DynamicCache`` buffers of ``capacity`` positions, so that
+    decoding writes into them instead of concatenating. True when every layer is a plain
+    full-attention ``DynamicLayer`` and was converted; False, with nothing changed, for other
+    caches (sliding windows, transformers without cache layers)."""
+    kinds, layers = _preallocated_layer(), getattr(cache, "layers", None)
+    if kinds is None or not layers or any(type(layer) is not kinds[0] or not layer.is_initialized
+                                          for layer in layers):
+        return False
+    cache.layers = [kinds[1](layer, capacity) for layer in layers]
+    return True
 
 
 def output_cache(output):

@@ -1,6 +1,7 @@
 """The speed paths give the plain path's results: a discriminator nothing reads is not trained
-(the generator's update is unchanged), bf16 weights train like fp32 within a tolerance, and
-decoding with the adapter folded into the weights samples the same answers."""
+(the generator's update is unchanged), bf16 weights train like fp32 within a tolerance,
+decoding with the adapter folded into the weights samples the same answers, and the decoder's
+preallocated cache, ready-made mask and prepacked bf16 weights give generate's tokens."""
 
 import contextlib
 from unittest import mock
@@ -88,3 +89,70 @@ def test_folded_adapter_decodes_the_same_function_and_restores_the_weights():
         with mock.patch("lab.generator.folded", fold):
             draws.append(generator.sample(model, tok, prompts, k=2, max_new_tokens=8).completions)
     assert draws[0] == draws[1]
+
+
+def _tiny_llama(dtype):
+    """A 2-layer random Llama (SmolLM2's architecture: RMSNorm, rotary, GQA, nn.Linear) and its tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lab import models
+
+    tok = models.load_tokenizer("tiny-gpt2")
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).to(dtype).eval(), tok
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_lean_decoder_gives_generates_tokens(arch, dtype):
+    from lab import generator, models, tensors
+
+    if arch == "llama":
+        model, tok = _tiny_llama(dtype)
+    else:
+        model, tok = models.load("tiny-gpt2", "cpu", dtype, verbose=False)
+    prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "Hi", "Count: one two"]
+    ours = generator.sample(model, tok, prompts, k=2, max_new_tokens=12, do_sample=False)
+    ids, mask = tensors.encode(tok, ours.prompts, 256)
+    theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                            pad_token_id=tok.pad_token_id)  # (6, P + 12)
+    assert ours.completions == [tok.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in theirs]
+
+
+def test_the_preallocated_cache_returns_what_concatenation_would():
+    from transformers import DynamicCache
+
+    from lab.tensors import preallocate
+
+    torch.manual_seed(0)
+    keys, values = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)  # (N, H, P, D)
+    plain, fast = DynamicCache(), DynamicCache()
+    for cache in (plain, fast):
+        cache.update(keys, values, 0)
+    assert preallocate(fast, capacity=6)
+    for step in range(4):  # the last two steps pass the capacity: concatenation again
+        new_k, new_v = torch.randn(2, 3, 1, 8), torch.randn(2, 3, 1, 8)
+        (pk, pv), (fk, fv) = plain.update(new_k, new_v, 0), fast.update(new_k, new_v, 0)
+        assert torch.equal(pk, fk) and torch.equal(pv, fv) and fast.get_seq_length() == 5 + step
+    assert not preallocate(DynamicCache(), capacity=6)  # nothing to preallocate: unchanged
+
+
+def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
+    from lab.folding import can_prepack, prepacked
+
+    if not can_prepack():
+        pytest.skip("this CPU/torch has no oneDNN bf16 linear")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32, bias=False))
+    model = model.to(torch.bfloat16)
+    x = torch.randn(8, 1, 64, dtype=torch.bfloat16)  # (N, 1, H): one decode step
+    with torch.no_grad():
+        plain = model(x)
+        with prepacked(model, rows=8):
+            assert all("forward" in vars(layer) for layer in (model[0], model[2]))
+            fast = model(x)
+    assert torch.equal(plain, fast)
+    assert not any("forward" in vars(layer) for layer in model)  # Linear.forward again

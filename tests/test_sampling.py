@@ -40,8 +40,11 @@ def test_greedy_decode_equals_generate(tiny):
 def test_sampling_is_seeded_and_restores_train_mode(tiny):
     model, tokenizer = tiny
     model.train()
-    torch.manual_seed(1)
-    a = generator.sample(model, tokenizer, ["Hello"], k=3, max_new_tokens=5)
-    torch.manual_seed(1)
-    b = generator.sample(model, tokenizer, ["Hello"], k=3, max_new_tokens=5)
-    assert a.completions == b.completions and model.training
+    try:
+        torch.manual_seed(1)
+        a = generator.sample(model, tokenizer, ["Hello"], k=3, max_new_tokens=5)
+        torch.manual_seed(1)
+        b = generator.sample(model, tokenizer, ["Hello"], k=3, max_new_tokens=5)
+        assert a.completions == b.completions and model.training
+    finally:
+        model.eval()  # the session's shared tiny model: later tests expect it as loaded (dropout off)
