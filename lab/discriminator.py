@@ -25,7 +25,9 @@ from torch import nn
 
 from lab.guards import finite_update
 from lab.models import adapter_parameters, using_adapter
-from lab.tensors import eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad
+from lab.tensors import (
+    eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad, training_attention,
+)
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
 HARD_JUNK_KINDS = ("fluent_wrong",)  # needs known wrong answers (lab.data.wrong_answers)
@@ -222,7 +224,8 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     n, m = len(completions), len(junk or [])
     rows = list(prompts) + list(prompts[:m]), list(completions) + list(junk or [])
     use_aux = aux_weight > 0 and aux_targets is not None
-    scores, aux = disc(*rows, with_aux=True) if use_aux else (disc(*rows), None)  # (N + M,) each
+    with training_attention(disc.backbone):  # the kernel picked in the forward also runs the backward
+        scores, aux = disc(*rows, with_aux=True) if use_aux else (disc(*rows), None)  # (N + M,) each
     targets = torch.as_tensor(targets, dtype=torch.float32).to(scores.device)  # (N,)
     if junk_target is not None:
         targets = torch.cat([targets, targets.new_full((m,), float(junk_target))])  # (N + M,)

@@ -28,7 +28,7 @@ import torch
 
 from lab import distributed, generator, mixing
 from lab.guards import finite_update
-from lab.tensors import right_pad
+from lab.tensors import right_pad, training_attention
 
 
 @dataclass
@@ -174,7 +174,8 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
     for epoch in range(epochs):
         for prompts in torch.arange(len(batch.prompt_ids)).tensor_split(parts):
             part = batch if parts == 1 else batch.select(prompts.tolist())
-            loss, logs = generator_loss(model, part, cfg, lam, pad_id, mu)
+            with training_attention(model):  # the kernel picked in the forward also runs the backward
+                loss, logs = generator_loss(model, part, cfg, lam, pad_id, mu)
             stepped, logs["grad_norm"] = finite_update(optimizer, params, loss, cfg.max_grad_norm)
             passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not stepped))
     first = [p for p in passes if p["epoch"] == 0]

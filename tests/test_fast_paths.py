@@ -156,3 +156,29 @@ def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
             fast = model(x)
     assert torch.equal(plain, fast)
     assert not any("forward" in vars(layer) for layer in model)  # Linear.forward again
+
+
+def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16():
+    from lab import generator, models
+    from lab.tensors import training_attention
+
+    model, tok = _tiny_llama(torch.bfloat16)
+    model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
+    prompts, answers = ["Name a colour.", "Count: one two"], ["Red.", "three four five"]
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        loss = generator.sft_loss(model, tok, prompts, answers)
+        loss.backward()
+        return loss.detach().float(), [p.grad.float() for p in model.parameters() if p.requires_grad]
+
+    plain_loss, plain_grads = loss_and_grads()
+    with training_attention(model):
+        assert not torch.backends.cuda.flash_sdp_enabled()  # bf16 on a CPU: the math kernel only
+        math_loss, math_grads = loss_and_grads()
+    torch.testing.assert_close(math_loss, plain_loss, rtol=1e-2, atol=1e-2)
+    for a, b in zip(math_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=1e-3)
+    with training_attention(models.load("tiny-gpt2", "cpu", "float32", verbose=False)[0]):
+        assert torch.backends.cuda.math_sdp_enabled()  # fp32: nothing switched (the flash kernel stays allowed)
+        assert torch.backends.cuda.flash_sdp_enabled()
