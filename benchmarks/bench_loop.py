@@ -205,12 +205,14 @@ def run_side(args) -> dict:
                 **summarise(rows, walls, samples_per_step, cpu_s))
 
 
-def child(args, side: str, kit_batch: int | None = None, kit_k: int | None = None) -> dict:
-    """Run one side in a fresh process; returns its JSON (last stdout line)."""
+def child(args, side: str, kit_batch: int | None = None, kit_k: int | None = None, rnd: int = 0) -> dict:
+    """Run one side in a fresh process, round ``rnd`` of ``args.rounds`` (its share of the timed
+    steps, seed ``args.seed + rnd``); returns its JSON (last stdout line)."""
+    share = {name: str(-(-getattr(args, f"{name}_steps") // args.rounds)) for name in ("kit", "naive", "trl")}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side,
-           "--model", args.model, "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed),
-           "--warmup", str(args.warmup), "--kit-steps", str(args.kit_steps),
-           "--naive-steps", str(args.naive_steps), "--trl-steps", str(args.trl_steps),
+           "--model", args.model, "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed + rnd),
+           "--warmup", str(args.warmup), "--kit-steps", share["kit"],
+           "--naive-steps", share["naive"], "--trl-steps", share["trl"],
            "--trl-reward-base", args.trl_reward_base, "--device", args.device,
            "--kit-batch", str(kit_batch or args.kit_batch), "--kit-k", str(kit_k or args.kit_k)]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) passes through
@@ -219,6 +221,27 @@ def child(args, side: str, kit_batch: int | None = None, kit_k: int | None = Non
         hint = ' (is TRL installed? pip install -e ".[trl]")' if side == "trl" else ""
         sys.exit(f"bench_loop: the {side} side failed (exit code {done.returncode}){hint}; see its output above")
     return json.loads(lines[-1])
+
+
+def merge(runs: list[dict]) -> dict:
+    """One side's measurements over its rounds: rates from the summed steps and wall time, means
+    weighted by steps, peaks as maxima; ``round_samples_per_s`` keeps each round's rate."""
+    first, steps = runs[0], sum(r["steps"] for r in runs)
+    walls = [w for r in runs for w in r["step_walls"]]
+
+    def mean(key):
+        return sum(r[key] * r["steps"] for r in runs) / steps
+
+    merged = dict(first, steps=steps, step_walls=walls, samples_per_s=first["samples_per_step"] * steps / sum(walls),
+                  s_per_step=sum(walls) / steps, steps_per_s=steps / sum(walls), cpu_s_per_step=mean("cpu_s_per_step"),
+                  cpu_s_per_sample=mean("cpu_s_per_sample"), response_tokens=mean("response_tokens"),
+                  time_split={p: sum(r["time_split"][p] * r["steps"] for r in runs) / steps for p in first["time_split"]},
+                  peak_rss_gib=max(r["peak_rss_gib"] for r in runs), build_s=sum(r["build_s"] for r in runs) / len(runs),
+                  loadavg_end=max(r["loadavg_end"] for r in runs), rounds=len(runs),
+                  round_samples_per_s=[round(r["samples_per_s"], 4) for r in runs])
+    if "peak_gpu_gib" in first:
+        merged["peak_gpu_gib"] = max(r["peak_gpu_gib"] for r in runs)
+    return merged
 
 
 def fmt_params(n: int) -> str:
@@ -314,6 +337,7 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
             f"{p}_peak_rss_gib": round(r["peak_rss_gib"], 3), f"{p}_resident_params": r["resident_params"],
             f"{p}_samples_per_step": r["samples_per_step"], f"{p}_dtype": r["dtype"],
             f"{p}_time_split": {k: round(v, 4) for k, v in r["time_split"].items()},
+            f"{p}_round_samples_per_s": r["round_samples_per_s"],
         })
         if "peak_gpu_gib" in r:
             summary[f"{p}_peak_gpu_gib"] = round(r["peak_gpu_gib"], 3)
@@ -326,6 +350,9 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
         print(f"device: {first['gpu']}; peak GPU memory: "
               + ", ".join(f"{r['side']} {r['peak_gpu_gib']:.2f} GiB" for r in shown))
         summary["gpu"] = first["gpu"]
+    print(f"samples/s in each of the {first['rounds']} rounds: "
+          + "; ".join(f"{r['side']} " + ", ".join(f"{v:.3f}" for v in r["round_samples_per_s"]) for r in shown))
+    summary.update(rounds=first["rounds"])
     summary.update(sides=[r["side"] for r in shown], torch_threads=first["torch_threads"], machine=os.cpu_count(),
                    loadavg_end={r["side"]: r["loadavg_end"] for r in shown})
     return summary
@@ -340,7 +367,11 @@ def parse_args(argv=None):
     parser.add_argument("--max-new-tokens", type=int, default=32, help="response length cap, every side (default 32)")
     parser.add_argument("--sides", default=",".join(SIDES),
                         help=f"comma-separated sides to run, of {', '.join(SIDES)} (default: all)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps per side (default 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps per side and round (default 1)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the sides take turns this many times, each round a fresh process per side with its "
+                             "share of the timed steps and seed + round (default 3: a shared machine's speed "
+                             "drifts over minutes; turns spread the drift over all sides)")
     parser.add_argument("--steps", type=int, help="timed steps of every side (sets the three options below)")
     parser.add_argument("--naive-steps", type=int, default=20, help="timed steps of the naive loop (default 20)")
     parser.add_argument("--kit-steps", type=int, default=8, help="timed steps of each kit side (default 8)")
@@ -367,7 +398,7 @@ def parse_args(argv=None):
     unknown = [name for name in args.sides if name not in SIDES]
     if unknown or not args.sides:
         parser.error(f"--sides: unknown or no side {unknown}; choose from {', '.join(SIDES)}")
-    for name in ("max_new_tokens", "naive_steps", "kit_steps", "trl_steps", "kit_batch", "kit_k"):
+    for name in ("max_new_tokens", "naive_steps", "kit_steps", "trl_steps", "kit_batch", "kit_k", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.kit_k < 2 and "trl" in args.sides:
@@ -385,15 +416,20 @@ def main(argv=None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     steps = {"naive": args.naive_steps, "trl": args.trl_steps, "kit": args.kit_steps, "kit-rl": args.kit_steps}
     log(f"bench_loop: {args.model}, {args.max_new_tokens} new tokens, seed {args.seed}, "
-        f"B={args.kit_batch} x k={args.kit_k}; " + ", ".join(
+        f"B={args.kit_batch} x k={args.kit_k}, {args.rounds} rounds; " + ", ".join(
             f"{name} {args.warmup}+{steps[name]} steps" for name in SIDES if name in args.sides))
-    sides = {name: child(args, name) for name in SIDES if name in args.sides}
+    runs = {name: [] for name in SIDES if name in args.sides}
+    for rnd in range(args.rounds):  # the sides take turns, so that a machine's drift falls on all of them
+        for name in runs:
+            runs[name].append(child(args, name, rnd=rnd))
+    sides = {name: merge(results) for name, results in runs.items()}
     sweep = []
     if args.sweep and "kit" in sides:
         main_samples = args.kit_batch * args.kit_k
         for samples in SWEEP_SAMPLES:
             if samples != main_samples and samples % args.kit_k == 0:
-                sweep.append(child(args, "kit", kit_batch=samples // args.kit_k, kit_k=args.kit_k))
+                sweep.append(merge([child(args, "kit", kit_batch=samples // args.kit_k, kit_k=args.kit_k, rnd=rnd)
+                                    for rnd in range(args.rounds)]))
     summary = report(sides, sweep)
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")

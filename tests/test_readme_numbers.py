@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 STANDARD = ROOT / "reports/standard-2026-11-26"
 QUICK = ROOT / "reports/quick-2026-11-26"
-BENCH = ROOT / "reports/bench-2026-11-26-bf16/bench.json"
+BENCH = ROOT / "reports/bench-2026-11-26-rounds/bench.json"
 CLAIM = re.compile(r"(difference|MDE|CI) \[?([+-]?\d+\.\d+)(?:, ([+-]?\d+\.\d+)\])?")
 
 
