@@ -47,6 +47,15 @@ class Samples:
         """B, the number of distinct prompts."""
         return len(self.prompts) // self.k
 
+    def prompt_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The B prompts exactly as the sampler saw them: ids and mask, (B, P) each, left padded."""
+        return self.input_ids[::self.k, :self.prompt_len], self.attention_mask[::self.k, :self.prompt_len]
+
+    def responses(self) -> list[list[int]]:
+        """The N sampled token lists up to their first EOS, included (at least one token)."""
+        response = self.input_ids[:, self.prompt_len:].tolist()  # (N, T)
+        return [tokens[:max(n, 1)] for tokens, n in zip(response, self.lengths.tolist())]
+
 
 class LogProbs(NamedTuple):
     """What :func:`response_logprobs` returns."""
@@ -136,7 +145,7 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
                    position_ids=position_ids(attention_mask),
                    logits_to_keep=kept_positions(length, length - start, input_ids.device),
                    use_cache=False).logits[:, :-1]  # (N, L-1-start, V)
-    picked = _score(logits, input_ids[:, start + 1:], targets[:, start:], temperature,
+    picked = score_logits(logits, input_ids[:, start + 1:], targets[:, start:], temperature,
                     with_entropy, entropy_grad)
     tokens = F.pad(picked.tokens, (start, 0))  # (N, L-1)
     entropy = None if picked.entropy is None else F.pad(picked.entropy, (start, 0))  # (N, L-1)
@@ -156,6 +165,15 @@ def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     (N, T) is 1 on the tokens to score (a row stops being attended where it turns 0).
     Returns ``tokens`` and ``entropy`` of shape (N, T), aligned with ``continuations``.
     """
+    logits = continuation_logits(model, prompt_ids, prompt_mask, continuations, continuation_mask, prompt_index)
+    out = score_logits(logits, continuations, continuation_mask.bool(), temperature, with_entropy, entropy_grad)
+    return LogProbs(tokens=out.tokens, sums=out.tokens.sum(-1), entropy=out.entropy)
+
+
+def continuation_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, continuations: torch.Tensor,
+                        continuation_mask: torch.Tensor, prompt_index: torch.Tensor) -> torch.Tensor:
+    """The logits (N, T, V) that predict each continuation token (the arguments of
+    :func:`continuation_logprobs`), each prompt computed once."""
     prompt_index = prompt_index.to(prompt_ids.device)
     first, rest = forward_after_prompts(model, prompt_ids, prompt_mask, prompt_index, continuations[:, :-1],
                                         continuation_mask[:, :-1],
@@ -163,12 +181,12 @@ def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     logits = first.logits[prompt_index]  # (N, 1, V): the prompt's last position predicts token 0
     if rest is not None:
         logits = torch.cat([logits, rest.logits], dim=1)  # (N, T, V)
-    out = _score(logits, continuations, continuation_mask.bool(), temperature, with_entropy, entropy_grad)
-    return LogProbs(tokens=out.tokens, sums=out.tokens.sum(-1), entropy=out.entropy)
+    return logits
 
 
-def _score(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-           temperature: float | torch.Tensor, with_entropy: bool, entropy_grad: bool) -> LogProbs:
+def score_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                 temperature: float | torch.Tensor = 1.0, with_entropy: bool = False,
+                 entropy_grad: bool = True) -> LogProbs:
     """Log-prob of each target token (and the entropy) where ``mask`` is set; 0 elsewhere.
     ``logits``: (N, T, V) predicting ``targets`` (N, T); ``temperature``: float or (N,)."""
     if not isinstance(temperature, torch.Tensor):

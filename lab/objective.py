@@ -43,6 +43,7 @@ class GeneratorBatch:
     old_logprobs: torch.Tensor | None = None  # (N, T) the sampling policy's; None: REINFORCE
     k: int = 1  # samples per prompt
     sft_mask: torch.Tensor | None = None  # (B,) bool, HPT: True = SFT for this prompt, False = RL
+    ref_logprobs: torch.Tensor | None = None  # (N, T') the base's, from the step's BasePass; None: KL computes them
 
     def select(self, prompts: list[int]) -> "GeneratorBatch":
         """The same batch restricted to the prompts ``prompts`` (indices) and their samples."""
@@ -52,7 +53,8 @@ class GeneratorBatch:
         return GeneratorBatch(self.prompt_ids[prompts], self.prompt_mask[prompts], pick(self.references),
                               None if self.responses is None else [self.responses[i] for i in rows],
                               None if self.advantages is None else self.advantages[rows], old, self.k,
-                              None if self.sft_mask is None else self.sft_mask[prompts])
+                              None if self.sft_mask is None else self.sft_mask[prompts],
+                              None if self.ref_logprobs is None else self.ref_logprobs[rows])
 
 
 def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
@@ -113,7 +115,7 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
         kl = torch.zeros((), device=conts.device)
         if cfg.kl_coef > 0:
             kl = distributed.pooled(kl_to_base(model, batch.prompt_ids, batch.prompt_mask, sample_rows(conts), on,
-                                               tokens, cfg.temperature), on.sum())
+                                               tokens, cfg.temperature, batch.ref_logprobs), on.sum())
         rl_terms = rl + cfg.kl_coef * kl - cfg.entropy_coef * entropy
         logs.update(loss_rl=rl.item(), entropy=entropy.item(), kl=kl.item())
     if cfg.sft_schedule == "none":
@@ -130,21 +132,64 @@ def _fit(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def kl_to_base(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, responses: torch.Tensor,
-               mask: torch.Tensor, logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
+               mask: torch.Tensor, logprobs: torch.Tensor, temperature: float,
+               reference: torch.Tensor | None = None) -> torch.Tensor:
     """KL(pi || base) on the sampled tokens, the non-negative k3 estimator ``exp(r) - r - 1``
     with ``r = log p_base - log pi`` (Schulman, 2020), averaged over response tokens. The base
     is the same backbone with its adapters disabled.
 
     ``responses``, ``mask``, ``logprobs`` (the policy's, with gradient): (N, T), ``N / B`` rows per prompt.
+    ``reference``: the base's log-probs (N, T') of these tokens at ``temperature`` when already
+    computed (:class:`BasePass`); else one pass here.
     """
-    k = len(responses) // len(prompt_ids)
-    index = torch.arange(len(prompt_ids)).repeat_interleave(k)  # (N,) row -> prompt
-    with torch.no_grad(), model.disable_adapter():
-        ref = generator.continuation_logprobs(model, prompt_ids, prompt_mask, responses, mask, index,
-                                              temperature=temperature).tokens  # (N, T)
+    if reference is not None:
+        ref = _fit(reference.to(logprobs), logprobs.shape[1])  # (N, T)
+    else:
+        k = len(responses) // len(prompt_ids)
+        index = torch.arange(len(prompt_ids)).repeat_interleave(k)  # (N,) row -> prompt
+        with torch.no_grad(), model.disable_adapter():
+            ref = generator.continuation_logprobs(model, prompt_ids, prompt_mask, responses, mask, index,
+                                                  temperature=temperature).tokens  # (N, T)
     on = mask.to(logprobs.dtype)  # (N, T)
     log_ratio = (ref - logprobs) * on  # (N, T)
     return ((log_ratio.exp() - log_ratio - 1) * on).sum() / on.sum().clamp(min=1)
+
+
+@dataclass
+class BasePass:
+    """The frozen base's log-probs of a step's sampled responses, from ONE pass, read by both
+    frozen-base consumers: the KL penalty (at the sampling temperature, :func:`kl_to_base`) and
+    the perplexity reward (at temperature 1, :class:`lab.rewards.Perplexity`, for each response
+    whose decoded text re-tokenizes to the sampled tokens; the others it scores itself)."""
+
+    at_temperature: torch.Tensor  # (N, T) log p_base of each response token (EOS included), at the temperature
+    at_one: torch.Tensor  # (N, T) the same at temperature 1
+    rows: dict  # (prompt token ids, response token ids before EOS) -> row
+
+    def nll(self, context: list[int], answer: list[int]) -> float | None:
+        """Mean NLL of ``answer`` given ``context`` under the base, when this pass scored them; else None."""
+        row = self.rows.get((tuple(context), tuple(answer)))
+        return None if row is None or not answer else float(-self.at_one[row, :len(answer)].sum() / len(answer))
+
+
+@torch.no_grad()
+def base_pass(model, samples, temperature: float, tokenizer) -> BasePass:
+    """One pass of the base (adapters off) over the sampled responses of ``samples`` (a
+    :class:`lab.generator.Samples`: ``B`` prompts as the sampler saw them, ``N = B * k`` token
+    lists, EOS included where sampled)."""
+    from lab.tensors import eval_mode
+
+    prompt_ids, prompt_mask = samples.prompt_tensors()  # (B, P) each
+    responses, k, eos_id = samples.responses(), samples.k, tokenizer.eos_token_id
+    conts, mask = right_pad(responses, tokenizer.pad_token_id, prompt_ids.device)  # (N, T)
+    index = torch.arange(len(prompt_ids)).repeat_interleave(k)  # (N,) row -> prompt
+    with eval_mode(model), model.disable_adapter():
+        logits = generator.continuation_logits(model, prompt_ids, prompt_mask, conts, mask, index)  # (N, T, V)
+    at_temperature = generator.score_logits(logits, conts, mask.bool(), temperature).tokens  # (N, T)
+    at_one = at_temperature if temperature == 1 else generator.score_logits(logits, conts, mask.bool()).tokens
+    prompts = [tuple(ids[on.bool()].tolist()) for ids, on in zip(prompt_ids, prompt_mask)]
+    rows = {(prompts[i // k], tuple(r[:-1] if r and r[-1] == eos_id else r)): i for i, r in enumerate(responses)}
+    return BasePass(at_temperature, at_one, rows)
 
 
 @torch.no_grad()

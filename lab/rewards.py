@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -109,6 +109,7 @@ class Perplexity:
             raise ValueError(f"Perplexity tau must be > 0 (typical 2-8), got {tau}.")
         self.model, self.tokenizer, self.form, self.tau = model, tokenizer, form, tau
         self.max_prompt_tokens = max_prompt_tokens  # longer prompts keep their last tokens
+        self.shared = None  # a lab.objective.BasePass of these very tokens, set by the trainer for one call
         self.__name__ = "perplexity"
 
     def _context(self, prompt_ids: list[int]) -> list[int]:
@@ -120,7 +121,8 @@ class Perplexity:
     @torch.no_grad()
     def nll(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """Mean NLL per completion token given the prompt, shape (batch,); NaN for empty completions.
-        Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`)."""
+        Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`);
+        with ``shared`` set (:func:`reading`), the rows whose tokens it scored are read from it."""
         from lab.generator import continuation_logprobs
         from lab.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
 
@@ -132,6 +134,15 @@ class Perplexity:
         contexts = [self._context(ids)
                     for ids in tok([prompts[i] for i in keep], add_special_tokens=False)["input_ids"]]
         answers = tok([completions[i] for i in keep], add_special_tokens=False)["input_ids"]
+        if self.shared is not None:  # rows the step's base pass already scored (the same tokens)
+            known = [self.shared.nll(c, a) for c, a in zip(contexts, answers)]
+            for i, value in zip(keep, known):
+                if value is not None:
+                    out[i] = value
+            left = [j for j, value in enumerate(known) if value is None]
+            keep, contexts, answers = [keep[j] for j in left], [contexts[j] for j in left], [answers[j] for j in left]
+            if not keep:
+                return out
         device = model_device(self.model)
         distinct, index = group_prompts(contexts)  # each prompt once; (kept,) row -> prompt
         prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
@@ -283,6 +294,22 @@ class RewardOutput:
         import pandas as pd
 
         return pd.DataFrame({**self.parts, "total": self.total})
+
+
+@contextmanager
+def reading(reward, shared, model):
+    """Within the block, the perplexity part of ``reward`` (a :class:`Reward`) reads the rows it
+    can from ``shared`` (a :class:`lab.objective.BasePass`, or None: nothing changes), when it
+    scores with ``model``, the backbone that pass ran on."""
+    perplexity = getattr(reward, "fns", {}).get("perplexity")
+    if shared is None or not isinstance(perplexity, Perplexity) or perplexity.model is not model:
+        yield
+        return
+    perplexity.shared = shared
+    try:
+        yield
+    finally:
+        perplexity.shared = None
 
 
 class Reward:

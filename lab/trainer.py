@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from lab import advantages as adv
-from lab import checkpoint, discriminator, distributed, generator, mixing, models, objective, selfplay
+from lab import checkpoint, discriminator, distributed, generator, mixing, models, objective, rewards, selfplay
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
@@ -140,7 +140,7 @@ class HybridTrainer:
         prompts = [e.prompt for e in batch]
         references = [e.completion for e in batch]
         self.model.train()
-        samples = advantage = sft_mask = None
+        samples = advantage = sft_mask = shared = None
 
         if cfg.mode != "sft":
             # 1. sample B prompts x k responses in one batched decode (self-play: both players)
@@ -158,10 +158,14 @@ class HybridTrainer:
                 texts = samples.prompts + opponent.prompts, samples.completions + opponent.completions  # (2N,)
             times["time_sample"] = time.perf_counter() - t0
 
-            # 2. score: reward parts and the weighted total, on the completions only
+            # 2. score: reward parts and the weighted total, on the completions only; with a KL penalty
+            #    the frozen base reads the samples ONCE, for the KL reference and the perplexity reward
             t0 = time.perf_counter()
+            if cfg.kl_coef > 0:
+                shared = objective.base_pass(self.model, samples, cfg.temperature, self.tokenizer)
             refs = [r for r in references for _ in range(samples.k)]  # (N,)
-            scored = self.reward(*texts, references=refs * (len(texts[0]) // len(refs)))
+            with rewards.reading(self.reward, shared, self.model):  # its perplexity part reads the shared pass
+                scored = self.reward(*texts, references=refs * (len(texts[0]) // len(refs)))
             reward = torch.tensor(scored.total, dtype=torch.float32)  # (N,) or (2N,) in self-play
             times["time_reward"] = time.perf_counter() - t0
             if not distributed.all_finite(bool(torch.isfinite(reward).all())):  # nothing learns: skip the updates
@@ -200,6 +204,8 @@ class HybridTrainer:
         t0 = time.perf_counter()
         lam, mu = self._lambda(), self._mu()
         gen_batch = self._generator_batch(prompts, references, samples, advantage, lam, sft_mask)
+        if samples is not None and gen_batch.responses is not None and shared is not None:
+            gen_batch.ref_logprobs = shared.at_temperature  # (N, T') the KL's reference, already computed
         row.update(objective.update(self.model, self.opt_gen, self.gen_params, gen_batch, cfg, lam,
                                     self.tokenizer.pad_token_id, mu))
         if cfg.mode == "selfplay" and self.step_count % cfg.selfplay_refresh == 0:
@@ -293,14 +299,10 @@ class HybridTrainer:
         self.model.set_adapter("generator")
         use_rl = samples is not None and lam > 0
         if samples is not None:
-            prompt_ids = samples.input_ids[::samples.k, :samples.prompt_len]  # (B, P)
-            prompt_mask = samples.attention_mask[::samples.k, :samples.prompt_len]  # (B, P)
+            prompt_ids, prompt_mask = samples.prompt_tensors()  # (B, P) each
         else:
             prompt_ids, prompt_mask = encode(self.tokenizer, prompts, cfg.max_prompt_tokens, self.device)  # (B, P)
-        responses = None
-        if use_rl:
-            response = samples.input_ids[:, samples.prompt_len:].tolist()  # (N, T)
-            responses = [tokens[:max(n, 1)] for tokens, n in zip(response, samples.lengths.tolist())]
+        responses = samples.responses() if use_rl else None
         targets = generator.answer_tokens(self.tokenizer, references) if cfg.mode in ("sft", "hybrid") else None
         return objective.GeneratorBatch(prompt_ids, prompt_mask, targets, responses, advantage,
                                         k=samples.k if use_rl else 1, sft_mask=sft_mask)

@@ -182,3 +182,53 @@ def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16
     with training_attention(models.load("tiny-gpt2", "cpu", "float32", verbose=False)[0]):
         assert torch.backends.cuda.math_sdp_enabled()  # fp32: nothing switched (the flash kernel stays allowed)
         assert torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_one_base_pass_serves_the_kl_and_the_perplexity_reward_with_the_same_results(examples):
+    from lab import objective
+
+    changes = dict(kl_coef=0.2, reward_weights={"perplexity": 1.0, "length": 0.5})
+    shared = tiny.make(examples, **changes)
+    calls = []
+    with mock.patch.object(objective, "base_pass", wraps=objective.base_pass) as spy:
+        rows_shared = [shared.step() for _ in range(2)]  # step 1: LoRA B = 0, so KL = 0; step 2: KL > 0
+        calls.append(spy.call_count)
+    plain = tiny.make(examples, **changes)  # built after the first ran: the constructor seeds torch
+    with mock.patch.object(objective, "base_pass", return_value=None):  # each consumer runs its own pass
+        rows_plain = [plain.step() for _ in range(2)]
+    assert calls == [2] and rows_shared[1]["kl"] > 0
+    for row_shared, row_plain in zip(rows_shared, rows_plain):
+        for key in ("reward", "reward_perplexity", "kl", "loss_rl", "loss", "grad_norm"):
+            assert row_shared[key] == pytest.approx(row_plain[key], rel=1e-5, abs=1e-6), key
+
+
+def test_the_perplexity_reward_reads_the_rows_the_base_pass_scored_and_scores_the_rest(tiny_lora_samples):
+    from lab import objective
+    from lab.rewards import Perplexity
+
+    model, tok, samples = tiny_lora_samples
+    base = objective.base_pass(model, samples, 0.7, tok)
+    perplexity = Perplexity(model, tok)
+    own = perplexity.nll(samples.prompts, samples.completions)
+    perplexity.shared = base
+    completions = samples.completions[:-1] + ["an answer nobody sampled"]  # a row the pass did not score
+    with mock.patch("lab.generator.continuation_logprobs", wraps=__import__("lab").generator.continuation_logprobs) \
+            as own_pass:
+        read = perplexity.nll(samples.prompts, completions)
+    assert own_pass.call_count == 1  # once, for the rows the shared pass did not cover
+    torch.testing.assert_close(read[:-1], own[:-1], rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert not torch.isnan(read[-1])
+    contexts = [perplexity._context(ids) for ids in tok(samples.prompts, add_special_tokens=False)["input_ids"]]
+    answers = tok(samples.completions, add_special_tokens=False)["input_ids"]
+    assert sum(base.nll(c, a) is not None for c, a in zip(contexts, answers)) >= 1  # text re-tokenized = sampled
+
+
+@pytest.fixture
+def tiny_lora_samples():
+    from lab import generator, models
+
+    model, tok = models.load("tiny-gpt2", "cpu", "float32", verbose=False)
+    model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
+    torch.manual_seed(0)
+    prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "### Prompt:\nCount to three.\n\n### Response:\n"]
+    return model, tok, generator.sample(model, tok, prompts, k=2, max_new_tokens=8, temperature=0.7, top_p=0.9)
