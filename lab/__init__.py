@@ -12,7 +12,7 @@ from lab.seeding import set_seed
 _SUBMODULES = (
     "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data", "diagnostics",
     "discriminator", "distributed", "evaluate", "evidence", "factual", "folding", "generator", "guards", "knobs",
-    "metrics", "mixing", "models", "objective", "plots", "report", "rewards", "runs", "sampling",
+    "metrics", "mixing", "models", "objective", "plots", "quantization", "report", "rewards", "runs", "sampling",
     "seeding", "selfplay", "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness",
     "widgets",
 )

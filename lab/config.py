@@ -51,7 +51,9 @@ class HybridConfig:
         "with AVX512-BF16 or AMX; else fp32; the LAB_DTYPE environment variable overrides 'auto'), "
         "'float32', 'bfloat16', or 'float16' (CUDA only); LoRA adapters and heads stay fp32")})
     quantization: str = field(default="none", metadata={"help": (
-        "'none', or '8bit' / '4bit' (QLoRA, NF4): the frozen backbone through bitsandbytes, on a CUDA GPU only")})
+        "'none'; '8bit' / '4bit' (QLoRA, NF4): the frozen backbone through bitsandbytes, on a CUDA GPU only; "
+        "'int8': int8 weight-only linear layers through torchao, on a CPU or a GPU (Llama-style models; "
+        "GPT-2's Conv1D layers are not quantized)")})
     # --- LoRA (both adapters) -----------------------------------------------------------
     lora_r: int = field(default=8, metadata={"help": "adapter rank; 2-64"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator; usually 2 * lora_r"})
@@ -187,7 +189,7 @@ class HybridConfig:
         self._check_choice("discriminator_loss", DISCRIMINATOR_LOSSES)
         self._check_choice("policy_loss", POLICY_LOSSES)
         self._check_choice("sampler", SAMPLERS)
-        self._check_choice("quantization", ("none", "8bit", "4bit"))
+        self._check_choice("quantization", ("none", "8bit", "4bit", "int8"))
         self._check_choice("dtype", DTYPES)
         self._check_choice("train_discriminator", ("auto", "always"))
         self._check_choice("sft_schedule", SFT_SCHEDULES)

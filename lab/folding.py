@@ -94,8 +94,8 @@ def prepacked(model, rows: int):
             with torch.no_grad():
                 for module in model.modules():
                     weight = getattr(module, "weight", None)
-                    if type(module) is torch.nn.Linear and weight.device.type == "cpu" \
-                            and weight.dtype == torch.bfloat16:
+                    if type(module) is torch.nn.Linear and type(weight) is torch.nn.Parameter \
+                            and weight.device.type == "cpu" and weight.dtype == torch.bfloat16:  # not quantized
                         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
                         bias = None if module.bias is None else module.bias.detach()
                         module.forward = functools.partial(_packed_linear, packed, bias)  # shadows Linear.forward

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from lab import quantization as quantizing
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_NAMES = ("smollm2-135m", "tiny-gpt2")
@@ -240,44 +242,20 @@ def _tiny_gpt2(tokenizer):
         return GPT2LMHeadModel(config).eval()  # like from_pretrained: dropout off until .train()
 
 
-QUANTIZATIONS = ("none", "8bit", "4bit")
-
-
-def quantization_config(quantization: str, device: torch.device, dtype: torch.dtype):
-    """A ``BitsAndBytesConfig`` for ``8bit`` / ``4bit`` (NF4, double quantization: QLoRA), or
-    None for ``none``. bitsandbytes' k-bit layers need a CUDA GPU; on other devices this raises
-    a ``ValueError`` that says so (LoRA does not train on CPU int8 layers here)."""
-    if quantization == "none":
-        return None
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization={quantization!r} is not valid; choose one of {', '.join(QUANTIZATIONS)}")
-    if device.type != "cuda":
-        raise ValueError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes' k-bit layers); this run is "
-                         f"on {device.type}: use quantization='none', or run on a GPU (e.g. Colab)")
-    try:
-        from transformers import BitsAndBytesConfig
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise ValueError(f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes") from err
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
-
-
 def load(name: str = "auto", device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
          verbose: bool = True, quantization: str = "none"):
     """Load ``name`` as ``(model, tokenizer)`` on ``device``; prints what was chosen and why.
 
     ``quantization``: ``8bit`` / ``4bit`` loads the frozen backbone through bitsandbytes on a
-    GPU and prepares it for k-bit training (QLoRA): only the LoRA adapters train."""
+    GPU and prepares it for k-bit training (QLoRA); ``int8`` quantizes its linear layers through
+    torchao (:func:`lab.quantization.quantize_int8`), on a CPU too. Only the LoRA adapters train."""
     from transformers import AutoModelForCausalLM
 
     choice = resolve(name)
     device = pick_device(device) if isinstance(device, str) else device
     dtype = pick_dtype(device, dtype)
-    quantized = quantization_config(quantization, device, dtype)
-    if quantized is not None and choice.source == "random":
+    quantized = quantizing.bnb_config(quantization, device, dtype)
+    if quantization != "none" and choice.source == "random":
         raise ValueError("quantization needs a pretrained model; tiny-gpt2 is built in memory")
     if verbose:
         print(f"model: {choice.name} ({choice.reason}); device: {device}, dtype: {str(dtype)[6:]}")
@@ -297,7 +275,8 @@ def load(name: str = "auto", device: str | torch.device = "auto", dtype: str | t
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
-    return model.to(device=device, dtype=dtype), tokenizer
+    model = model.to(device=device, dtype=dtype)
+    return (quantizing.quantize_int8(model) if quantization == "int8" else model), tokenizer
 
 
 @functools.lru_cache(maxsize=4)
