@@ -38,7 +38,8 @@ part quantized 90 python3 benchmarks/gpu_check.py --model-dir /tmp/standins/cach
 part train_bf16 60 python3 -m lab train --model smollm2-135m --device cuda --dtype bfloat16 --steps 4 \
   --prompts-per-step 16 --samples-per-prompt 4 --max-new-tokens 64 --out /tmp/run-bf16
 cp /tmp/run-bf16/history.csv "$OUT/train_bf16_history.csv" 2>/dev/null
-part bench 170 python3 benchmarks/bench_loop.py --device cuda --steps 4 --naive-steps 8 --json-out "$OUT/bench.json"
-part tests 110 env LAB_TEST_DEVICE=cuda LAB_DTYPE=float32 python3 -m pytest -q -n 6 -p no:cacheprovider \
+part bench 170 python3 benchmarks/bench_loop.py --device cuda --rounds 1 --steps 2 --json-out "$OUT/bench.json"
+part tests 110 env LAB_TEST_DEVICE=cuda LAB_DTYPE=float32 python3 -m pytest -q -n 6 -p no:cacheprovider -rf \
+  --junitxml="$OUT/tests.xml" \
   tests/test_trainer.py tests/test_trainer_parity.py tests/test_policy_updates.py tests/test_mixes.py \
   tests/test_guards.py tests/test_fast_paths.py

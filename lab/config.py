@@ -52,8 +52,8 @@ class HybridConfig:
         "'float32', 'bfloat16', or 'float16' (CUDA only); LoRA adapters and heads stay fp32")})
     quantization: str = field(default="none", metadata={"help": (
         "'none'; '8bit' / '4bit' (QLoRA, NF4): the frozen backbone through bitsandbytes, on a CUDA GPU only; "
-        "'int8': int8 weight-only linear layers through torchao, on a CPU or a GPU (Llama-style models; "
-        "GPT-2's Conv1D layers are not quantized)")})
+        "'int8': int8 weight-only linear layers through torchao, on a CPU or a GPU (models with nn.Linear "
+        "layers, e.g. SmolLM2; GPT-2's Conv1D gets a clear error)")})
     # --- LoRA (both adapters) -----------------------------------------------------------
     lora_r: int = field(default=8, metadata={"help": "adapter rank; 2-64"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator; usually 2 * lora_r"})

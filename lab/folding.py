@@ -95,8 +95,12 @@ def prepacked(model, rows: int):
                 for module in model.modules():
                     weight = getattr(module, "weight", None)
                     if type(module) is torch.nn.Linear and type(weight) is torch.nn.Parameter \
-                            and weight.device.type == "cpu" and weight.dtype == torch.bfloat16:  # not quantized
-                        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+                            and weight.device.type == "cpu" and weight.dtype == torch.bfloat16 \
+                            and "forward" not in vars(module):  # not quantized, no hook's forward in place
+                        try:
+                            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+                        except RuntimeError:  # a shape or build oneDNN does not take: the plain product
+                            continue
                         bias = None if module.bias is None else module.bias.detach()
                         module.forward = functools.partial(_packed_linear, packed, bias)  # shadows Linear.forward
                         patched.append(module)

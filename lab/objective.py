@@ -28,7 +28,7 @@ import torch
 
 from lab import distributed, generator, mixing
 from lab.guards import finite_update
-from lab.tensors import right_pad, training_attention
+from lab.tensors import eval_mode, right_pad, training_attention
 
 
 @dataclass
@@ -177,8 +177,6 @@ def base_pass(model, samples, temperature: float, tokenizer) -> BasePass:
     """One pass of the base (adapters off) over the sampled responses of ``samples`` (a
     :class:`lab.generator.Samples`: ``B`` prompts as the sampler saw them, ``N = B * k`` token
     lists, EOS included where sampled)."""
-    from lab.tensors import eval_mode
-
     prompt_ids, prompt_mask = samples.prompt_tensors()  # (B, P) each
     responses, k, eos_id = samples.responses(), samples.k, tokenizer.eos_token_id
     conts, mask = right_pad(responses, tokenizer.pad_token_id, prompt_ids.device)  # (N, T)
@@ -187,6 +185,7 @@ def base_pass(model, samples, temperature: float, tokenizer) -> BasePass:
         logits = generator.continuation_logits(model, prompt_ids, prompt_mask, conts, mask, index)  # (N, T, V)
     at_temperature = generator.score_logits(logits, conts, mask.bool(), temperature).tokens  # (N, T)
     at_one = at_temperature if temperature == 1 else generator.score_logits(logits, conts, mask.bool()).tokens
+    at_one = at_one.float().cpu()  # (N, T) read row by row by the reward: one copy, not a sync a row
     prompts = [tuple(ids[on.bool()].tolist()) for ids, on in zip(prompt_ids, prompt_mask)]
     rows = {(prompts[i // k], tuple(r[:-1] if r and r[-1] == eos_id else r)): i for i, r in enumerate(responses)}
     return BasePass(at_temperature, at_one, rows)

@@ -20,7 +20,7 @@ QUANTIZATIONS = ("none", "8bit", "4bit", "int8")
 def quantize_int8(model):
     """The frozen backbone's ``nn.Linear`` layers as int8 weight-only (torchao's
     ``Int8WeightOnlyConfig``: per-channel int8 weights, matmuls in the activations' dtype), on
-    any device; the LM head (tied to the embeddings) stays. LoRA adapters added afterwards train
+    any device; the LM head stays in its dtype (it is often tied to the embeddings). LoRA adapters added afterwards train
     in full precision on top (checked: SmolLM2-135M's SFT loss follows the bf16 run's). Raises a
     ``ValueError`` when torchao is missing or the model has no ``nn.Linear`` to quantize (GPT-2's
     ``Conv1D``)."""
@@ -50,8 +50,8 @@ def bnb_config(quantization: str, device: torch.device, dtype: torch.dtype):
         raise ValueError(f"quantization={quantization!r} is not valid; choose one of {', '.join(QUANTIZATIONS)}")
     if device.type != "cuda":
         raise ValueError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes' k-bit layers); this run is "
-                         f"on {device.type}: use quantization='int8' (torchao, CPU too) or 'none', or run on a GPU "
-                         "(e.g. Colab)")
+                         f"on {device.type}: use quantization='int8' (torchao, CPU too, models with nn.Linear layers "
+                         "such as SmolLM2, not GPT-2) or 'none', or run on a GPU (e.g. Colab)")
     try:
         from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from lab.folding import prepacked
-from lab.tensors import cache_keyword, kept_positions, output_cache, position_ids, preallocate
+from lab.tensors import attention_kind, cache_keyword, kept_positions, output_cache, position_ids, preallocate
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -83,8 +83,9 @@ def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id,
     cache.batch_repeat_interleave(k)  # (B, ...) -> (N, ...): the prefill is shared
     # keys and values written into buffers, and one boolean mask for the whole decode
     # (N, P + max_new_tokens) filled a column a step: each step passes its ready (N, 1, 1, P + t + 1)
-    # view, so neither the cache nor the mask is copied a step (plain full-attention caches only)
-    ready = preallocate(cache, width + max_new_tokens)
+    # view, so neither the cache nor the mask is copied a step (plain full-attention caches; the 4D
+    # boolean mask only where attention is SDPA, which reads it as "attend": eager adds masks to scores)
+    ready = preallocate(cache, width + max_new_tokens) and attention_kind(model) == "sdpa"
     logits = out.logits[:, -1].float().repeat_interleave(k, dim=0)  # (N, V)
     mask = attention_mask.new_zeros((attention_mask.shape[0] * k, width + max_new_tokens), dtype=torch.bool)
     mask[:, :width] = attention_mask.bool().repeat_interleave(k, dim=0)  # (N, P + max_new_tokens)

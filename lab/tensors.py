@@ -146,6 +146,8 @@ def _preallocated_layer():
         return None
 
     class PreallocatedLayer(DynamicLayer):
+        _layer_type = None  # never registered as a layer kind of transformers' own caches
+
         def __init__(self, layer: DynamicLayer, capacity: int):
             super().__init__()
             n, heads, length, _ = layer.keys.shape  # (N, H, P, D)
@@ -167,7 +169,17 @@ def _preallocated_layer():
             self.filled = end
             return self.keys, self.values
 
+        def _unsupported(self, *args, **kwargs):
+            raise NotImplementedError("a preallocated decode cache only grows (lab.sampling's decoder)")
+
+        crop = batch_select_indices = batch_repeat_interleave = reorder_cache = reset = _unsupported
+
     return DynamicLayer, PreallocatedLayer
+
+
+def attention_kind(model) -> str | None:
+    """The attention implementation transformers picked for ``model`` (``sdpa``, ``eager`` ...)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
 def preallocate(cache, capacity: int) -> bool:
@@ -189,12 +201,12 @@ def training_attention(model):
     instead of the flash kernel, whose bf16 backward is slow there (the generator update of the
     benchmark's step, forward + backward: 1.45 -> 1.31 s at 32 new tokens, 4.1 -> 3.8 s at 128);
     the same attention up to float rounding. Elsewhere (fp32, CUDA) the default choice stays."""
-    weight = next(model.parameters())
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # torch < 2.3: the default kernel
         sdpa_kernel = None
-    if sdpa_kernel is None or weight.device.type != "cpu" or weight.dtype != torch.bfloat16:
+    bf16_cpu = any(p.device.type == "cpu" and p.dtype == torch.bfloat16 for p in model.parameters())
+    if sdpa_kernel is None or not bf16_cpu:
         yield
         return
     with sdpa_kernel(SDPBackend.MATH):

@@ -91,31 +91,20 @@ def test_folded_adapter_decodes_the_same_function_and_restores_the_weights():
     assert draws[0] == draws[1]
 
 
-def _tiny_llama(dtype):
-    """A 2-layer random Llama (SmolLM2's architecture: RMSNorm, rotary, GQA, nn.Linear) and its tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lab import models
-
-    tok = models.load_tokenizer("tiny-gpt2")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).to(dtype).eval(), tok
-
-
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "llama-eager", "gpt2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_lean_decoder_gives_generates_tokens(arch, dtype):
-    from lab import generator, models, tensors
+    from lab import generator, models, sampling, tensors
 
-    if arch == "llama":
-        model, tok = _tiny_llama(dtype)
+    if arch.startswith("llama"):
+        model, tok = tiny.llama(dtype, "eager" if arch.endswith("eager") else "sdpa")
     else:
         model, tok = models.load("tiny-gpt2", "cpu", dtype, verbose=False)
     prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "Hi", "Count: one two"]
-    ours = generator.sample(model, tok, prompts, k=2, max_new_tokens=12, do_sample=False)
+    used, preallocate = [], sampling.preallocate
+    with mock.patch.object(sampling, "preallocate", lambda *args: used.append(preallocate(*args)) or used[-1]):
+        ours = generator.sample(model, tok, prompts, k=2, max_new_tokens=12, do_sample=False)
+    assert used == [True]  # the preallocated cache was used (eager: with the 2D mask)
     ids, mask = tensors.encode(tok, ours.prompts, 256)
     theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
                             pad_token_id=tok.pad_token_id)  # (6, P + 12)
@@ -156,13 +145,16 @@ def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
             fast = model(x)
     assert torch.equal(plain, fast)
     assert not any("forward" in vars(layer) for layer in model)  # Linear.forward again
+    with pytest.raises(RuntimeError, match="boom"), prepacked(model, rows=8):
+        raise RuntimeError("boom")
+    assert not any("forward" in vars(layer) for layer in model)  # restored after an error too
 
 
 def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16():
     from lab import generator, models
     from lab.tensors import training_attention
 
-    model, tok = _tiny_llama(torch.bfloat16)
+    model, tok = tiny.llama(torch.bfloat16)
     model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
     prompts, answers = ["Name a colour.", "Count: one two"], ["Red.", "three four five"]
 
@@ -190,9 +182,13 @@ def test_one_base_pass_serves_the_kl_and_the_perplexity_reward_with_the_same_res
     changes = dict(kl_coef=0.2, reward_weights={"perplexity": 1.0, "length": 0.5})
     shared = tiny.make(examples, **changes)
     calls = []
-    with mock.patch.object(objective, "base_pass", wraps=objective.base_pass) as spy:
+    read = []
+    nll = objective.BasePass.nll
+    with mock.patch.object(objective, "base_pass", wraps=objective.base_pass) as spy, \
+            mock.patch.object(objective.BasePass, "nll", lambda self, c, a: read.append(nll(self, c, a)) or read[-1]):
         rows_shared = [shared.step() for _ in range(2)]  # step 1: LoRA B = 0, so KL = 0; step 2: KL > 0
         calls.append(spy.call_count)
+    assert any(value is not None for value in read)  # the perplexity reward read rows of the shared pass
     plain = tiny.make(examples, **changes)  # built after the first ran: the constructor seeds torch
     with mock.patch.object(objective, "base_pass", return_value=None):  # each consumer runs its own pass
         rows_plain = [plain.step() for _ in range(2)]

@@ -7,6 +7,7 @@ import torch
 
 import lab
 from lab import models, quantization
+import tiny
 
 
 def test_auto_offline_picks_bundled_model_without_waiting(no_network, monkeypatch):
@@ -139,18 +140,6 @@ def test_quantization_needs_a_gpu_and_says_so():
         HybridTrainer(HybridConfig(model="tiny-gpt2", device="cpu", quantization="8bit"), verbose=False)
 
 
-def _tiny_llama():
-    """A 2-layer random Llama in bf16 (nn.Linear layers, unlike GPT-2's Conv1D) and its tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = models.load_tokenizer("tiny-gpt2")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).to(torch.bfloat16).eval(), tok
-
-
 def _sft_losses(model, tok, steps=6):
     from lab import generator
 
@@ -171,8 +160,8 @@ def test_int8_backbone_on_a_cpu_trains_lora_like_the_bf16_one():
     pytest.importorskip("torchao")
     from lab import generator
 
-    plain, plain_losses = _sft_losses(*_tiny_llama())
-    model, tok = _tiny_llama()
+    plain, plain_losses = _sft_losses(*tiny.llama(torch.bfloat16))
+    model, tok = tiny.llama(torch.bfloat16)
     quantization.quantize_int8(model)
     linear = model.model.layers[0].mlp.down_proj.weight
     assert type(linear).__name__ == "Int8Tensor" and type(model.lm_head.weight) is torch.nn.Parameter  # head kept
