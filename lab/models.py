@@ -344,6 +344,8 @@ def add_lora(model, adapter_name: str = "generator", **lora_kwargs):
 
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        # on int8 (torchao) layers peft warns that merging would fail; the kit never merges them (lab.folding)
+        warnings.filterwarnings("ignore", message=".*TorchaoLoraLinear was instantiated without.*")
         if isinstance(model, PeftModel):
             model.add_adapter(adapter_name, lora_config(model.get_base_model(), **lora_kwargs))
             return model
