@@ -32,6 +32,8 @@ SFT_TOKEN_WEIGHTS = ("uniform", "phi")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATIONS = ("none", "8bit", "4bit", "int8")  # lab.quantization
+TRAIN_DISCRIMINATOR = ("auto", "always")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 
 
@@ -189,9 +191,9 @@ class HybridConfig:
         self._check_choice("discriminator_loss", DISCRIMINATOR_LOSSES)
         self._check_choice("policy_loss", POLICY_LOSSES)
         self._check_choice("sampler", SAMPLERS)
-        self._check_choice("quantization", ("none", "8bit", "4bit", "int8"))
+        self._check_choice("quantization", QUANTIZATIONS)
         self._check_choice("dtype", DTYPES)
-        self._check_choice("train_discriminator", ("auto", "always"))
+        self._check_choice("train_discriminator", TRAIN_DISCRIMINATOR)
         self._check_choice("sft_schedule", SFT_SCHEDULES)
         self._check_choice("sft_token_weight", SFT_TOKEN_WEIGHTS)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",

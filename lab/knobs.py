@@ -11,7 +11,7 @@ import ipywidgets as W
 
 from lab.config import (
     BASELINES, MODES, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS, SCHEDULES, SFT_SCHEDULES,
-    SFT_TOKEN_WEIGHTS, HybridConfig,
+    SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
 )
 
 METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss_sft", "loss_rl",
@@ -62,7 +62,7 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
                                options=REWARD_SOURCES, value=cfg.reward_source),
         "train_discriminator": make(D, "train D", "auto: only when its score is read (critic baseline, D reward, "
                                     "self-play, adaptive λ); always: also for its curves",
-                                    options=("auto", "always"), value=cfg.train_discriminator),
+                                    options=TRAIN_DISCRIMINATOR, value=cfg.train_discriminator),
         "reward_mix": make(F, "mix (D share)", "reward source 'mix': weight of the discriminator",
                             min=0, max=1, step=0.05, value=cfg.reward_mix),
         "kl_coef": make(F, "KL coef β", "KL penalty to the base model", min=0, max=0.2, step=0.005,

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import torch
 
-
-QUANTIZATIONS = ("none", "8bit", "4bit", "int8")
+from lab.config import QUANTIZATIONS
 
 
 def quantize_int8(model):
     """The frozen backbone's ``nn.Linear`` layers as int8 weight-only (torchao's
     ``Int8WeightOnlyConfig``: per-channel int8 weights, matmuls in the activations' dtype), on
-    any device; the LM head stays in its dtype (it is often tied to the embeddings). LoRA adapters added afterwards train
-    in full precision on top (checked: SmolLM2-135M's SFT loss follows the bf16 run's). Raises a
-    ``ValueError`` when torchao is missing or the model has no ``nn.Linear`` to quantize (GPT-2's
-    ``Conv1D``)."""
+    any device; the LM head stays in its dtype (it is often tied to the embeddings). LoRA
+    adapters added afterwards train in full precision on top (checked: SmolLM2-135M's SFT loss
+    follows the bf16 run's). Raises a ``ValueError`` when torchao is missing or the model has no
+    ``nn.Linear`` to quantize (GPT-2's ``Conv1D``)."""
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError as err:
@@ -42,12 +41,12 @@ def bnb_config(quantization: str, device: torch.device, dtype: torch.dtype):
     None for ``none`` and ``int8`` (torchao, applied after loading: :func:`quantize_int8`).
     bitsandbytes' k-bit layers need a CUDA GPU; on other devices this raises a ``ValueError``
     that says so and points to ``int8``."""
-    if quantization in ("none", "int8"):
-        if quantization == "int8" and device.type not in ("cpu", "cuda"):
-            raise ValueError(f"quantization='int8' runs on a CPU or a CUDA GPU, not on {device.type}")
-        return None
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r} is not valid; choose one of {', '.join(QUANTIZATIONS)}")
+    if quantization == "int8" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"quantization='int8' runs on a CPU or a CUDA GPU, not on {device.type}")
+    if quantization in ("none", "int8"):
+        return None
     if device.type != "cuda":
         raise ValueError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes' k-bit layers); this run is "
                          f"on {device.type}: use quantization='int8' (torchao, CPU too, models with nn.Linear layers "

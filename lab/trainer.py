@@ -204,7 +204,7 @@ class HybridTrainer:
         t0 = time.perf_counter()
         lam, mu = self._lambda(), self._mu()
         gen_batch = self._generator_batch(prompts, references, samples, advantage, lam, sft_mask)
-        if samples is not None and gen_batch.responses is not None and shared is not None:
+        if shared is not None and gen_batch.responses is not None:
             gen_batch.ref_logprobs = shared.at_temperature  # (N, T') the KL's reference, already computed
         row.update(objective.update(self.model, self.opt_gen, self.gen_params, gen_batch, cfg, lam,
                                     self.tokenizer.pad_token_id, mu))
