@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from lab import models
 from lab.data import format_prompt, load_examples
-from lab.seeding import set_seed
+from lab.core.seeding import set_seed
 
 SEMANTIC_WEIGHT, PPL_WEIGHT = 0.7, 0.3  # combined = 0.7 * semantic + 0.3 * ppl_reward
 RL_WEIGHT = 0.5  # generator loss = SFT + 0.5 * RL

@@ -44,7 +44,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone, no install needed
 
 from lab import models
-from lab.seeding import set_seed
+from lab.core.seeding import set_seed
 
 
 def cpu_seconds() -> float:
@@ -80,7 +80,7 @@ class TRLSide:
         from lab.config import preset
         from lab.data import load_examples
         from lab.rewards import Reward
-        from lab.trl import require_trl, to_dataset
+        from lab.integrations.trl import require_trl, to_dataset
 
         GRPOConfig, GRPOTrainer = require_trl()
         if not verbose:

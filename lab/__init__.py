@@ -1,29 +1,61 @@
 """LoRA-GAN Lab: a teaching kit for hybrid SFT + REINFORCE training of small language models.
 
-Submodules load lazily, so ``import lab`` is fast and ``lab.models``, ``lab.data`` ...
-import on first use.
+The top of ``lab/`` holds what the notebooks teach, as plain code; the folders hold the rest,
+by job. Imports run only downward (``tests/test_layers.py`` checks it)::
+
+    __main__                     the CLI: python -m lab train | sample | eval | ablate | ...
+    ui/  experiments/  integrations/
+                                 playground, plots, run outputs | arms, ablation, its report | TRL
+      |
+    evaluate.py  eval/           held-out evaluation | multiple choice, statistics, diagnostics
+      |
+    trainer.py  checkpoint.py    the seed's step: sample -> score -> critic -> advantages -> update
+      |
+    objective.py  variants/      the generator's objective | self-play, CHORD/SRFT/LUFFY/HPT mixes
+      |
+    rewards.py  generator.py  losses.py  discriminator.py  advantages.py  signals/
+                                 the pieces of a step (signals/: the truthfulness reward)
+      |
+    data.py  models.py           examples from sources | model names -> models, LoRA
+      |
+    config.py                    HybridConfig: every knob, in sections, with presets
+      |
+    readers/  runtime/  fast/    sources, streams, config text | processes, guards, quantization,
+                                 the Hub | opt-in speed, checked against the plain path
+      |
+    core/                        tensors, seeding, n-gram statistics: no kit knowledge
+
+Modules and folders load lazily: ``import lab`` is fast, and ``lab.models``, ``lab.ui.plots``
+... import on first use.
 """
 
 import importlib
 import os
 
-from lab.seeding import set_seed
-
-_SUBMODULES = (
-    "ablation", "advantages", "arms", "checkpoint", "config", "config_text", "data", "diagnostics",
-    "discriminator", "distributed", "evaluate", "evidence", "factual", "folding", "generator", "guards", "knobs",
-    "metrics", "mixing", "models", "objective", "plots", "quantization", "report", "rewards", "runs", "sampling",
-    "seeding", "selfplay", "sources", "stats", "stream", "tensors", "trainer", "trl", "truthfulness",
-    "widgets",
-)
-__all__ = [*_SUBMODULES, "quick_mode", "set_seed"]
+_MODULES = ("advantages", "checkpoint", "config", "data", "discriminator", "evaluate", "generator", "losses",
+            "models", "objective", "rewards", "trainer")
+_FOLDERS = ("core", "eval", "experiments", "fast", "integrations", "readers", "runtime", "signals", "ui", "variants")
+__all__ = [*_MODULES, *_FOLDERS, "quick_mode", "set_seed"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"lab.{name}")
-    raise AttributeError(f"module 'lab' has no attribute {name!r}")
+def lazy_submodules(package: str):
+    """A module ``__getattr__`` that imports ``package.NAME`` on first access of ``NAME``."""
+
+    def __getattr__(name):
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{package}.{name}":
+                raise
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
+__getattr__ = lazy_submodules(__name__)
+
+from lab.core.seeding import set_seed  # noqa: E402 (after lazy_submodules, which lab.core imports)
 
 
 def quick_mode() -> bool:

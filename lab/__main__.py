@@ -6,7 +6,7 @@ field's type (:func:`lab.config.coerce`). The starting values stack as
 ``--preset`` < ``--config FILE`` (only the fields the file names) < flags. ``--resume``
 continues the run in ``--out`` with its saved config, so it takes none of them. Under
 ``accelerate launch`` (or ``torchrun``) the same command trains data parallel across the
-processes (:mod:`lab.distributed`); only the main one writes the run folder.
+processes (:mod:`lab.runtime.distributed`); only the main one writes the run folder.
 
 ``eval`` and ``ablate`` evaluate on the held-out split of the run's own dataset
 (:func:`lab.evaluate.heldout`), or on any local JSON/JSONL/CSV file given with ``--data``
@@ -98,7 +98,9 @@ def build_config(args: argparse.Namespace) -> HybridConfig:
 
 
 def cmd_train(args) -> int:
-    from lab import checkpoint, distributed, report
+    from lab import checkpoint
+    from lab.runtime import distributed
+    from lab.ui import run_outputs
     from lab.trainer import HybridTrainer
 
     out = Path(args.out)
@@ -130,7 +132,7 @@ def cmd_train(args) -> int:
                          f"--steps is the total, so pass --steps {trainer.step_count} or more")
     trainer.run(None if steps is None else steps - trainer.step_count, out_dir=out)
     if distributed.is_main():  # several processes (accelerate launch): the others write and print nothing
-        report.write_run_outputs(trainer, out)
+        run_outputs.write_run_outputs(trainer, out)
         print(f"outputs written to {out.resolve()}")
         if trainer.stop_reason in ("SIGINT", "SIGTERM"):
             print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume "
@@ -140,9 +142,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from lab import report
+    from lab.ui import run_outputs
 
-    for prompt, completion in report.sample_from_run(Path(args.run), args.prompt, args.n,
+    for prompt, completion in run_outputs.sample_from_run(Path(args.run), args.prompt, args.n,
                                                      args.max_new_tokens):
         print(f"--- {prompt.strip()}\n{completion}\n")
     return 0
@@ -177,9 +179,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    """``--list`` prints the arms; else runs them (layers of an arm's config: :mod:`lab.arms`)."""
-    from lab import arms
-    from lab.ablation import ABLATION_PRESETS, run_ablation
+    """``--list`` prints the arms; else runs them (layers of an arm's config: :mod:`lab.experiments.arms`)."""
+    from lab.experiments import arms
+    from lab.experiments.ablation import ABLATION_PRESETS, run_ablation
 
     custom = arms.read_arms_file(args.arms_file) if args.arms_file else {}
     if args.list:
@@ -196,8 +198,8 @@ def cmd_ablate(args) -> int:
 
 
 def _arm_set(text: str):
-    """``--set``: :func:`lab.arms.parse_set`; a bad one is an argparse error (exit code 2)."""
-    from lab.arms import parse_set
+    """``--set``: :func:`lab.experiments.arms.parse_set`; a bad one is an argparse error (exit code 2)."""
+    from lab.experiments.arms import parse_set
 
     try:
         return parse_set(text)
@@ -214,7 +216,7 @@ def _data_flags(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from lab.ablation import ABLATION_PRESETS, ARMS
+    from lab.experiments.ablation import ABLATION_PRESETS, ARMS
 
     top = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)

@@ -33,9 +33,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lab import distributed
+from lab.runtime import distributed
 from lab.data import Example
-from lab.selfplay import SNAPSHOT, freeze
+from lab.variants.selfplay import SNAPSHOT, freeze
 
 KEEP = 2  # complete checkpoints kept per run
 _NAME = re.compile(r"^step-(\d+)$")
@@ -58,7 +58,7 @@ def save(trainer, out_dir: Path) -> Path:
 
     A write that fails (full disk, no permission) removes its temporary files and raises an
     ``OSError`` whose message names the folder and the fix; the previous checkpoints stay intact.
-    Several processes (:mod:`lab.distributed`) all call it: the main one writes, with every
+    Several processes (:mod:`lab.runtime.distributed`) all call it: the main one writes, with every
     process's RNG streams; the others write nothing.
     """
     root = out_dir / "checkpoints"

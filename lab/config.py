@@ -5,9 +5,9 @@ metadata (meaning and typical range) that ``python -m lab train --help`` shows.
 ``__post_init__`` rejects bad values with a ``ValueError`` that names the field and says how
 to fix it. Presets (``PRESETS``) change only what differs.
 
-Values typed by people (CLI flags, YAML/JSON files) go through :func:`lab.config_text.coerce`,
+Values typed by people (CLI flags, YAML/JSON files) go through :func:`lab.readers.config_text.coerce`,
 which reads text by the field's type (``"1e-4"`` -> ``0.0001``); :meth:`HybridConfig.from_dict`
-and :func:`lab.config_text.read_file` apply it.
+and :func:`lab.readers.config_text.read_file` apply it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.config_text import coerce, field_kind, known_fields, read_file  # noqa: F401 (the config's text I/O)
+from lab.readers.config_text import coerce, field_kind, known_fields, read_file  # noqa: F401 (the config's text I/O)
 
 LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step": 4096,
           "samples_per_prompt": 256, "lora_r": 1024, "ppo_epochs": 100}  # larger is a typo, not a run
@@ -32,7 +32,7 @@ SFT_TOKEN_WEIGHTS = ("uniform", "phi")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZATIONS = ("none", "8bit", "4bit", "int8")  # lab.quantization
+QUANTIZATIONS = ("none", "8bit", "4bit", "int8")  # lab.runtime.quantization
 TRAIN_DISCRIMINATOR = ("auto", "always")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 
@@ -167,7 +167,7 @@ class HybridConfig:
     dataset: str = field(default="bundled", metadata={"help": (
         "'bundled', 'factual', 'alpaca', 'dolly', 'oasst', 'truthfulqa', 'arc', 'auto', a local "
         "JSON/JSONL/CSV path (Alpaca layout, or Dolly/OASST/TruthfulQA/ARC by their columns), or a "
-        "weighted mix 'bundled:0.7,factual:0.3' (lab/sources.py)")})
+        "weighted mix 'bundled:0.7,factual:0.3' (lab/readers/sources.py)")})
     dataset_columns: str | None = field(default=None, metadata={"help": (
         "a local file's column names as a JSON mapping of the kit's fields (instruction, input, output, "
         "category, correct, incorrect), e.g. '{\"instruction\": \"prompt\", \"output\": \"response\"}'")})
@@ -223,7 +223,7 @@ class HybridConfig:
         self._check_weights()
         self._check_combinations()
         from lab.data import parse_columns
-        from lab.sources import parse_spec
+        from lab.readers.sources import parse_spec
 
         parse_spec(self.dataset)  # a known source, a file name or a weighted mix; clear error otherwise
         parse_columns(self.dataset_columns)

@@ -8,12 +8,12 @@ Sources (``load_examples(source=...)``):
 | ``alpaca``  | ``yahma/alpaca-cleaned`` from the Hub (last 10% held out, fixed)          |
 | ``auto``    | ``alpaca`` when it is cached or the Hub answers in ~2 s, else ``bundled`` |
 | ``factual`` | the bundled factual set in ``data/factual/`` (TruthfulQA layout: wrong answers too) |
-| ``dolly``, ``oasst``, ``truthfulqa``, ``arc`` | Hub datasets in their own layouts (:mod:`lab.sources`) |
+| ``dolly``, ``oasst``, ``truthfulqa``, ``arc`` | Hub datasets in their own layouts (:mod:`lab.readers.sources`) |
 | a path      | any local JSON / JSONL / CSV file, read with ``datasets``                 |
-| a mix       | ``"bundled:0.7,factual:0.3"``: sources with weights (:func:`lab.sources.parse_spec`) |
+| a mix       | ``"bundled:0.7,factual:0.3"``: sources with weights (:func:`lab.readers.sources.parse_spec`) |
 
 A local file in the Dolly, OASST, TruthfulQA or ARC layout is recognised by its columns
-(:func:`lab.sources.detect_layout`). Other layouts map onto ``instruction`` / ``input`` /
+(:func:`lab.readers.sources.detect_layout`). Other layouts map onto ``instruction`` / ``input`` /
 ``output`` (and ``category``, ``correct``, ``incorrect``) with ``columns=`` (the config field
 ``dataset_columns``), e.g. ``{"instruction": "prompt", "output": "response"}``.
 Factual rows carry their true and wrong answers (``Example.correct`` / ``Example.incorrect``)
@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import sources
+from lab.readers import sources
 
 PROMPT_TEMPLATE = "### Prompt:\n{instruction}\n\n### Response:\n"
 PROMPT_TEMPLATE_WITH_INPUT = "### Prompt:\n{instruction}\n{input}\n\n### Response:\n"

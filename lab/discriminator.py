@@ -9,7 +9,7 @@ sketch's defect 2 decoded the prompt into the "response").
 
 Two things keep it cheap: the adapter sits on the top ``top_layers`` blocks only (the
 backward stops there), and responses to the same prompt share one pass over that prompt
-(its KV cache is reused: :func:`lab.tensors.forward_after_prompts`).
+(its KV cache is reused: :func:`lab.core.tensors.forward_after_prompts`).
 
 Training signals: regression on the reward (:func:`regression_loss`) and ranking of the
 reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`).
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.guards import finite_update
+from lab.runtime.guards import finite_update
 from lab.models import adapter_parameters, using_adapter
-from lab.tensors import (
+from lab.core.tensors import (
     eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad, training_attention,
 )
 
@@ -218,7 +218,7 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     adding ``aux_weight * MSE(aux, aux_targets)``.
     Returns the losses, ``scores`` (N,), the predictions for ``completions`` before the
     update (detached), and ``skipped``: True when the loss or gradient was not finite and
-    nothing moved (:func:`lab.guards.finite_update`). :class:`lab.trainer.HybridTrainer` calls
+    nothing moved (:func:`lab.runtime.guards.finite_update`). :class:`lab.trainer.HybridTrainer` calls
     this for its critic.
     """
     n, m = len(completions), len(junk or [])

@@ -10,24 +10,24 @@ call of :func:`lab.generator.sample` per decoding, and returns one row per promp
 | ``rouge_l``  | ROUGE-L F1 to the reference (rouge-score), in [0, 1]                       |
 | ``bleu``     | sentence BLEU to the reference (sacrebleu) / 100, in [0, 1]                |
 | ``nll``, ``ppl`` | mean NLL per answer token under the *base* model (adapters off), ``ppl = exp(nll)`` |
-| ``self_bleu`` | BLEU of this answer against the decoding's other answers / 100 (:func:`lab.metrics.self_bleu`): near 1 = the model says the same thing to every prompt (mode collapse) |
-| ``words``    | answer length in words (:func:`lab.metrics.tokens`; tokenizer-independent, so GPT-2 and SmolLM2 compare) |
-| ``repetition`` | repeated word 3-grams, a rate in [0, 1] (:func:`lab.metrics.repetition_rate`) |
+| ``self_bleu`` | BLEU of this answer against the decoding's other answers / 100 (:func:`lab.core.ngrams.self_bleu`): near 1 = the model says the same thing to every prompt (mode collapse) |
+| ``words``    | answer length in words (:func:`lab.core.ngrams.tokens`; tokenizer-independent, so GPT-2 and SmolLM2 compare) |
+| ``repetition`` | repeated word 3-grams, a rate in [0, 1] (:func:`lab.core.ngrams.repetition_rate`) |
 | ``disc``     | the discriminator's score of (prompt, answer); NaN without one             |
-| ``bertscore`` | BERTScore F1 to the reference (``bert-score``; roberta-large online, the bundled MiniLM offline: :func:`lab.factual.bertscore`) |
-| ``meteor``   | METEOR to the reference (nltk + WordNet); NaN when WordNet is unavailable (:func:`lab.factual.meteor`) |
-| ``truthfulness`` | factual rows: the ``truthfulness`` reward of the answer (:class:`lab.truthfulness.Truthfulness`), in [0, 1] |
-| ``mc1``, ``mc2`` | factual rows: TruthfulQA-style multiple choice from the model's own log-probs (:func:`lab.factual.multiple_choice`); they do not depend on the decoding |
+| ``bertscore`` | BERTScore F1 to the reference (``bert-score``; roberta-large online, the bundled MiniLM offline: :func:`lab.eval.factual.bertscore`) |
+| ``meteor``   | METEOR to the reference (nltk + WordNet); NaN when WordNet is unavailable (:func:`lab.eval.factual.meteor`) |
+| ``truthfulness`` | factual rows: the ``truthfulness`` reward of the answer (:class:`lab.signals.truthfulness.Truthfulness`), in [0, 1] |
+| ``mc1``, ``mc2`` | factual rows: TruthfulQA-style multiple choice from the model's own log-probs (:func:`lab.eval.factual.multiple_choice`); they do not depend on the decoding |
 
 :func:`summarize` gives the means per decoding, with ``ppl = exp(mean nll)`` (the
 geometric mean of the answers' perplexities, robust to one wild answer) and distinct-1/2
-(:func:`lab.metrics.distinct_n`) over the decoding's answers: distinctness is a property
+(:func:`lab.core.ngrams.distinct_n`) over the decoding's answers: distinctness is a property
 of a *set* of answers, so it has no per-prompt value. ``truthfulness``, ``mc1`` and ``mc2``
 exist for factual rows only (rows with wrong answers: the ``factual``, ``truthfulqa`` and
 ``arc`` sources, or a local file in those layouts); the summary shows them when it has them.
 Which BERTScore model ran, and why METEOR did not, is printed once and kept in ``attrs["notes"]``. Empty answers get NaN ``nll``/``ppl``
 (they have no tokens to score) and 0 for the overlap metrics. The word statistics
-(``words``, ``repetition``, ``self_bleu``, distinct-n) share :mod:`lab.metrics`' one
+(``words``, ``repetition``, ``self_bleu``, distinct-n) share :mod:`lab.core.ngrams`' one
 tokenisation rule; ROUGE-L and BLEU to the reference keep their libraries' tokenisers.
 
 **What is evaluated** (:func:`heldout`): the held-out split of a source of
@@ -48,9 +48,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lab import factual, generator, models, rewards, tensors
+from lab import generator, models, rewards
+from lab.eval import factual
+from lab.core import tensors
 from lab.data import Example, load_examples
-from lab.metrics import distinct_n, repetition_rate, self_bleu, tokens
+from lab.core.ngrams import distinct_n, repetition_rate, self_bleu, tokens
 
 DECODINGS = ("greedy", "sampled")
 SUMMARY_METRICS = ("semantic", "rouge_l", "bleu", "bertscore", "meteor", "ppl", "distinct_1", "distinct_2",
@@ -66,8 +68,8 @@ def score_responses(prompts: list[str], completions: list[str], references: list
     ``semantic``: a :class:`lab.rewards.Semantic` (None: a new one on the cached embedder);
     ``perplexity``: a :class:`lab.rewards.Perplexity` on the base model (None: no ppl);
     ``discriminator``: a :class:`lab.discriminator.Discriminator` (None: ``disc`` is NaN);
-    ``truthfulness``: a :class:`lab.truthfulness.Truthfulness` (None: the column is NaN);
-    ``bertscore_model``: :func:`lab.factual.bertscore_model`'s ``auto``, ``minilm`` or a model id.
+    ``truthfulness``: a :class:`lab.signals.truthfulness.Truthfulness` (None: the column is NaN);
+    ``bertscore_model``: :func:`lab.eval.factual.bertscore_model`'s ``auto``, ``minilm`` or a model id.
     """
     semantic = semantic or rewards.Semantic()
     n = len(completions)
@@ -133,7 +135,7 @@ def evaluate_model(model, tokenizer, examples: list[Example], decodings=DECODING
         discriminator.eval()
     has_choices = any(e.incorrect for e in examples)
     if isinstance(truthfulness, (str, Path)) and (truthfulness != "auto" or has_choices):
-        from lab.truthfulness import shared
+        from lab.signals.truthfulness import shared
 
         truthfulness = shared(None if truthfulness == "auto" else str(truthfulness))
     elif truthfulness == "auto":

@@ -17,10 +17,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lab.folding import folded
+from lab.fast.folding import folded
 from lab.models import adapter_parameters
-from lab.sampling import beam_decode, decode
-from lab.tensors import (
+from lab.fast.decoder import beam_decode, decode
+from lab.core.tensors import (
     encode, eval_mode, forward_after_prompts, kept_positions, left_pad, model_device, position_ids, right_pad,
     until_first_eos,
 )
@@ -69,17 +69,17 @@ class LogProbs(NamedTuple):
 def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int = 32,
            temperature: float = 0.7, top_p: float = 0.9, max_prompt_tokens: int = 256,
            do_sample: bool = True, sampler: str = "nucleus", num_beams: int = 4) -> Samples:
-    """Sample ``k`` responses for each prompt in one batched decode (:func:`lab.sampling.decode`:
+    """Sample ``k`` responses for each prompt in one batched decode (:func:`lab.fast.decoder.decode`:
     one prefill per prompt, shared by its ``k`` samples).
 
     Uses the active adapter. ``do_sample=False`` decodes greedily (the ``k`` rows of a
     prompt are then equal). ``sampler="beam"``: the ``k`` best of ``num_beams`` beams
-    (:func:`lab.sampling.beam_decode`): distinct, but not draws from the policy. Prompts
+    (:func:`lab.fast.decoder.beam_decode`): distinct, but not draws from the policy. Prompts
     longer than ``max_prompt_tokens`` keep their end.
     """
     prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, model_device(model))  # (B, P)
     # no LoRA dropout while sampling: the samples come from the policy itself; the active adapter
-    # folded into the weights (lab.folding): the same function, one matrix product a layer
+    # folded into the weights (lab.fast.folding): the same function, one matrix product a layer
     with eval_mode(model), folded(model):
         if sampler == "beam":
             response = beam_decode(model, prompt_ids, prompt_mask, k, num_beams, max_new_tokens,
@@ -229,7 +229,7 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_prompt_
 def mean_nll(token_logprobs: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The SFT loss from per-token log-probs: ``-sum_t w_t log p(y_t | ...) / #tokens`` over the
     tokens where ``mask`` is 1, pooled over the whole batch (a long answer weighs more).
-    ``weights`` (N, T), detached, default 1 (e.g. CHORD's :func:`lab.mixing.phi_weights`).
+    ``weights`` (N, T), detached, default 1 (e.g. CHORD's :func:`lab.variants.mixing.phi_weights`).
 
     >>> mean_nll(torch.tensor([[-1.0, -3.0], [-2.0, 0.0]]), torch.tensor([[1, 1], [1, 0]]))
     tensor(2.)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lab import quantization as quantizing
+from lab.runtime import quantization as quantizing
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -248,7 +248,7 @@ def load(name: str = "auto", device: str | torch.device = "auto", dtype: str | t
 
     ``quantization``: ``8bit`` / ``4bit`` loads the frozen backbone through bitsandbytes on a
     GPU and prepares it for k-bit training (QLoRA); ``int8`` quantizes its linear layers through
-    torchao (:func:`lab.quantization.quantize_int8`), on a CPU too. Only the LoRA adapters train."""
+    torchao (:func:`lab.runtime.quantization.quantize_int8`), on a CPU too. Only the LoRA adapters train."""
     from transformers import AutoModelForCausalLM
 
     choice = resolve(name)
@@ -344,7 +344,7 @@ def add_lora(model, adapter_name: str = "generator", **lora_kwargs):
 
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        # on int8 (torchao) layers peft warns that merging would fail; the kit never merges them (lab.folding)
+        # on int8 (torchao) layers peft warns that merging would fail; the kit never merges them (lab.fast.folding)
         warnings.filterwarnings("ignore", message=".*TorchaoLoraLinear was instantiated without.*")
         if isinstance(model, PeftModel):
             model.add_adapter(adapter_name, lora_config(model.get_base_model(), **lora_kwargs))

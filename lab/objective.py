@@ -13,8 +13,8 @@ Each prompt is computed once and shared by its reference answer and its ``k`` sa
 (:func:`lab.generator.continuation_logprobs`). The trainer calls :func:`generator_loss` for
 the whole batch, or per minibatch of prompts in PPO epochs (:meth:`GeneratorBatch.select`).
 
-Under several processes (:mod:`lab.distributed`) each computes its shard of the prompts; the
-per-token means (SFT, entropy, KL) are rescaled by :func:`lab.distributed.pooled` so that their
+Under several processes (:mod:`lab.runtime.distributed`) each computes its shard of the prompts; the
+per-token means (SFT, entropy, KL) are rescaled by :func:`lab.runtime.distributed.pooled` so that their
 mean over processes, and the averaged gradient, equal one process's on the whole batch.
 
 Shapes: ``B`` prompts, ``k`` samples each, ``N = B * k``, ``T`` continuation tokens.
@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
-from lab import distributed, generator, mixing
-from lab.guards import finite_update
-from lab.tensors import eval_mode, right_pad, training_attention
+from lab import generator
+from lab.runtime import distributed
+from lab.variants import mixing
+from lab.runtime.guards import finite_update
+from lab.core.tensors import eval_mode, right_pad, training_attention
 
 
 @dataclass
@@ -61,7 +63,7 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
                    mu: float | None = None) -> tuple[torch.Tensor, dict]:
     """``(loss, logs)`` for ``batch`` under config ``cfg`` (a :class:`lab.config.HybridConfig`):
     ``SFT + lam * RL``, or with an ``sft_schedule`` ``mu * SFT + (1 - mu) * RL`` (``mu`` given,
-    or for ``srft`` computed here from the samples' entropy, :func:`lab.mixing.mu_at`).
+    or for ``srft`` computed here from the samples' entropy, :func:`lab.variants.mixing.mu_at`).
     ``RL`` = policy loss + beta * KL - eta * entropy. ``logs`` holds each term's value
     (``loss_sft``, ``loss_rl``, ``kl``, ``entropy``, ``mu``, and ``clip_frac``, ``approx_kl``
     with PPO)."""
@@ -206,7 +208,7 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
     """Optimizer step(s) of the generator on ``batch``: one pass, or with ``policy_loss="ppo"``
     ``ppo_epochs`` passes over ``ppo_minibatches`` minibatches of prompts (a prompt's samples
     stay together) against the sampling policy's log-probs. Each pass is
-    :func:`generator_loss`, then :func:`lab.guards.finite_update` (clip, step, or skip when
+    :func:`generator_loss`, then :func:`lab.runtime.guards.finite_update` (clip, step, or skip when
     not finite). Returns the history entries: each term averaged over the first epoch's
     minibatches (what the step computed at the sampling policy), ``clip_frac`` and
     ``approx_kl`` over every pass, and ``skipped_updates``."""

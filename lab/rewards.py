@@ -14,7 +14,7 @@ context that the completion is conditioned on.
 | ``bleu``     | :func:`bleu`          | [0, 1]                   | sentence BLEU against the reference    |
 | ``repetition`` | :func:`repetition`  | [-1, 0]                  | repeated n-grams, loops                |
 | ``length``   | :func:`length`        | [-1, 0]                  | words outside [min_words, max_words]   |
-| ``truthfulness`` | :class:`lab.truthfulness.Truthfulness` | [0, 1]  | agreement with retrieved evidence      |
+| ``truthfulness`` | :class:`lab.signals.truthfulness.Truthfulness` | [0, 1]  | agreement with retrieved evidence      |
 
 :class:`Reward` weights them: ``total = sum(weight * part)``, computing only the parts
 with a nonzero weight. Heavy libraries (sentence-transformers, rouge-score, sacrebleu)
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lab.config import REWARD_NAMES  # the one list of reward names (config validates against it)
-from lab.metrics import repetition_rate
+from lab.core.ngrams import repetition_rate
 
 PERPLEXITY_FORMS = ("scaled", "sketch")
 
@@ -124,7 +124,7 @@ class Perplexity:
         Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`);
         with ``shared`` set (:func:`reading`), the rows whose tokens it scored are read from it."""
         from lab.generator import continuation_logprobs
-        from lab.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
+        from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
 
         out = torch.full((len(completions),), float("nan"))  # (batch,)
         keep = [i for i, c in enumerate(completions) if c.strip()]
@@ -192,10 +192,10 @@ def bleu(prompts, completions, references=None, **kwargs) -> list[float]:
 
 
 def repetition(prompts, completions, n: int = 3, **kwargs) -> list[float]:
-    """Penalty for repeated word n-grams, in [-1, 0]: ``-lab.metrics.repetition_rate``.
+    """Penalty for repeated word n-grams, in [-1, 0]: ``-lab.core.ngrams.repetition_rate``.
 
     ``-(total - unique) / (total - 1)`` over the completion's word n-grams
-    (:func:`lab.metrics.tokens`: lower-cased ``\\w+`` words): 0 when no n-gram repeats,
+    (:func:`lab.core.ngrams.tokens`: lower-cased ``\\w+`` words): 0 when no n-gram repeats,
     -1 when one n-gram fills the whole text (the first occurrence can never be a repeat,
     hence ``total - 1``). Fewer than ``n + 1`` words -> 0.
 
@@ -275,7 +275,7 @@ def make_reward_fns(model=None, tokenizer=None, embedder=None, names=None, **opt
 
 
 def _truthfulness(embedder=None, corpus=None):
-    from lab.truthfulness import Truthfulness, shared
+    from lab.signals.truthfulness import Truthfulness, shared
 
     if embedder is None:  # the process's one instance per corpus: evaluation reuses its embedded corpus
         return shared(None if corpus is None else str(corpus))

@@ -20,15 +20,17 @@ import pandas as pd
 import torch
 
 from lab import advantages as adv
-from lab import checkpoint, discriminator, distributed, generator, mixing, models, objective, rewards, selfplay
+from lab import checkpoint, discriminator, generator, models, objective, rewards
+from lab.runtime import distributed
+from lab.variants import mixing, selfplay
 from lab.config import HybridConfig
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator
-from lab.guards import stop_on_signals
-from lab.tensors import encode, eval_mode
-from lab.seeding import set_seed
-from lab.stream import JsonlStream
-from lab.metrics import distinct_n
+from lab.runtime.guards import stop_on_signals
+from lab.core.tensors import encode, eval_mode
+from lab.core.seeding import set_seed
+from lab.readers.stream import JsonlStream
+from lab.core.ngrams import distinct_n
 
 Callback = Callable[["HybridTrainer", dict], None]
 
@@ -94,7 +96,7 @@ class HybridTrainer:
         self.rng = random.Random(config.seed + distributed.rank())  # junk negatives
         self.rows: list[dict] = []
         self.sample_rows: list[dict] = []
-        self.nonfinite_in_a_row = 0  # steps in a row that skipped an update (lab.guards.finite_update)
+        self.nonfinite_in_a_row = 0  # steps in a row that skipped an update (lab.runtime.guards.finite_update)
         self.stop_reason: str | None = None  # why the last run() ended early: "request", "SIGTERM" ...
         self._stop = False
         distributed.agree((sum(p.numel() for p in self.model.parameters()), len(self.examples)), "model size, examples")

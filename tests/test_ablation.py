@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from lab import __main__ as cli
-from lab import ablation, arms, evaluate, evidence, models
-from lab.arms import ARMS
+from lab import evaluate, models
+from lab.experiments import ablation, arms, report as ablation_report
+from lab.experiments.arms import ARMS
 
 TINY = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4)
 
@@ -347,7 +348,7 @@ def test_an_arm_whose_model_is_offline_is_skipped_with_a_reason_or_refused_when_
     skipped = ablation._unavailable_arms(settings, named=[])
     assert list(skipped) == ["big_d"] and "Hub is unreachable" in skipped["big_d"]
     assert "**big_d**: Model 'someone/not-cached-7b' cannot be loaded" in "\n".join(
-        evidence._skipped({"skipped": skipped}, ["sft"]))
+        ablation_report._skipped({"skipped": skipped}, ["sft"]))
     with pytest.raises(ValueError, match="arm 'big_d': .* --set big_d.discriminator_model=NAME"):
         ablation._unavailable_arms(settings, named=["big_d"])
     monkeypatch.setitem(ablation.ABLATION_PRESETS["quick"], "arms", ["base"])  # a cheap default

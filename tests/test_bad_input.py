@@ -381,7 +381,7 @@ SAVE_NAMES = {
 
 @pytest.fixture
 def panel(tmp_path):
-    from lab.widgets import Playground
+    from lab.ui.widgets import Playground
 
     return Playground(model="tiny-gpt2", steps=1, out_root=tmp_path / "runs", quick=True)
 

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from lab import data, sources
+from lab import data
+from lab.readers import sources
 
 
 def test_template_without_and_with_input():

@@ -1,10 +1,10 @@
-"""lab.diagnostics on synthetic histories and samples: collapse flags and the reward-hacking test."""
+"""lab.eval.diagnostics on synthetic histories and samples: collapse flags and the reward-hacking test."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lab import diagnostics
+from lab.eval import diagnostics
 
 
 def history(steps=20, distinct=None, length=None, reward=None):

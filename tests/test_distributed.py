@@ -1,4 +1,4 @@
-"""``accelerate launch`` runs ``python -m lab train`` unchanged (lab.distributed): 2 CPU processes
+"""``accelerate launch`` runs ``python -m lab train`` unchanged (lab.runtime.distributed): 2 CPU processes
 (gloo, configs/accelerate/cpu_2proc.yaml) write one run folder whose losses equal one process's
 on the same global batch and seed, and resume from it."""
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lab import distributed
+from lab.runtime import distributed
 from lab.config import HybridConfig
 from lab.trainer import HybridTrainer
 

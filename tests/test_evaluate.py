@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lab import evaluate, stats
+from lab import evaluate
+from lab.eval import stats
 from lab.config import HybridConfig
 from lab.data import load_examples
 from lab.trainer import HybridTrainer

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from lab import __main__ as cli
-from lab import data, evaluate, factual
+from lab import data, evaluate
+from lab.eval import factual
 from lab.generator import response_logprobs
 
 

@@ -63,7 +63,7 @@ def test_bf16_weights_train_like_fp32_within_tolerance(examples):
 
 def test_folded_adapter_decodes_the_same_function_and_restores_the_weights():
     from lab import generator, models
-    from lab.folding import folded
+    from lab.fast.folding import folded
 
     model, tok = models.load("tiny-gpt2", "cpu", "float32", verbose=False)
     model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
@@ -94,15 +94,17 @@ def test_folded_adapter_decodes_the_same_function_and_restores_the_weights():
 @pytest.mark.parametrize("arch", ["llama", "llama-eager", "gpt2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_lean_decoder_gives_generates_tokens(arch, dtype):
-    from lab import generator, models, sampling, tensors
+    from lab import generator, models
+    from lab.fast import decoder
+    from lab.core import tensors
 
     if arch.startswith("llama"):
         model, tok = tiny.llama(dtype, "eager" if arch.endswith("eager") else "sdpa")
     else:
         model, tok = models.load("tiny-gpt2", "cpu", dtype, verbose=False)
     prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "Hi", "Count: one two"]
-    used, preallocate = [], sampling.preallocate
-    with mock.patch.object(sampling, "preallocate", lambda *args: used.append(preallocate(*args)) or used[-1]):
+    used, preallocate = [], decoder.preallocate
+    with mock.patch.object(decoder, "preallocate", lambda *args: used.append(preallocate(*args)) or used[-1]):
         ours = generator.sample(model, tok, prompts, k=2, max_new_tokens=12, do_sample=False)
     assert used == [True]  # the preallocated cache was used (eager: with the 2D mask)
     ids, mask = tensors.encode(tok, ours.prompts, 256)
@@ -114,7 +116,7 @@ def test_the_lean_decoder_gives_generates_tokens(arch, dtype):
 def test_the_preallocated_cache_returns_what_concatenation_would():
     from transformers import DynamicCache
 
-    from lab.tensors import preallocate
+    from lab.core.tensors import preallocate
 
     torch.manual_seed(0)
     keys, values = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)  # (N, H, P, D)
@@ -130,7 +132,7 @@ def test_the_preallocated_cache_returns_what_concatenation_would():
 
 
 def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
-    from lab.folding import can_prepack, prepacked
+    from lab.fast.folding import can_prepack, prepacked
 
     if not can_prepack():
         pytest.skip("this CPU/torch has no oneDNN bf16 linear")
@@ -152,7 +154,7 @@ def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
 
 def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16():
     from lab import generator, models
-    from lab.tensors import training_attention
+    from lab.core.tensors import training_attention
 
     model, tok = tiny.llama(torch.bfloat16)
     model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)

@@ -11,7 +11,7 @@ from lab.discriminator import Discriminator
 from lab.generator import (
     continuation_logprobs, generator_parameters, reinforce_loss, response_logprobs, sample, sft_batch, sft_loss,
 )
-from lab.tensors import left_pad, position_ids, until_first_eos
+from lab.core.tensors import left_pad, position_ids, until_first_eos
 from lab.models import add_lora
 
 PROMPTS = ["### Prompt:\nName a colour.\n\n### Response:\n",

@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
-from lab import advantages, discriminator, generator, mixing, selfplay
+from lab import advantages, discriminator, generator
+from lab.variants import mixing, selfplay
 from lab.data import load_examples
 from lab.rewards import RewardOutput
-from lab.tensors import encode, right_pad
+from lab.core.tensors import encode, right_pad
 from lab.trainer import HybridTrainer
 import tiny
 

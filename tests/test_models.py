@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import lab
-from lab import models, quantization
+from lab import models
+from lab.runtime import quantization
 import tiny
 
 

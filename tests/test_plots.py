@@ -1,4 +1,4 @@
-"""lab.plots on a synthetic history: labelled axes, missing series, run labels, PNG output."""
+"""lab.ui.plots on a synthetic history: labelled axes, missing series, run labels, PNG output."""
 
 from types import SimpleNamespace
 
@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lab import plots  # noqa: E402
+from lab.ui import plots  # noqa: E402
 from lab.config import HybridConfig  # noqa: E402
 
 PANELS = [plots.rewards, plots.losses, plots.discriminator, plots.discriminator_scatter,
@@ -164,7 +164,7 @@ def test_save_writes_a_png(tmp_path):
 # --- ablation figures ------------------------------------------------------------------------
 def ablation_tables():
     """A results table (arm, seed, metric, value) of 3 arms x 3 seeds, and its summary."""
-    from lab import stats
+    from lab.eval import stats
 
     rng = np.random.default_rng(0)
     rows = [(arm, seed, metric, rng.uniform(0, 1)) for arm in ("base", "sft", "hybrid") for seed in range(3)

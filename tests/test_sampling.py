@@ -2,8 +2,9 @@
 
 import torch
 
-from lab import generator, tensors
-from lab.sampling import nucleus, top_p_filter
+from lab import generator
+from lab.core import tensors
+from lab.fast.decoder import nucleus, top_p_filter
 
 
 def test_top_p_keeps_the_smallest_nucleus():

@@ -28,7 +28,7 @@ import torch
 import lab
 from lab import checkpoint, models
 from lab.config import HybridConfig, preset
-from lab.runs import run_folder
+from lab.ui.runs import run_folder
 
 LAB = Path(lab.__file__).resolve().parent
 SOURCES = sorted(LAB.rglob("*.py"))
@@ -195,7 +195,7 @@ def test_run_folder_results_stay_inside_the_root(tmp_path):
 
 
 def test_playground_save_refuses_a_traversing_name(tmp_path):
-    from lab.widgets import Playground
+    from lab.ui.widgets import Playground
 
     panel = Playground(model="tiny-gpt2", steps=1, quick=True, out_root=tmp_path / "runs")
     with pytest.raises(ValueError, match="path separator"):
@@ -205,7 +205,7 @@ def test_playground_save_refuses_a_traversing_name(tmp_path):
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "x.y"])
 def test_an_arms_file_cannot_name_an_arm_that_leaves_the_report_folder(name, tmp_path):
-    from lab import arms
+    from lab.experiments import arms
 
     path = tmp_path / "arms.yaml"
     path.write_text(json.dumps({name: {"lr": 1e-3}}))
@@ -214,7 +214,7 @@ def test_an_arms_file_cannot_name_an_arm_that_leaves_the_report_folder(name, tmp
 
 
 def test_ablation_arms_given_on_the_command_line_must_be_known(tmp_path):
-    from lab import ablation
+    from lab.experiments import ablation
 
     with pytest.raises(ValueError, match="(?i)unknown arm"):
         ablation.settings_for("quick", arms=["../../evil"])

@@ -1,4 +1,4 @@
-"""lab.stats: the per-prompt cluster bootstrap (coverage, pairing), the MDE, and reference numbers."""
+"""lab.eval.stats: the per-prompt cluster bootstrap (coverage, pairing), the MDE, and reference numbers."""
 
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lab import stats
+from lab.eval import stats
 
 
 def crossed(rng, n_seeds, n_prompts, effect, seed_sd, prompt_sd, noise_sd):

@@ -1,4 +1,4 @@
-"""lab.trl on tiny-gpt2, CPU: TRL's GRPOTrainer with the kit's SFT term, reward and online critic."""
+"""lab.integrations.trl on tiny-gpt2, CPU: TRL's GRPOTrainer with the kit's SFT term, reward and online critic."""
 
 import math
 
@@ -11,8 +11,8 @@ pytest.importorskip("trl")
 from lab import generator, models  # noqa: E402
 from lab.discriminator import Discriminator  # noqa: E402
 from lab.rewards import Reward  # noqa: E402
-from lab.tensors import left_pad  # noqa: E402
-from lab.trl import DiscriminatorReward, HybridGRPOConfig, HybridGRPOTrainer, to_dataset  # noqa: E402
+from lab.core.tensors import left_pad  # noqa: E402
+from lab.integrations.trl import DiscriminatorReward, HybridGRPOConfig, HybridGRPOTrainer, to_dataset  # noqa: E402
 
 LORA = dict(r=8, alpha=16, dropout=0.0)
 # transformers >= 5.24 renamed gradient_checkpointing (TRL turns it on by default) to activation_checkpointing

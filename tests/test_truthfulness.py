@@ -10,7 +10,7 @@ from lab import data, discriminator
 from lab.config import HybridConfig
 from lab.models import load
 from lab.rewards import Reward, make_reward_fns
-from lab.truthfulness import Passage, Truthfulness, load_passages, pairwise_accuracy, question_of
+from lab.signals.truthfulness import Passage, Truthfulness, load_passages, pairwise_accuracy, question_of
 
 
 @pytest.fixture(scope="module")

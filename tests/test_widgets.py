@@ -6,7 +6,7 @@ import pytest
 
 from lab.config import BASELINES, REWARD_NAMES, HybridConfig
 from lab.data import load_examples
-from lab.widgets import Playground
+from lab.ui.widgets import Playground
 
 TINY = dict(model="tiny-gpt2", quick=True, device="cpu", max_new_tokens=6, redraw_every=0)
 WEIGHTS = {"rouge": 1.0, "length": 0.5}  # cheap rewards: no embedder to load

@@ -6,7 +6,7 @@ to ``python -m lab ablate --arms-file``, read by :func:`read_arms_file`).
 
 An arm's :class:`~lab.config.HybridConfig` is built in layers, lowest first:
 
-1. the ablation preset's config (``lab.ablation.ABLATION_PRESETS``);
+1. the ablation preset's config (``lab.experiments.ablation.ABLATION_PRESETS``);
 2. ``--set key=value`` (repeatable; ``--model``, ``--dataset`` are shortcuts): the experiment's
    setting, the same for every arm, read by the field's type (:func:`lab.config.coerce`);
 3. the arm's changes;

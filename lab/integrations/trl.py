@@ -20,7 +20,7 @@ each of a prompt's generations) and ``Reward(...).as_trl()`` works as it is::
 
     from lab import models
     from lab.rewards import Reward
-    from lab.trl import HybridGRPOConfig, HybridGRPOTrainer, to_dataset
+    from lab.integrations.trl import HybridGRPOConfig, HybridGRPOTrainer, to_dataset
 
     model, tokenizer = models.load("smollm2-135m")
     trainer = HybridGRPOTrainer(
@@ -46,9 +46,9 @@ from lab import generator
 from lab.advantages import pairwise_accuracy
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator, train_step
-from lab.tensors import right_pad
+from lab.core.tensors import right_pad
 
-TRL_MISSING = ('lab.trl needs TRL (tested with trl 1.16): install the kit\'s [trl] extra, '
+TRL_MISSING = ('lab.integrations.trl needs TRL (tested with trl 1.16): install the kit\'s [trl] extra, '
                'pip install "lora-gan-lab[trl]" (in a clone: pip install -e ".[trl]").')
 _LAZY = ("HybridGRPOConfig", "HybridGRPOTrainer")
 __all__ = ["DiscriminatorReward", "to_dataset", "require_trl", *_LAZY]
@@ -66,7 +66,7 @@ def require_trl():
 def __getattr__(name):  # PEP 562: the TRL subclasses are built on first use
     if name in _LAZY:
         return _trl_classes()[name]
-    raise AttributeError(f"module 'lab.trl' has no attribute {name!r}")
+    raise AttributeError(f"module 'lab.integrations.trl' has no attribute {name!r}")
 
 
 def to_dataset(examples: list[Example] | None = None, source: str = "bundled", split: str = "train",
@@ -205,7 +205,7 @@ def _trl_classes() -> dict:
             column = self.args.reference_column
             if self.args.sft_coef > 0 and columns is not None and column not in columns:
                 raise ValueError(f"The training dataset has no column {column!r} for the SFT term (it has "
-                                 f"{columns}); build it with lab.trl.to_dataset, or set reference_column")
+                                 f"{columns}); build it with lab.integrations.trl.to_dataset, or set reference_column")
 
         def _generate_and_score_completions(self, inputs):
             """TRL's rollout, plus ``sft_answer_ids``: each row's reference answer tokens + EOS."""
@@ -250,6 +250,6 @@ def _trl_classes() -> dict:
             scale = self.current_gradient_accumulation_steps if mode == "train" else 1
             return loss + self.args.sft_coef * sft / scale
 
-    for cls in (HybridGRPOConfig, HybridGRPOTrainer):  # importable and picklable as lab.trl.<name>
+    for cls in (HybridGRPOConfig, HybridGRPOTrainer):  # importable and picklable as lab.integrations.trl.<name>
         cls.__module__, cls.__qualname__ = __name__, cls.__name__
     return {"HybridGRPOConfig": HybridGRPOConfig, "HybridGRPOTrainer": HybridGRPOTrainer}

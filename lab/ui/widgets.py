@@ -23,10 +23,11 @@ from pathlib import Path
 import ipywidgets as W
 import pandas as pd
 
-from lab import plots, quick_mode
+from lab import quick_mode
+from lab.ui import plots
 from lab.config import REWARD_NAMES, HybridConfig, preset
-from lab.knobs import METRICS, STYLE, TABS, controls, fit, make
-from lab.runs import Run, png, run_folder, runs_table, samples_table, save_session
+from lab.ui.controls import METRICS, STYLE, TABS, controls, fit, make
+from lab.ui.runs import Run, png, run_folder, runs_table, samples_table, save_session
 
 class Playground:
     """Sliders and dropdowns for a hybrid run, Run / Stop / Save, a live dashboard, the
@@ -274,7 +275,7 @@ class Playground:
     def save(self, out: str | Path | None = None, name: str | None = None) -> Path | None:
         """Save the latest run (checkpoint, history, samples, dashboard) and the session's
         comparison into ``out`` (default ``<out_root>/<name>``, ``name`` a plain folder name
-        checked by :func:`lab.runs.run_folder`, else ``playground-<timestamp>``); returns it."""
+        checked by :func:`lab.ui.runs.run_folder`, else ``playground-<timestamp>``); returns it."""
         if name is not None:
             if out is not None:
                 raise ValueError("pass out= (a folder) or name= (a run name under out_root), not both")

@@ -169,7 +169,7 @@ def hub_rows(source: str, split: str) -> list[tuple[str, dict]]:
         raise ValueError(
             f"Data source {source!r} needs the Hugging Face Hub dataset {hub_id}, which is not in the "
             f"local cache, and the Hub did not answer within 2 s. Use 'bundled' or 'factual', or a "
-            f"local JSON/JSONL/CSV file in the {source} layout (see lab.sources).")
+            f"local JSON/JSONL/CSV file in the {source} layout (see lab.readers.sources).")
     from datasets import load_dataset
 
     if splits:

@@ -1,6 +1,6 @@
 """The playground's controls: one widget per config knob, named as the field, with its tab.
 
-:mod:`lab.widgets` lays them out and turns their values into a :class:`HybridConfig`.
+:mod:`lab.ui.widgets` lays them out and turns their values into a :class:`HybridConfig`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from lab.data import format_prompt
 def write_run_outputs(trainer, out: Path, n_samples: int = 4) -> None:
     """``dashboard.png`` and ``samples.md`` (greedy answers to held-out prompts of the run's
     dataset, :func:`lab.evaluate.heldout`) in ``out``."""
-    from lab import plots
+    from lab.ui import plots
     from lab.evaluate import describe_source, heldout as heldout_examples
 
     out.mkdir(parents=True, exist_ok=True)

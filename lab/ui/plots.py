@@ -274,11 +274,11 @@ def compare(runs, metric: str = "reward", window: int = 5, labels: list[str] | N
     return _finish(ax, f"{metric} by run (rolling mean over {window})", metric, drawn)
 
 
-# --- an ablation (arms x seeds; lab.ablation writes the tables) ------------------------------
+# --- an ablation (arms x seeds; lab.experiments.ablation writes the tables) ------------------------------
 def plot_metrics(summary: pd.DataFrame, metrics=None) -> Figure:
     """One bar chart per metric: the mean over seeds per arm, 95% CI error bars.
 
-    ``summary``: :func:`lab.stats.summarize_results` (``arm, metric, mean, ci_low, ci_high``);
+    ``summary``: :func:`lab.eval.stats.summarize_results` (``arm, metric, mean, ci_low, ci_high``);
     ``metrics``: which, in order (default: all; the ablation passes its ``KEY_METRICS``).
     """
     present = list(dict.fromkeys(summary["metric"]))
@@ -306,7 +306,7 @@ def plot_quality_diversity(results: pd.DataFrame, x: str = "sampled_distinct_2",
 
     ``results``: long format ``arm, seed, metric, value`` (the ablation's ``results.csv``).
     """
-    from lab.stats import mean_ci
+    from lab.eval.stats import mean_ci
 
     ax = _axes(None, figsize=(6.4, 4.8))
     wide = results.pivot_table(index=["arm", "seed"], columns="metric", values="value").reset_index()
@@ -384,7 +384,7 @@ def plot_seed_bands(runs: dict, metric: str = "reward", labels: list[str] | None
 def plot_hacking(curves: dict, labels: list[str] | None = None) -> Figure:
     """Reward hacking: per arm, the gap between the discriminator's score and the true reward
     (left) and their correlation over each step's samples (right), mean over seeds, band = range.
-    ``curves``: ``{arm: frame}`` with ``step, seed, gap, corr`` (:func:`lab.diagnostics.hacking_curves`);
+    ``curves``: ``{arm: frame}`` with ``step, seed, gap, corr`` (:func:`lab.eval.diagnostics.hacking_curves`);
     ``labels``: the arms in colour order (as in the other ablation figures)."""
     fig, (left, right) = _subplots(1, 2, figsize=(11, 4))
     for arm, color in _colors(labels or list(curves)).items():

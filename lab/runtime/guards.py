@@ -11,14 +11,14 @@ from typing import Callable
 
 import torch
 
-from lab import distributed
+from lab.runtime import distributed
 
 
 def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
                   max_norm: float = 0.0) -> tuple[bool, float]:
     """Backward, clip to ``max_norm`` (0: no clipping) and step, unless the loss or the
     gradient is not finite: then the gradients are dropped and neither the weights nor the
-    optimizer's moments move. Under several processes (:mod:`lab.distributed`) the gradients
+    optimizer's moments move. Under several processes (:mod:`lab.runtime.distributed`) the gradients
     are averaged across them before clipping, and a non-finite loss on any process makes all of
     them skip. Returns ``(stepped, grad_norm)``; the norm is the one before
     clipping (``inf``/``nan`` when it is not finite).

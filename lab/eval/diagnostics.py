@@ -3,7 +3,7 @@
 Everything here reads the files a run leaves (``history.csv``: one row per step;
 ``samples.csv``: one row per sampled response with ``step, reward, d_pred``, the critic's
 prediction made *before* it trained on that sample, i.e. on fresh samples) and returns tables;
-:mod:`lab.ablation` puts them in its report. Nothing here trains or loads a model.
+:mod:`lab.experiments.ablation` puts them in its report. Nothing here trains or loads a model.
 
 **Windows.** Early and late behaviour are compared over the first and the last fifth of a
 run's steps (at least two steps each from 4 steps on, one below; a one-step run has nothing to
@@ -65,7 +65,7 @@ def _window_mean(frame: pd.DataFrame, column: str, steps) -> float:
 
 
 def _pooled_self_bleu(samples: pd.DataFrame | None, steps) -> float:
-    from lab.metrics import self_bleu
+    from lab.core.ngrams import self_bleu
 
     if samples is None or samples.empty or "completion" not in samples:
         return math.nan

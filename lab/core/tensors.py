@@ -170,7 +170,7 @@ def _preallocated_layer():
             return self.keys, self.values
 
         def _unsupported(self, *args, **kwargs):
-            raise NotImplementedError("a preallocated decode cache only grows (lab.sampling's decoder)")
+            raise NotImplementedError("a preallocated decode cache only grows (lab.fast.decoder's decoder)")
 
         crop = batch_select_indices = batch_repeat_interleave = reorder_cache = reset = _unsupported
 

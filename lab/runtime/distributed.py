@@ -3,7 +3,7 @@
 Every process builds the same model and computes the same global batch; each takes its
 contiguous :func:`shard` of the prompts (a prompt's ``k`` samples stay on one process, so
 group and leave-one-out baselines stay local). Gradients are averaged across processes before
-clipping (:func:`all_reduce_mean`, called by :func:`lab.guards.finite_update`), and a skip is
+clipping (:func:`all_reduce_mean`, called by :func:`lab.runtime.guards.finite_update`), and a skip is
 decided together (:func:`all_finite`). State that lives across steps is computed from
 gathered values (:func:`gather`, :func:`mean_value`) so it is identical everywhere; logged
 numbers are the mean over processes (:func:`mean_row`). Only the main process writes files.
@@ -45,7 +45,7 @@ def setup(device: torch.device) -> torch.device:
     sharding = [name for name in ("DEEPSPEED", "FSDP") if os.environ.get(f"ACCELERATE_USE_{name}", "") == "true"]
     if sharding and is_main():
         print(f"note: lab train does not shard under {sharding[0]}: it runs data parallel with the whole model on "
-              f"every process, as under configs/accelerate/ddp.yaml; lab.trl (TRL) shards (README 'Scaling out')",
+              f"every process, as under configs/accelerate/ddp.yaml; lab.integrations.trl (TRL) shards (README 'Scaling out')",
               file=sys.stderr)
     return state.device if device.type == "cuda" and device.index is None else device
 

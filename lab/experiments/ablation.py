@@ -1,7 +1,7 @@
 """Ablation: does the hybrid beat plain SFT? Arms x seeds on one budget, one honest report.
 
-The arms (one per switch: :data:`lab.arms.ARMS`, ``ablate --list``; custom ones from
-``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.arms`; a preset names the
+The arms (one per switch: :data:`lab.experiments.arms.ARMS`, ``ablate --list``; custom ones from
+``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.experiments.arms`; a preset names the
 arms it runs by default (``quick``: 7, under 10 minutes, the CI smoke test; ``standard``: the
 arms that answer the sketch's three claims, 101 minutes measured on one CPU thread;
 ``full``: all, for a GPU). ``ablate`` prints the expected wall time first (:func:`expected_seconds`,
@@ -12,18 +12,18 @@ same ``B`` prompts a step and (where it samples) the same ``k`` samples a prompt
 ``sft`` arm trains on the same ``B`` reference answers a step. ``base`` is the untrained
 model. Each (arm, seed) is evaluated on the same prompts (:func:`lab.evaluate.heldout`: the
 held-out split of the config's ``dataset``, or all rows of the file given as ``eval_data``;
-greedy and sampled with the seed), and :mod:`lab.stats` turns the per-seed values into
+greedy and sampled with the seed), and :mod:`lab.eval.stats` turns the per-seed values into
 intervals and paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
 
 - ``results.csv``: long format, one row per arm, seed and metric (``arm, seed, metric, value``);
   metrics are ``<decoding>_<metric>`` (``sampled_semantic``) plus ``train_seconds``, ``eval_seconds``;
-- ``summary.csv``: :func:`lab.stats.summarize_results` (mean, 95% CI, paired difference vs sft);
+- ``summary.csv``: :func:`lab.eval.stats.summarize_results` (mean, 95% CI, paired difference vs sft);
 - ``paired.csv`` (per arm and metric: mean paired difference vs sft per prompt and seed, cluster-bootstrap
   and per-seed t intervals, MDE), ``movement.csv``, ``stability.csv``, ``hacking.csv`` (and their
-  ``*_runs.csv``), ``curves_reward_seeds.png``, ``hacking.png``: :mod:`lab.evidence`;
+  ``*_runs.csv``), ``curves_reward_seeds.png``, ``hacking.png``: :mod:`lab.experiments.report`;
 - ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``
-  (:func:`lab.plots.plot_metrics`, :func:`~lab.plots.plot_quality_diversity`, :func:`~lab.plots.plot_curves`);
-- ``report.md`` (:func:`lab.evidence.write_report`; with each arm's description and config changes), ``config_<arm>.json``,
+  (:func:`lab.ui.plots.plot_metrics`, :func:`~lab.ui.plots.plot_quality_diversity`, :func:`~lab.ui.plots.plot_curves`);
+- ``report.md`` (:func:`lab.experiments.report.write_report`; with each arm's description and config changes), ``config_<arm>.json``,
   ``ablation.json`` (the settings, each arm's changes as run), and
   ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``, ``samples.csv``: every sampled
   response with its reward and the critic's pre-update score).
@@ -45,9 +45,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import arms as arm_registry, evaluate, evidence, plots, stats
-from lab.evidence import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
-from lab.arms import ARMS, Arm
+from lab import evaluate
+from lab.experiments import arms as arm_registry
+from lab.experiments import report
+from lab.ui import plots
+from lab.eval import stats
+from lab.experiments.report import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
+from lab.experiments.arms import ARMS, Arm
 from lab.config import HybridConfig
 
 QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid_loo", "adversarial"]  # < 10 min (report)
@@ -65,7 +69,7 @@ ABLATION_PRESETS = {
     # question, 3 seeds, every held-out prompt. The data mixes the bundled instructions with the
     # bundled factual questions (half each), so one run measures generalisation on all 126
     # held-out prompts and truthfulness (mc1/mc2, the truthfulness score) on the 54 factual ones.
-    # Sized by the power calculation (lab.stats.mde): the per-seed t-interval with 3 seeds has 2
+    # Sized by the power calculation (lab.eval.stats.mde): the per-seed t-interval with 3 seeds has 2
     # df, so its MDE is (4.30 + 1.06) x sd_seeds / sqrt(3); the per-prompt cluster bootstrap pairs
     # 3 x 126 answers. In a 1-seed pilot (bundled, 20 steps) the per-prompt sd of hybrid - sft in
     # greedy semantic was 0.15, so the prompt level alone gives SE ~ 0.15 / sqrt(126 x ~2) ~ 0.01,
@@ -98,7 +102,7 @@ def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, ste
     """The ablation's settings: a preset with overrides. ``config``: HybridConfig fields set for
     every arm (``--set key=value``); ``custom_arms``: arms beside the built-in ones (``--arms-file``);
     ``arm_sets``: ``{arm: {field: value}}`` (``--set ARM.key=value``). Layers and the conflict
-    rule: :mod:`lab.arms`. ``arms``: names, or ``all`` (every built-in and custom arm); default:
+    rule: :mod:`lab.experiments.arms`. ``arms``: names, or ``all`` (every built-in and custom arm); default:
     the preset's arms plus the custom ones. ``eval_data``: evaluate on this source or local file
     (``eval_columns``: its column names) instead of the held-out split of ``config["dataset"]``."""
     if preset not in ABLATION_PRESETS:
@@ -152,7 +156,7 @@ def arm_steps(settings: dict, arm: str) -> int:
 # guide, which the log refines after each run from the pace so far.
 COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "eval_fixed": 5.75,
         "eval_per_token": 0.020, "eval_factual_per_prompt": 1.85}
-COST_NOTE = "cost model of lab.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
+COST_NOTE = "cost model of lab.experiments.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
 
 
 @functools.lru_cache(maxsize=8)
@@ -262,8 +266,8 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                  custom_arms: dict[str, Arm] | None = None, arm_sets: dict[str, dict] | None = None,
                  n_boot: int = 2000, **config) -> pd.DataFrame:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
-    folder, return the summary (:func:`lab.stats.summarize_results`). Arguments: :func:`settings_for`;
-    ``n_boot``: bootstrap resamples of the paired statistics (:mod:`lab.evidence`).
+    folder, return the summary (:func:`lab.eval.stats.summarize_results`). Arguments: :func:`settings_for`;
+    ``n_boot``: bootstrap resamples of the paired statistics (:mod:`lab.experiments.report`).
 
     An arm whose model cannot be loaded here (``larger_d``'s Hub model offline) is an error when
     ``arms`` names it, and is skipped, with the reason in the log and the report, when it came
@@ -320,7 +324,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             examples = examples or _examples(settings, config, trainer.tokenizer)
             frame = evaluate.evaluate_trainer(trainer, examples)
             trainer.history.to_csv(folder / "history.csv", index=False)
-            samples = trainer.samples  # fresh samples: reward and D's pre-update score (lab.diagnostics)
+            samples = trainer.samples  # fresh samples: reward and D's pre-update score (lab.eval.diagnostics)
             if not samples.empty:  # the prompt as a number: its text is in the training data
                 samples.insert(1, "prompt_id", pd.factorize(samples.pop("prompt"))[0])
                 samples.to_csv(folder / "samples.csv", index=False)
@@ -340,7 +344,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     summary = stats.summarize_results(results, REFERENCE, unpaired=UNPAIRED)
     summary.to_csv(out / "summary.csv", index=False)
     write_plots(out, results, summary)
-    found = evidence.gather(out, results, REFERENCE, n_boot=n_boot)
+    found = report.gather(out, results, REFERENCE, n_boot=n_boot)
     elapsed = time.perf_counter() - started
     write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
                  dict(elapsed_s=elapsed, cpu_s=time.process_time() - cpu_start,
@@ -349,7 +353,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     return summary
 
 
-# --- figures (drawn by lab.plots) ----------------------------------------------------------
+# --- figures (drawn by lab.ui.plots) ----------------------------------------------------------
 def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
     """Per arm, ``(config, history averaged over seeds by step)`` from ``out``; an arm without
     histories (``base``) gets an empty one, so every arm keeps its colour."""

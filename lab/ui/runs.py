@@ -1,7 +1,7 @@
 """The runs of a session (config + history + samples), as tables, PNG bytes and a saved folder.
 
-Used by :class:`lab.widgets.Playground`, but plain functions: a notebook can build
-:class:`Run` records by hand and pass them to :func:`lab.plots.compare` or :func:`save_session`.
+Used by :class:`lab.ui.widgets.Playground`, but plain functions: a notebook can build
+:class:`Run` records by hand and pass them to :func:`lab.ui.plots.compare` or :func:`save_session`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import plots
+from lab.ui import plots
 from lab.config import HybridConfig
 
 TABLE_STYLE = ("<style>.lab-table {border-collapse: collapse; font-size: 12px}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from lab.folding import prepacked
-from lab.tensors import attention_kind, cache_keyword, kept_positions, output_cache, position_ids, preallocate
+from lab.fast.folding import prepacked
+from lab.core.tensors import attention_kind, cache_keyword, kept_positions, output_cache, position_ids, preallocate
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:

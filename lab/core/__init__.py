@@ -1,0 +1,7 @@
+"""Building blocks that know nothing of the kit's models or runs: tensor padding and grouping,
+seeding, n-gram text statistics. Imports no other ``lab`` module.
+"""
+
+from lab import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

@@ -1,0 +1,7 @@
+"""Reading the outside world: dataset sources and their layouts, growing JSONL streams, config
+values typed as text (CLI flags, YAML/JSON files).
+"""
+
+from lab import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

@@ -1,0 +1,7 @@
+"""Variants of the step the trainer calls as small functions: self-play, and the SFT + RL
+mixes of 2025-26 (CHORD, SRFT, LUFFY, HPT).
+"""
+
+from lab import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)
