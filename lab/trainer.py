@@ -29,7 +29,7 @@ from lab.discriminator import Discriminator
 from lab.runtime.guards import stop_on_signals
 from lab.core.tensors import encode, eval_mode
 from lab.core.seeding import set_seed
-from lab.readers.stream import JsonlStream
+from lab.variants.stream import JsonlStream
 from lab.core.ngrams import distinct_n
 
 Callback = Callable[["HybridTrainer", dict], None]

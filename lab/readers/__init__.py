@@ -1,5 +1,5 @@
-"""Reading the outside world: dataset sources and their layouts, growing JSONL streams, config
-values typed as text (CLI flags, YAML/JSON files).
+"""Reading the outside world: dataset sources and their layouts, config values typed as
+text (CLI flags, YAML/JSON files).
 """
 
 from lab import lazy_submodules
