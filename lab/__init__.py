@@ -4,8 +4,10 @@ The top of ``lab/`` holds what the notebooks teach, as plain code; the folders h
 by job. Imports run only downward (``tests/test_layers.py`` checks it)::
 
     __main__                     the CLI: python -m lab train | sample | eval | ablate | ...
-    ui/  experiments/  integrations/
-                                 playground, plots, run outputs | arms, ablation, its report | TRL
+      |
+    experiments/  integrations/  arms, the ablation, its report and figures | TRL
+      |
+    ui/                          playground, controls, plots, run list, a run's output files
       |
     evaluate.py  eval/           held-out evaluation | multiple choice, statistics, diagnostics
       |

@@ -19,8 +19,9 @@ LAYERS = [
     ["lab.variants", "lab.objective"],
     ["lab.trainer", "lab.checkpoint"],
     ["lab.evaluate", "lab.eval"],
+    ["lab.ui"],
     ["lab.experiments", "lab.integrations"],
-    ["lab.ui", "lab.__main__"],
+    ["lab.__main__"],
 ]
 # Imported inside functions on purpose: each needs an optional dependency (trl, ipywidgets) that a
 # plain run must not need installed.

@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lab.experiments import figures  # noqa: E402
 from lab.ui import plots  # noqa: E402
 from lab.config import HybridConfig  # noqa: E402
 
@@ -175,27 +176,27 @@ def ablation_tables():
 
 def test_plot_metrics_one_labelled_bar_chart_per_metric():
     _, summary = ablation_tables()
-    fig = plots.plot_metrics(summary, ["sampled_semantic", "greedy_rouge_l", "not_there"])
+    fig = figures.plot_metrics(summary, ["sampled_semantic", "greedy_rouge_l", "not_there"])
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["sampled_semantic", "greedy_rouge_l"]
     assert [t.get_text() for t in visible[0].get_xticklabels()] == ["base", "sft", "hybrid"]
     assert all(ax.get_ylabel() for ax in visible) and plt.get_fignums() == []
-    assert len([ax for ax in plots.plot_metrics(summary).axes if ax.get_visible()]) == 3  # default: all
+    assert len([ax for ax in figures.plot_metrics(summary).axes if ax.get_visible()]) == 3  # default: all
 
 
 def test_plot_quality_diversity_one_marker_per_arm():
     results, _ = ablation_tables()
-    fig = plots.plot_quality_diversity(results)
+    fig = figures.plot_quality_diversity(results)
     assert legend_texts(fig) == ["base", "sft", "hybrid"]
     assert_labelled(fig)
-    empty = plots.plot_quality_diversity(results, x="missing")
+    empty = figures.plot_quality_diversity(results, x="missing")
     assert "no data" in empty.axes[0].get_title()
 
 
 def test_plot_curves_keeps_colours_for_an_untrained_arm():
     config = HybridConfig().to_dict()
     runs = [(config, pd.DataFrame()), (config, make_history(seed=1)), (config, make_history(seed=2))]
-    fig = plots.plot_curves(runs, "reward", labels=["base", "sft", "hybrid"])
+    fig = figures.plot_curves(runs, "reward", labels=["base", "sft", "hybrid"])
     lines = [line for line in fig.axes[0].get_lines() if line.get_label() in ("sft", "hybrid")]
     assert [line.get_color() for line in lines] == ["C1", "C2"]
     assert "rolling mean over 1" in fig.axes[0].get_title()  # 12 steps // 10

@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from lab.core.ngrams import self_bleu
+
 THRESHOLDS = {"distinct_drop": 0.25, "self_bleu_rise": 0.15, "length_drift": 0.5}
 WINDOW = 0.2  # the early / late window: this share of the run's steps
 ALPHA = 0.05  # one-sided tests of the hacking flag
@@ -65,8 +67,6 @@ def _window_mean(frame: pd.DataFrame, column: str, steps) -> float:
 
 
 def _pooled_self_bleu(samples: pd.DataFrame | None, steps) -> float:
-    from lab.core.ngrams import self_bleu
-
     if samples is None or samples.empty or "completion" not in samples:
         return math.nan
     pool = samples[samples["step"].isin(steps)]

@@ -2,9 +2,8 @@
 
 The arms (one per switch: :data:`lab.experiments.arms.ARMS`, ``ablate --list``; custom ones from
 ``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.experiments.arms`; a preset names the
-arms it runs by default (``quick``: 7, under 10 minutes, the CI smoke test; ``standard``: the
-arms that answer the sketch's three claims, 101 minutes measured on one CPU thread;
-``full``: all, for a GPU). ``ablate`` prints the expected wall time first (:func:`expected_seconds`,
+arms it runs by default (``quick``: 7, the CI smoke test; ``standard``: the arms that answer
+the sketch's three claims; ``full``: all, for a GPU; measured times: the README and ``reports/``). ``ablate`` prints the expected wall time first (:func:`expected_seconds`,
 a documented cost model) and refines it after each run.
 Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps (an arm's
 ``steps_factor`` changes its own: ``sft_matched`` trains (1 + k)x, the hybrid's trained tokens), the
@@ -22,7 +21,7 @@ intervals and paired differences vs ``sft``. ``run_ablation`` writes to ``out``:
   and per-seed t intervals, MDE), ``movement.csv``, ``stability.csv``, ``hacking.csv`` (and their
   ``*_runs.csv``), ``curves_reward_seeds.png``, ``hacking.png``: :mod:`lab.experiments.report`;
 - ``metrics.png``, ``quality_diversity.png``, ``curves_reward.png``, ``curves_loss_sft.png``
-  (:func:`lab.ui.plots.plot_metrics`, :func:`~lab.ui.plots.plot_quality_diversity`, :func:`~lab.ui.plots.plot_curves`);
+  (:func:`lab.experiments.figures.plot_metrics`, :func:`~lab.experiments.figures.plot_quality_diversity`, :func:`~lab.experiments.figures.plot_curves`);
 - ``report.md`` (:func:`lab.experiments.report.write_report`; with each arm's description and config changes), ``config_<arm>.json``,
   ``ablation.json`` (the settings, each arm's changes as run), and
   ``runs/<arm>_seed<n>/`` (``eval.csv`` per prompt, ``history.csv``, ``samples.csv``: every sampled
@@ -45,43 +44,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import evaluate
+from lab import evaluate, models
 from lab.experiments import arms as arm_registry
-from lab.experiments import report
+from lab.experiments import figures, report
 from lab.ui import plots
 from lab.eval import stats
 from lab.experiments.report import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
 from lab.experiments.arms import ARMS, Arm
 from lab.config import HybridConfig
+from lab.trainer import HybridTrainer
 
-QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid_loo", "adversarial"]  # < 10 min (report)
+QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid_loo", "adversarial"]
 STANDARD_ARMS = ["base", "sft", "sft_matched", "rl", "hybrid", "hybrid_loo", "adversarial",
                  "adversarial_frozen_d"]  # claims 1-3 (hybrid_loo: its lower-variance baseline), item 4
 
 ABLATION_PRESETS = {
-    # the CI-sized smoke run: < 10 min on a 2-core CPU with the bundled SmolLM2-135M (its report:
-    # reports/quick-*/report.md states the measured wall time)
+    # the CI-sized smoke run (its measured wall time: reports/quick-*/report.md)
     "quick": {"seeds": 2, "steps": 4, "eval_limit": 12, "arms": QUICK_ARMS,
               "config": {"model": "auto", "prompts_per_step": 4, "samples_per_prompt": 2,
                          "max_new_tokens": 16, "lr": 5e-4}},
-    # 2-core CPU: 101 min measured with one torch thread (reports/standard-2026-11-26; the cost
-    # model now says 113): the arms that answer the sketch's three claims and the hacking
-    # question, 3 seeds, every held-out prompt. The data mixes the bundled instructions with the
-    # bundled factual questions (half each), so one run measures generalisation on all 126
-    # held-out prompts and truthfulness (mc1/mc2, the truthfulness score) on the 54 factual ones.
-    # Sized by the power calculation (lab.eval.stats.mde): the per-seed t-interval with 3 seeds has 2
-    # df, so its MDE is (4.30 + 1.06) x sd_seeds / sqrt(3); the per-prompt cluster bootstrap pairs
-    # 3 x 126 answers. In a 1-seed pilot (bundled, 20 steps) the per-prompt sd of hybrid - sft in
-    # greedy semantic was 0.15, so the prompt level alone gives SE ~ 0.15 / sqrt(126 x ~2) ~ 0.01,
-    # MDE ~ 2.8 x SE ~ 0.03-0.05 with the seed level: effects of a few hundredths are detectable;
-    # smaller ones are reported as "not detectable". A 3rd seed buys more than more steps: with 2
-    # the seed level has 1 df (t = 12.7). In the pilot, 20 steps of B=4 x k=2 at lr 5e-4 moved the
-    # policy measurably (the hybrid changed 29% of greedy answers vs sft at the same seed); 14
-    # steps were planned for an hour, before the factual rows' scoring (~40 min of evaluation)
-    # was costed. 20 new tokens cover the references (12 tokens on average) and leave room for
-    # length drift.
-    # fp32 and a discriminator trained in every arm: the settings its committed report
-    # (reports/standard-2026-11-26) was made with, before dtype="auto" and train_discriminator="auto".
+    # the arms that answer the sketch's three claims and the hacking question, 3 seeds, every held-out
+    # prompt; the data mixes the bundled instructions with the bundled factual questions (half each),
+    # so one run measures generalisation and truthfulness (mc1/mc2 on the factual ones). Sized by the
+    # power calculation of lab.eval.stats.mde; fp32 and a discriminator trained in every arm, as its
+    # committed report was made (sizing and times: reports/cost-model/README.md)
     "standard": {"seeds": 3, "steps": 14, "eval_limit": None, "arms": STANDARD_ARMS,
                  "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5", "dtype": "float32",
                             "train_discriminator": "always",
@@ -145,15 +131,10 @@ def arm_steps(settings: dict, arm: str) -> int:
 # The expected wall time is a cost model, not a measurement of this run. Work scales with the
 # prompts of an SFT step, the samples x new tokens of a sampling step (sampling, scoring, the
 # critic and the policy update) and the prompts x new tokens of an evaluation, which also has a
-# fixed cost (scorers, BERTScore, the critic). Constants: CPU seconds of one thread, calibrated on
-# this project's 2-core machine with the bundled SmolLM2-135M (2026-11-26: 4 steps each of sft,
-# hybrid, rl, adversarial, hybrid+kl at B=4, k=2, 32 new tokens: 1.65 s an SFT step, 9.9 an RL
-# step, 11.3 a hybrid step, 12.8 with KL; evaluating the 72 held-out prompts, both decodings:
-# 69 s at 20 new tokens, 104 s at 32). They match that day's quick run's train and eval seconds
-# within ~10%. A factual prompt adds its multiple-choice scoring and the truthfulness score of
-# both answers: 1.85 s (the standard run of 2026-11-26: 170-210 s per evaluation of 126 prompts,
-# 54 factual, against 112 s for the decodings alone). A larger model or a GPU changes every constant: the estimate is then only a rough
-# guide, which the log refines after each run from the pace so far.
+# fixed cost (scorers, BERTScore, the critic), plus each factual prompt's multiple-choice and
+# truthfulness scoring. Constants: CPU seconds of one thread with the bundled SmolLM2-135M on this
+# project's 2-core machine (the calibration runs: reports/cost-model/README.md); on another model
+# or a GPU the estimate is a rough guide, which the log refines after each run from the pace so far.
 COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "eval_fixed": 5.75,
         "eval_per_token": 0.020, "eval_factual_per_prompt": 1.85}
 COST_NOTE = "cost model of lab.experiments.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
@@ -171,8 +152,8 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
     """Expected wall seconds of one (arm, seed): setup + steps x step cost + evaluation (:data:`COST`).
 
     A step costs ``sft_per_prompt * B`` for SFT (sft, hybrid) plus ``sampled_per_token * B * k *
-    max_new_tokens`` where it samples (x1.15 with a KL penalty, measured; PPO's second pass too,
-    a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
+    max_new_tokens`` where it samples (x1.15 with a KL penalty, as calibrated; PPO's second pass
+    too, a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
     max_new_tokens`` (the untrained model's greedy answers are shared by its seeds)."""
     config = arm_config(settings, arm, 0)
     prompts, factual = _heldout_size(settings["eval_limit"], eval_source(settings),
@@ -272,9 +253,6 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     An arm whose model cannot be loaded here (``larger_d``'s Hub model offline) is an error when
     ``arms`` names it, and is skipped, with the reason in the log and the report, when it came
     from the preset's arms or ``all``."""
-    from lab import models
-    from lab.trainer import HybridTrainer
-
     settings = settings_for(preset, arms, seeds, steps, eval_limit, eval_data, eval_columns,
                             custom_arms=custom_arms, arm_sets=arm_sets, **config)
     settings["skipped"] = _unavailable_arms(settings, named=[a for a in arms or [] if a != "all"])
@@ -368,8 +346,8 @@ def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
 
 def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None:
     arms = list(dict.fromkeys(results["arm"]))
-    plots.save(plots.plot_metrics(summary, KEY_METRICS), out / "metrics.png")
-    plots.save(plots.plot_quality_diversity(results), out / "quality_diversity.png")
+    plots.save(figures.plot_metrics(summary, KEY_METRICS), out / "metrics.png")
+    plots.save(figures.plot_quality_diversity(results), out / "quality_diversity.png")
     curves = arm_curves(out, arms)
     for metric in ("reward", "loss_sft"):
-        plots.save(plots.plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")
+        plots.save(figures.plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")

@@ -33,13 +33,16 @@ import platform
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from lab import evaluate
 from lab.experiments import arms as arm_registry
 from lab.eval import diagnostics
+from lab.experiments import figures
 from lab.ui import plots
 from lab.eval import stats
 from lab.config import HybridConfig
+from lab.models import resolve
 
 PAIRED_METRICS = ("greedy_semantic", "greedy_rouge_l", "sampled_semantic", "sampled_ppl", "sampled_distinct_2",
                   "sampled_self_bleu", "greedy_words")
@@ -115,8 +118,8 @@ def gather(out: Path, results: pd.DataFrame, reference: str = "sft", metric: str
         table.to_csv(out / f"{name}.csv", index=False)
     histories = {arm: [r["history"] for r in seeds.values() if r["history"] is not None]
                  for arm, seeds in runs.items()}
-    plots.save(plots.plot_seed_bands(histories, "reward", labels=arms), out / "curves_reward_seeds.png")
-    plots.save(plots.plot_hacking(diagnostics.hacking_curves(runs), labels=arms), out / "hacking.png")
+    plots.save(figures.plot_seed_bands(histories, "reward", labels=arms), out / "curves_reward_seeds.png")
+    plots.save(figures.plot_hacking(diagnostics.hacking_curves(runs), labels=arms), out / "hacking.png")
     claims = {}
     matched = "sft_matched" if "sft_matched" in arms else reference
     claims["generalisation"] = (matched, _compare(prompts, results, "hybrid", matched, metric, n_boot, seed)
@@ -255,10 +258,8 @@ def claim_lines(claims: dict, reference: str, metric: str) -> list[str]:
 
 # --- the whole report ----------------------------------------------------------------------------
 def _md_table(frame: pd.DataFrame) -> str:
-    head = ["", *map(str, frame.columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(frame.index, frame.to_numpy())]
-    return "\n".join(lines)
+    rows = [[str(i), *map(str, row)] for i, row in zip(frame.index, frame.to_numpy())]
+    return "\n".join(_table(["", *map(str, frame.columns)], rows))
 
 
 def _cell(mean, low, high, diff=False) -> str:
@@ -313,8 +314,6 @@ def conclusions(summary: pd.DataFrame, metrics=KEY_METRICS, reference: str = REF
 
 
 def _machine() -> str:
-    import torch
-
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{platform.platform()}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
 
@@ -342,8 +341,6 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
     """``out/report.md``: setup, results table, differences vs sft, plain conclusions, and
     (``found``: :func:`lab.experiments.report.gather`) the paired per-prompt table, answer length and policy
     movement, stability and collapse, reward hacking and the verdict on the sketch's three claims."""
-    from lab.models import resolve
-
     cfg = HybridConfig.from_dict(settings["config"])  # the experiment's setting; arms change it below
     n_prompts = int(pd.read_csv(next((out / "runs").glob("*/eval.csv"))).query("decoding == 'greedy'").shape[0])
     seeds = sorted(results["seed"].unique().tolist())
