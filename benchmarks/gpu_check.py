@@ -86,7 +86,7 @@ def quantized_run(quantization: str, examples, steps: int) -> dict:
 
 def sft_parity(model_dir: str, examples) -> dict:
     """bf16 on CUDA: the shared-prompt SFT loss vs the plain per-row computation."""
-    from lab import generator
+    from lab import generator, losses
     from lab.models import add_lora
 
     model, tokenizer = random_model(model_dir, torch.bfloat16, "cuda")
@@ -98,7 +98,7 @@ def sft_parity(model_dir: str, examples) -> dict:
         batch = generator.sft_batch(tokenizer, prompts, answers, device="cuda")
         trained = batch["labels"] != generator.IGNORE
         plain = generator.response_logprobs(model, batch["input_ids"], batch["attention_mask"], trained)
-        plain = generator.mean_nll(plain.tokens, trained[:, 1:])
+        plain = losses.mean_nll(plain.tokens, trained[:, 1:])
     return dict(sft_fast=round(float(fast), 5), sft_plain=round(float(plain), 5),
                 abs_diff=round(abs(float(fast) - float(plain)), 5))
 

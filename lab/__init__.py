@@ -22,10 +22,11 @@ by job. Imports run only downward (``tests/test_layers.py`` checks it)::
       |
     config.py                    HybridConfig: every knob, in sections, with presets
       |
-    readers/  runtime/  fast/    sources, streams, config text | processes, guards, quantization,
-                                 the Hub | opt-in speed, checked against the plain path
+    readers/  runtime/  fast/    dataset sources, config text | processes, guards, quantization, the
+                                 Hub, RNG streams, step records, tracking | opt-in speed, checked
+                                 against the plain path, the only home of private APIs
       |
-    core/                        tensors, seeding, n-gram statistics: no kit knowledge
+    core/                        tensors, seeding, n-gram statistics, value checks: no kit knowledge
 
 Modules and folders load lazily: ``import lab`` is fast, and ``lab.models``, ``lab.ui.plots``
 ... import on first use.

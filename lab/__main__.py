@@ -1,9 +1,10 @@
-"""Command line: ``python -m lab train | sample | eval | ablate``.
+"""Command line: ``python -m lab train | sample | export | eval | ablate``.
 
 ``train``: every :class:`lab.config.HybridConfig` field is a flag (``--lambda-rl 0.3``,
 ``--lr 1e-4``, ``--chat-template yes``, ``--reward-weights '{"semantic": 1}'``), read by the
-field's type (:func:`lab.config.coerce`). The starting values stack as
-``--preset`` < ``--config FILE`` (only the fields the file names) < flags. ``--resume``
+field's type (:func:`lab.readers.config_text.coerce`); ``--help`` groups them by the config's
+sections. The starting values stack as ``--preset`` < ``--config FILE`` (only the fields the
+file names, flat or by section) < flags; the dataset is checked before anything loads. ``--resume``
 continues the run in ``--out`` with its saved config, so it takes none of them. Under
 ``accelerate launch`` (or ``torchrun``) the same command trains data parallel across the
 processes (:mod:`lab.runtime.distributed`); only the main one writes the run folder.
@@ -21,22 +22,24 @@ import json
 import sys
 from pathlib import Path
 
-from lab.config import PRESETS, HybridConfig, coerce, field_kind
+from lab.config import PRESETS, SECTIONS, HybridConfig
+from lab.data import check_source
+from lab.readers.config_text import coerce, field_kind, read_file
 
 METAVARS = {"float": "FLOAT", "int": "INT", "bool": "BOOL", "optional str": "NAME", "str": "TEXT",
             "dict": "JSON"}
 
 
 def _flag_type(name: str):
-    """argparse ``type=`` for field ``name``: :func:`lab.config.coerce` of the text; a bad value
+    """argparse ``type=`` for field ``name``: :func:`lab.readers.config_text.coerce` of the text; a bad value
     is an argparse error naming the flag and the expected type (exit code 2)."""
     def parse(text: str):
         try:
-            return coerce(name, text)
+            return coerce(HybridConfig, name, text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
-    parse.__name__ = field_kind(name)
+    parse.__name__ = field_kind(HybridConfig, name)
     return parse
 
 
@@ -71,14 +74,17 @@ def _columns(text: str) -> dict[str, str]:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` flag per config field, with the field's help; all default to 'not given'."""
-    group = parser.add_argument_group("config fields (lab/config.py; preset < --config file < these flags)")
-    for field in dataclasses.fields(HybridConfig):
-        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-        text = f"{field.metadata.get('help', '')} (default: {json.dumps(default)})"
-        group.add_argument(f"--{field.name.replace('_', '-')}", dest=f"cfg_{field.name}",
-                           type=_flag_type(field.name), default=None,
-                           metavar=METAVARS[field_kind(field.name)], help=text.replace("%", "%%"))
+    """One ``--field-name`` flag per config field, with the field's help, in one group per
+    section (:meth:`lab.config.HybridConfig.sections`); all default to 'not given'."""
+    fields = {field.name: field for field in dataclasses.fields(HybridConfig)}
+    for section, names in HybridConfig.sections().items():
+        group = parser.add_argument_group(f"{section}: {SECTIONS[section]}")
+        for name in names:
+            field = fields[name]
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            text = f"{field.metadata['help']} (default: {json.dumps(default)})"
+            group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", type=_flag_type(name), default=None,
+                               metavar=METAVARS[field_kind(HybridConfig, name)], help=text.replace("%", "%%"))
 
 
 def _flags(args: argparse.Namespace) -> dict:
@@ -87,21 +93,23 @@ def _flags(args: argparse.Namespace) -> dict:
 
 
 def build_config(args: argparse.Namespace) -> HybridConfig:
-    """Preset, then the fields the ``--config`` file names, then flags."""
-    from lab.config import read_file
-
+    """Preset, then the fields the ``--config`` file names, then flags; its dataset checked at
+    once (:func:`lab.data.check_source`), before a model loads."""
     values = dict(PRESETS[args.preset or "default"])
     if args.config:
-        values.update(read_file(args.config))
+        values.update(read_file(HybridConfig, args.config))
     values.update(_flags(args))
-    return HybridConfig.from_dict(values)
+    config = HybridConfig.from_dict(values)
+    check_source(config.dataset, config.dataset_columns)
+    return config
 
 
 def cmd_train(args) -> int:
     from lab import checkpoint
+    from lab.integrations import export
     from lab.runtime import distributed
-    from lab.ui import run_outputs
     from lab.trainer import HybridTrainer
+    from lab.ui import run_outputs
 
     out = Path(args.out)
     has_run = bool(checkpoint.complete_checkpoints(out))  # a start killed before its first checkpoint is none
@@ -133,11 +141,23 @@ def cmd_train(args) -> int:
     trainer.run(None if steps is None else steps - trainer.step_count, out_dir=out)
     if distributed.is_main():  # several processes (accelerate launch): the others write and print nothing
         run_outputs.write_run_outputs(trainer, out)
+        export.write_adapter(out, out / "adapter")  # the generator for plain peft, with its model card
         print(f"outputs written to {out.resolve()}")
         if trainer.stop_reason in ("SIGINT", "SIGTERM"):
             print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume "
                   f"with: python -m lab train --out {out} --resume" + ("" if steps is None else f" --steps {steps}"))
     distributed.finish()
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The run's generator adapter (PEFT format + model card) in ``--out``; merged, pushed."""
+    from lab.integrations import export
+
+    out = export.export(Path(args.run), Path(args.out), merge=args.merge, push_to_hub=args.push_to_hub)
+    print(f"adapter written to {out.resolve()}" + (f" (merged weights in {out.resolve() / 'merged'})"
+                                                   if args.merge else "")
+          + (f"; pushed to {args.push_to_hub}" if args.push_to_hub else ""))
     return 0
 
 
@@ -222,13 +242,14 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a generator; writes history, checkpoints, plots",
-                           description="Train a generator. Starting values: --preset < --config "
-                           "file (the fields it names) < field flags.")
+                           description="Train a generator. Every HybridConfig field is a flag, grouped below by "
+                           "the config's sections (lab/config.py); starting values: preset < --config file < "
+                           "these flags (a file sets only the fields it names).")
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--steps", type=_count(1), default=None,
                        help="total steps (default 50; with --stream: run until SIGINT/SIGTERM)")
-    train.add_argument("--config", metavar="FILE", help="JSON or YAML file of config fields; "
-                       "the fields it names override the preset")
+    train.add_argument("--config", metavar="FILE", help="JSON or YAML file of config fields, "
+                       "flat or by section ({sampling: {temperature: 0.8}}); the fields it names override the preset")
     train.add_argument("--preset", choices=sorted(PRESETS), help="starting values (default: "
                        "default): " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in PRESETS.items()))
     train.add_argument("--resume", action="store_true", help="continue the run in --out with its "
@@ -243,6 +264,14 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_count(1), default=3, help="held-out prompts when --prompt is absent")
     sample.add_argument("--max-new-tokens", type=_count(1), default=48)
     sample.set_defaults(func=cmd_sample)
+
+    exp = sub.add_parser("export", help="a run's generator as a PEFT adapter with a model card (for plain peft)")
+    exp.add_argument("run", help="run or checkpoint folder")
+    exp.add_argument("--out", required=True, help="folder for the adapter (replaced if it exists)")
+    exp.add_argument("--merge", action="store_true", help="also OUT/merged/: full weights for plain transformers")
+    exp.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the folder to this Hub repo (needs the Hub "
+                     "and a login: huggingface-cli login)")
+    exp.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("eval", help="held-out metrics of a saved run or an untrained model")
     which = ev.add_mutually_exclusive_group()

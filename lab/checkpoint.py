@@ -2,15 +2,16 @@
 
 A run folder holds ``checkpoints/step-000010/`` ... Each checkpoint is written into a
 temporary folder and renamed into place only when complete, so a run killed mid-write
-leaves the previous checkpoint intact. A checkpoint holds:
+leaves the previous checkpoint intact. It stores what the trainer hands over, its
+``adapters()`` and the groups of its ``state_dict()``, and reads no trainer attribute itself:
 
 | file | what |
 | --- | --- |
-| ``generator/``, ``discriminator/`` | LoRA adapters in PEFT format (``adapter_model.safetensors``) |
-| ``head.safetensors`` | the discriminator's scalar head |
-| ``optimizers.pt`` | both optimizer states (``torch.load(weights_only=True)``) |
-| ``rng.pt``, ``state.json`` | RNG states (several processes: each one's too), step count, EMA baseline, critic accuracy |
-| ``config.json``, ``history.jsonl``, ``history.csv``, ``samples.csv`` | config and history |
+| ``generator/``, ``discriminator/`` (``snapshot/``) | LoRA adapters in PEFT format (``adapter_model.safetensors``) |
+| ``head.safetensors`` ... | group ``weights``: the discriminator's head(s) |
+| ``optimizers.pt``, ``rng.pt`` | groups ``optimizers`` and ``rng`` (every random stream), read ``weights_only`` |
+| ``state.json``, ``config.json`` | groups ``state`` (step count, EMA baseline, critic accuracy ...) and ``config`` |
+| ``history.jsonl``, ``history.csv``, ``samples.csv`` | groups ``history`` and ``samples`` |
 
 Adapters load with plain ``peft.PeftModel.from_pretrained(base, ".../generator")``
 (:func:`load_generator`).
@@ -18,26 +19,25 @@ Adapters load with plain ``peft.PeftModel.from_pretrained(base, ".../generator")
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
 import pickle  # only for its error type: nothing is unpickled here
-import random
 import re
 import shutil
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lab import models
+from lab.config import HybridConfig
 from lab.runtime import distributed
-from lab.data import Example
-from lab.variants.selfplay import SNAPSHOT, freeze
 
 KEEP = 2  # complete checkpoints kept per run
+TORCH_GROUPS = ("optimizers", "rng")  # state_dict() groups of tensors and numbers: GROUP.pt, read weights_only
 _NAME = re.compile(r"^step-(\d+)$")
 _DAMAGE = (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError, AttributeError, EOFError,
            pickle.UnpicklingError, SafetensorError)  # what reading a damaged or foreign checkpoint raises
@@ -58,12 +58,13 @@ def save(trainer, out_dir: Path) -> Path:
 
     A write that fails (full disk, no permission) removes its temporary files and raises an
     ``OSError`` whose message names the folder and the fix; the previous checkpoints stay intact.
-    Several processes (:mod:`lab.runtime.distributed`) all call it: the main one writes, with every
-    process's RNG streams; the others write nothing.
+    Several processes (:mod:`lab.runtime.distributed`) all call it: each hands its own random
+    streams to ``state_dict()``; the main one writes, the others write nothing.
     """
+    state = trainer.state_dict()
+    step = state["state"]["step"]
     root = out_dir / "checkpoints"
-    final = root / f"step-{trainer.step_count:06d}"
-    processes = distributed.gather_objects([_process_rng(trainer)]) if distributed.world_size() > 1 else []
+    final = root / f"step-{step:06d}"
     if not distributed.is_main():
         return final
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -72,17 +73,17 @@ def save(trainer, out_dir: Path) -> Path:
         _remove_leftovers(root)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _write_checkpoint(trainer, tmp, processes)
+        _write_checkpoint(trainer.adapters(), state, tmp)
         if final.exists():  # re-saving the same step (e.g. at the end of a run): set the old aside
             _discard(final)
         tmp.rename(final)  # the atomic moment: the checkpoint now exists, complete
-        write_history(trainer, out_dir)
-        trainer.config.save(out_dir / "config.json")
+        write_history(state, out_dir)
+        _atomic_write(out_dir / "config.json", _config_text(state["config"]))
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        for name in ("history.jsonl", "history.csv", "samples.csv"):
+        for name in ("history.jsonl", "history.csv", "samples.csv", "config.json"):
             (out_dir / f".{name}.tmp").unlink(missing_ok=True)
-        raise _write_error(err, f"could not write the checkpoint of step {trainer.step_count} in {root}") from err
+        raise _write_error(err, f"could not write the checkpoint of step {step} in {root}") from err
     for old in complete_checkpoints(out_dir)[:-KEEP]:
         _discard(old)
     return final
@@ -129,88 +130,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _process_rng(trainer) -> dict:
-    """This process's own random streams: torch (sampling), its GPU's, the junk negatives'."""
-    own = {"torch": torch.get_rng_state(), "junk": _jsonable(trainer.rng.getstate())}
-    if torch.cuda.is_available():
-        own["cuda"] = torch.cuda.get_rng_state()
-    return own
+def _write_checkpoint(adapters: dict, state: dict, tmp: Path) -> None:
+    """Every file of a checkpoint, into the (temporary) folder ``tmp``: the ``adapters``
+    (folder -> (peft model, adapter name)) and each group of ``state`` (``state_dict()``)."""
+    for folder, (model, adapter) in adapters.items():
+        _write_adapter(model, adapter, tmp / folder)
+    for name, tensors in state["weights"].items():
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / f"{name}.safetensors")
+    for group in TORCH_GROUPS:
+        torch.save(state[group], tmp / f"{group}.pt")
+    (tmp / "state.json").write_text(json.dumps(state["state"]))
+    (tmp / "config.json").write_text(_config_text(state["config"]))
+    write_history(state, tmp)
 
 
-def _restore_process_rng(trainer, processes: list[dict] | None) -> None:
-    """Several processes: each takes back its own streams when the checkpoint holds one per
-    process; else (another process count) fresh ones, so that the shards still differ."""
-    if distributed.world_size() == 1:
-        return
-    if processes is not None and len(processes) == distributed.world_size():
-        own = processes[distributed.rank()]
-        torch.set_rng_state(own["torch"])
-        trainer.rng.setstate(_tupled(own["junk"]))
-        if "cuda" in own and torch.cuda.is_available():
-            torch.cuda.set_rng_state(own["cuda"])
-        return
-    seed = trainer.config.seed + trainer.step_count * distributed.world_size()
-    distributed.seed_process(seed)
-    trainer.rng.seed(seed + distributed.rank())
-
-
-def _write_checkpoint(trainer, tmp: Path, processes: list[dict]) -> None:
-    """Every file of a checkpoint, into the (temporary) folder ``tmp``; ``processes``: each
-    process's RNG streams (:func:`_process_rng`) when there are several, else empty."""
-    disc = trainer.disc
-    _write_adapter(trainer.model, "generator", tmp / "generator")
-    _write_adapter(disc.backbone, disc.adapter, tmp / "discriminator")
-    save_file({k: v.contiguous() for k, v in disc.head.state_dict().items()}, tmp / "head.safetensors")
-    if disc.aux is not None:
-        save_file({k: v.contiguous() for k, v in disc.aux.state_dict().items()}, tmp / "aux_head.safetensors")
-    if SNAPSHOT in trainer.model.peft_config:  # self-play's frozen opponent
-        _write_adapter(trainer.model, SNAPSHOT, tmp / SNAPSHOT)
-    torch.save({"generator": trainer.opt_gen.state_dict(),
-                "discriminator": trainer.opt_disc.state_dict()}, tmp / "optimizers.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    if processes:
-        rng["processes"] = processes
-    torch.save(rng, tmp / "rng.pt")
-    state = {
-        "step": trainer.step_count, "ema_baseline": trainer.ema_baseline,
-        "critic_accuracy": trainer.critic_accuracy,
-        "nonfinite_in_a_row": getattr(trainer, "nonfinite_in_a_row", 0),  # the NaN guard's streak
-        "python_random": _jsonable(random.getstate()), "junk_random": _jsonable(trainer.rng.getstate()),
-        "numpy_random": _jsonable(np.random.get_state(legacy=True)),
-        "stream": trainer.stream.state() if trainer.stream is not None else None,  # what was read of it
-        "queue": [dataclasses.asdict(e) for e in trainer.queue],  # fed or streamed rows not trained on yet
-    }
-    (tmp / "state.json").write_text(json.dumps(state))
-    trainer.config.save(tmp / "config.json")
-    write_history(trainer, tmp)
-
-
-def write_history(trainer, folder: Path) -> None:
+def write_history(state: dict, folder: Path) -> None:
     """history.jsonl (exact, for resume), history.csv and samples.csv (for people)."""
-    rows = "".join(json.dumps(row) + "\n" for row in trainer.rows)
-    _atomic_write(folder / "history.jsonl", rows)
-    _atomic_write(folder / "history.csv", trainer.history.to_csv(index=False))
-    _atomic_write(folder / "samples.csv", trainer.samples.to_csv(index=False))
+    _atomic_write(folder / "history.jsonl", "".join(json.dumps(row) + "\n" for row in state["history"]))
+    _atomic_write(folder / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
+    _atomic_write(folder / "samples.csv", pd.DataFrame(state["samples"]).to_csv(index=False))
+
+
+def _config_text(config: dict) -> str:
+    return json.dumps(config, indent=2) + "\n"
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _jsonable(value):
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _tupled(value):
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -234,7 +182,8 @@ def find(path: Path) -> Path:
 
 
 def load(trainer_cls, path: Path, **kwargs):
-    """Rebuild a trainer from a checkpoint so that it continues exactly where it stopped.
+    """Rebuild a trainer from a checkpoint so that it continues exactly where it stopped: build
+    it from ``config.json``, load its ``adapters()``, then ``load_state_dict`` the rest.
 
     A damaged checkpoint (a truncated or edited file, a missing one) or one that does not fit
     its ``config.json`` (an adapter from another model or config) raises one ``ValueError``
@@ -246,77 +195,51 @@ def load(trainer_cls, path: Path, **kwargs):
     trainer = trainer_cls(config, **kwargs)
     where = "state.json"
     try:
-        state = json.loads((ckpt / where).read_text(encoding="utf-8"))
-        _check_state(state, ckpt)
-        disc = trainer.disc
-        for model, adapter, folder in ((trainer.model, "generator", "generator"),
-                                       (disc.backbone, disc.adapter, "discriminator")):
+        state = {"state": json.loads((ckpt / where).read_text(encoding="utf-8")), "config": config.to_dict()}
+        step = _check_state(state["state"], ckpt)
+        for folder, (model, adapter) in trainer.adapters().items():
             where = f"{folder}/adapter_model.safetensors"
             _load_adapter(model, adapter, ckpt / where, config)
-        if SNAPSHOT in trainer.model.peft_config:
-            where = f"{SNAPSHOT}/adapter_model.safetensors"
-            _load_adapter(trainer.model, SNAPSHOT, ckpt / where, config)
-            freeze(trainer.model)
-        where = "head.safetensors"
-        disc.head.load_state_dict(load_file(ckpt / where))
-        if disc.aux is not None:
-            where = "aux_head.safetensors"
-            disc.aux.load_state_dict(load_file(ckpt / where))
-        where = "optimizers.pt"
-        optimizers = torch.load(ckpt / where, weights_only=True)
-        trainer.opt_gen.load_state_dict(optimizers["generator"])
-        trainer.opt_disc.load_state_dict(optimizers["discriminator"])
-        where = "state.json"
-        trainer.step_count, trainer.ema_baseline = state["step"], state["ema_baseline"]
-        trainer.critic_accuracy = state["critic_accuracy"]
-        trainer.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))  # older checkpoints: 0
-        if trainer.stream is not None and state.get("stream"):
-            trainer.stream.offset, trainer.stream.line = state["stream"]["offset"], state["stream"]["line"]
-        trainer.queue.extend(Example(**row) for row in state.get("queue", []))
-        random.setstate(_tupled(state["python_random"]))
-        trainer.rng.setstate(_tupled(state["junk_random"]))
-        kind, keys, pos, has_gauss, gauss = state["numpy_random"]
-        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-        where = "rng.pt"
-        rng = torch.load(ckpt / where, weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        _restore_process_rng(trainer, rng.get("processes"))
+        state["weights"] = {}
+        for file in sorted(ckpt.glob("*.safetensors")):
+            where = file.name
+            state["weights"][file.stem] = load_file(file)
+        for group in TORCH_GROUPS:
+            where = f"{group}.pt"
+            state[group] = torch.load(ckpt / where, weights_only=True)
         where = "history.jsonl"
         lines = (ckpt / where).read_text(encoding="utf-8").splitlines()
-        trainer.rows = [json.loads(line) for line in lines if line]
-        if [row.get("step") for row in trainer.rows] != list(range(1, state["step"] + 1)):
-            raise ValueError(f"it does not hold steps 1..{state['step']} once each")
+        state["history"] = [json.loads(line) for line in lines if line]
+        if [row.get("step") for row in state["history"]] != list(range(1, step + 1)):
+            raise ValueError(f"it does not hold steps 1..{step} once each")
         where = "samples.csv"
         samples = ckpt / where
-        if samples.stat().st_size > 1:
-            import pandas as pd
-
-            trainer.sample_rows = pd.read_csv(samples, keep_default_na=False).to_dict("records")
+        state["samples"] = pd.read_csv(samples, keep_default_na=False).to_dict("records") \
+            if samples.stat().st_size > 1 else []
+        where = "the state its files hold"
+        trainer.load_state_dict(state)
     except _DAMAGE as err:
         raise ValueError(_damaged(ckpt, where, err)) from err
-    trainer.model.set_adapter("generator")
     return trainer
 
 
-def _config(ckpt: Path):
+def _config(ckpt: Path) -> HybridConfig:
     """The checkpoint's config; a missing or bad ``config.json`` is a one-line ``ValueError``."""
-    from lab.config import HybridConfig
-
     try:
         return HybridConfig.load(ckpt / "config.json")
     except _DAMAGE as err:
         raise ValueError(_damaged(ckpt, "config.json", err)) from err
 
 
-def _check_state(state, ckpt: Path) -> None:
+def _check_state(state, ckpt: Path) -> int:
+    """The step ``state.json`` holds: a whole number, the one its folder is named after."""
     step = state.get("step") if isinstance(state, dict) else None
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"'step' must be a whole number >= 0, got {step!r}")
     match = _NAME.match(ckpt.name)
     if match and int(match.group(1)) != step:
         raise ValueError(f"it says step {step}, but the folder is {ckpt.name}")
+    return step
 
 
 def _load_adapter(model, adapter: str, file: Path, config) -> None:
@@ -362,8 +285,6 @@ def load_generator(run: Path, device: str = "auto"):
     """``(peft_model, tokenizer, config)`` from a run or checkpoint folder, loading the
     adapter with plain ``peft.PeftModel.from_pretrained`` (what a user outside the kit does)."""
     from peft import PeftModel
-
-    from lab import models
 
     ckpt = find(Path(run))
     config = _config(ckpt)

@@ -17,7 +17,10 @@ A local file in the Dolly, OASST, TruthfulQA or ARC layout is recognised by its 
 ``output`` (and ``category``, ``correct``, ``incorrect``) with ``columns=`` (the config field
 ``dataset_columns``), e.g. ``{"instruction": "prompt", "output": "response"}``.
 Factual rows carry their true and wrong answers (``Example.correct`` / ``Example.incorrect``)
-for TruthfulQA-style multiple choice and the ``fluent_wrong`` junk (:func:`wrong_answers`).
+for TruthfulQA-style multiple choice. Every example carries the fluent but wrong answers its
+question is known to have (``Example.wrong``: its own wrong answers, else the bundled factual
+set's, :func:`wrong_answers`): the critic's ``fluent_wrong`` junk
+(:func:`lab.discriminator.junk_for`) takes them from the examples of its batch.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class Example:
     input: str = ""
     category: str = ""
     correct: tuple[str, ...] = ()  # factual rows: the true answers, the reference first
-    incorrect: tuple[str, ...] = ()  # factual rows: fluent but wrong answers (hard negatives)
+    incorrect: tuple[str, ...] = ()  # factual rows: fluent but wrong answers (multiple-choice choices)
+    wrong: tuple[str, ...] = ()  # fluent but wrong answers to this question, any source: fluent_wrong junk
 
 
 def data_dir() -> Path:
@@ -91,11 +95,12 @@ def to_example(row: dict, tokenizer=None, where: str = "row") -> Example:
     if not isinstance(extra, str):
         raise ValueError(f"{where}: field 'input' must be text, got {type(extra).__name__}")
     instruction, output = row["instruction"].strip(), row["output"].strip()
+    incorrect = _texts(row.get("incorrect"))
     return Example(
         prompt=format_prompt(instruction, extra.strip(), tokenizer),
         completion=output, instruction=instruction, input=extra.strip(),
         category=str(row.get("category") or ""),
-        correct=_texts(row.get("correct")), incorrect=_texts(row.get("incorrect")),
+        correct=_texts(row.get("correct")), incorrect=incorrect, wrong=incorrect or wrong_answers(output),
     )
 
 
@@ -205,6 +210,23 @@ def parse_columns(columns) -> dict[str, str] | None:
     return dict(columns)
 
 
+def check_source(source: str, columns=None) -> None:
+    """Fail at once, before anything loads, on a ``dataset`` (``source``) or ``dataset_columns``
+    that cannot be read: a bad mix, a name that is neither a source nor a file, columns that do
+    not map the kit's fields. :func:`load_examples` starts with it; the CLI calls it on the config.
+
+    >>> check_source("bundled:0.7,factual:0.3")
+    >>> check_source("bundeld")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Data file bundeld does not exist, and 'bundeld' is no source (bundled, auto, factual, ...)
+    """
+    parse_columns(columns)
+    for name, _ in sources.parse_spec(source):
+        if name not in sources.NAMED and not Path(name).is_file():
+            raise ValueError(f"Data file {name} does not exist, and {name!r} is no source ({', '.join(sources.NAMED)})")
+
+
 def factual_rows(split: str = "heldout") -> list[dict]:
     """The bundled factual set's rows as stored (``question``, ``best_answer``,
     ``correct_answers``, ``incorrect_answers``, ``passage_ids`` ...; data/README.md)."""
@@ -217,35 +239,28 @@ def factual_rows(split: str = "heldout") -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-_WRONG: dict[str, tuple[str, ...]] = {}  # answer text -> wrong answers to the same question
-
-
 def wrong_answers(reference: str) -> tuple[str, ...]:
-    """The fluent but wrong answers known for the question that ``reference`` answers (from
-    the factual sources loaded in this process, and the bundled factual set); ``()`` if none.
+    """The fluent but wrong answers that the bundled factual set knows for the question that
+    ``reference`` answers (some bundled instructions ask its questions); ``()`` if none.
+    :func:`to_example` fills ``Example.wrong`` with them where a row has no wrong answers of its own.
 
     >>> wrong_answers("The capital of Australia is Canberra.")
     ('The capital of Australia is Sydney.', 'Melbourne is the capital of Australia.')
     """
-    reference = reference.strip()
-    return _WRONG.get(reference) or _bundled_wrong().get(reference, ())
+    return _bundled_wrong().get(reference.strip(), ())
 
 
 @functools.lru_cache(maxsize=1)
 def _bundled_wrong() -> dict[str, tuple[str, ...]]:
+    """Every correct answer of the bundled factual set -> its question's wrong answers (read once;
+    none without ``data/factual/``)."""
     table = {}
     for split in SPLITS:
-        for row in factual_rows(split):
-            for answer in (row["best_answer"], *row["correct_answers"]):
-                table[answer.strip()] = tuple(row["incorrect_answers"])
+        if (data_dir() / "factual" / f"{split}.jsonl").is_file():
+            for row in factual_rows(split):
+                for answer in (row["best_answer"], *row["correct_answers"]):
+                    table[answer.strip()] = tuple(row["incorrect_answers"])
     return table
-
-
-def _remember(examples) -> None:
-    for example in examples:
-        if example.incorrect:
-            for answer in (example.completion, *example.correct):
-                _WRONG[answer] = example.incorrect
 
 
 def _source_rows(source: str, split: str, columns) -> list[tuple[str, dict]]:
@@ -277,12 +292,12 @@ def load_examples(source: str = "bundled", split: str = "train", columns: dict[s
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_source(source, columns)
     parts, weights = [], []
     for name, weight in sources.parse_spec(source):
         examples = [to_example(row, tokenizer, where) for where, row in _source_rows(name, split, columns)]
         if not examples:
             raise ValueError(f"Source {name!r} ({split}) holds no examples.")
-        _remember(examples)
         parts.append(examples)
         weights.append(weight)
     examples = sources.interleave(parts, weights, repeat=split == "train")

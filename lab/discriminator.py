@@ -9,10 +9,11 @@ sketch's defect 2 decoded the prompt into the "response").
 
 Two things keep it cheap: the adapter sits on the top ``top_layers`` blocks only (the
 backward stops there), and responses to the same prompt share one pass over that prompt
-(its KV cache is reused: :func:`lab.core.tensors.forward_after_prompts`).
+(its KV cache is reused: :func:`lab.generator.forward_after_prompts`).
 
 Training signals: regression on the reward (:func:`regression_loss`) and ranking of the
-reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`).
+reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`; the
+``fluent_wrong`` kind takes the wrong answers that travel with the examples, ``Example.wrong``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lab.runtime.guards import finite_update
-from lab.models import adapter_parameters, using_adapter
-from lab.core.tensors import (
-    eval_mode, forward_after_prompts, group_prompts, left_pad, model_device, right_pad, training_attention,
-)
+from lab.models import adapter_parameters, add_lora, load, using_adapter
+from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
+from lab.fast.attention import training_attention
+from lab.generator import forward_after_prompts
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
-HARD_JUNK_KINDS = ("fluent_wrong",)  # needs known wrong answers (lab.data.wrong_answers)
+HARD_JUNK_KINDS = ("fluent_wrong",)  # needs known wrong answers (lab.data.Example.wrong)
 
 
 class Discriminator(nn.Module):
@@ -51,8 +52,6 @@ class Discriminator(nn.Module):
         super().__init__()
         from peft import PeftModel
 
-        from lab.models import add_lora
-
         if not (isinstance(backbone, PeftModel) and adapter in backbone.peft_config):
             backbone = add_lora(backbone, adapter_name=adapter, **(lora or {}), top_layers=top_layers)
         self.__dict__["backbone"] = backbone  # not registered: see the class docstring
@@ -70,8 +69,6 @@ class Discriminator(nn.Module):
     def from_name(cls, name: str, device="auto", adapter: str = "discriminator", top_layers: int | None = 8,
                   aux_head: bool = False, **lora) -> "Discriminator":
         """A discriminator on its own model ``name`` (the "larger discriminator" experiment)."""
-        from lab.models import load
-
         model, tokenizer = load(name, device)
         return cls(model, tokenizer, adapter=adapter, lora=lora, top_layers=top_layers, aux_head=aux_head)
 
@@ -141,16 +138,17 @@ def contrastive_loss(good_scores: torch.Tensor, bad_scores: torch.Tensor) -> tor
     return F.softplus(bad_scores - good_scores).mean()
 
 
-def make_junk(completion: str, other_completions: list[str], kind: str, rng: random.Random) -> str:
+def make_junk(completion: str, other_completions: list[str], kind: str, rng: random.Random,
+              wrong: tuple[str, ...] = ()) -> str:
     """A bad answer made from a good one.
 
     - ``shuffle``: the words in random order;
     - ``repeat``: a short phrase of it repeated;
     - ``other``: the answer to another prompt (fluent but off-topic);
     - ``truncate``: the first few words, cut mid-sentence;
-    - ``fluent_wrong``: a fluent but wrong answer to the same question, from the factual
-      data's ``incorrect_answers`` (:func:`lab.data.wrong_answers`): a hard negative that only
-      the content gives away; ``other`` when none is known.
+    - ``fluent_wrong``: one of ``wrong``, the fluent but wrong answers to the same question
+      (``Example.wrong``, from the factual data's ``incorrect_answers``): a hard negative that
+      only the content gives away; ``other`` when ``wrong`` is empty.
 
     Texts too short for a kind fall back to another kind, so the junk always differs.
 
@@ -177,22 +175,24 @@ def make_junk(completion: str, other_completions: list[str], kind: str, rng: ran
             return completion[:max(1, len(completion) // 2)].rstrip()
         return " ".join(words[:rng.randint(1, max(2, len(words) // 2))]).rstrip(".,;:!?")
     if kind == "fluent_wrong":
-        from lab.data import wrong_answers
-
-        wrong = wrong_answers(completion)
         return rng.choice(wrong) if wrong else make_junk(completion, other_completions, "other", rng)
     raise ValueError(f"Unknown junk kind {kind!r}; choose one of {JUNK_KINDS + HARD_JUNK_KINDS}.")
 
 
-def junk_for(references: list[str], rng: random.Random, kinds=JUNK_KINDS, hard_share: float = 0.5) -> list[str]:
+def junk_for(references: list[str], rng: random.Random, wrong: list[tuple[str, ...]] | None = None,
+             kinds=JUNK_KINDS, hard_share: float = 0.5) -> list[str]:
     """One junk answer per reference, of a kind drawn from ``kinds`` by ``rng``; the other
-    references serve as the off-topic answers of kind ``other``. A reference with known wrong
-    answers (factual data) gets a ``fluent_wrong`` one with probability ``hard_share`` instead;
-    other references draw exactly as before."""
-    from lab.data import wrong_answers
+    references serve as the off-topic answers of kind ``other``. ``wrong``: per reference, the
+    fluent but wrong answers to its question (``[e.wrong for e in batch]``; None: none known).
+    A reference with wrong answers gets a ``fluent_wrong`` one with probability ``hard_share``
+    instead; the others draw exactly as without them.
 
-    return [make_junk(ref, references, "fluent_wrong" if hard_share > 0 and wrong_answers(ref)
-                      and rng.random() < hard_share else rng.choice(kinds), rng) for ref in references]
+    >>> junk_for(["Paris is the capital of France."], random.Random(0), wrong=[("Lyon is.",)], hard_share=1.0)
+    ['Lyon is.']
+    """
+    wrong = wrong if wrong is not None else [()] * len(references)
+    return [make_junk(ref, references, "fluent_wrong" if hard_share > 0 and bad and rng.random() < hard_share
+                      else rng.choice(kinds), rng, bad) for ref, bad in zip(references, wrong, strict=True)]
 
 
 @torch.no_grad()

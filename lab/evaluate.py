@@ -1,4 +1,7 @@
 """Held-out evaluation: greedy and sampled answers, scored with established metric libraries.
+This file runs the evaluation and puts the metrics together; the factual metrics (multiple
+choice, BERTScore, METEOR) are :mod:`lab.eval.factual`, the truthfulness reward it also reports
+is :mod:`lab.signals.truthfulness`.
 
 :func:`evaluate_model` answers each held-out prompt once per decoding (``greedy``, and
 ``sampled`` with a fixed seed, the config's temperature and top-p), in one batched
@@ -49,10 +52,12 @@ import pandas as pd
 import torch
 
 from lab import generator, models, rewards
-from lab.eval import factual
+from lab.checkpoint import load_generator
 from lab.core import tensors
-from lab.data import Example, load_examples
 from lab.core.ngrams import distinct_n, repetition_rate, self_bleu, tokens
+from lab.data import Example, load_examples
+from lab.eval import factual
+from lab.signals.truthfulness import shared_reward
 
 DECODINGS = ("greedy", "sampled")
 SUMMARY_METRICS = ("semantic", "rouge_l", "bleu", "bertscore", "meteor", "ppl", "distinct_1", "distinct_2",
@@ -135,9 +140,7 @@ def evaluate_model(model, tokenizer, examples: list[Example], decodings=DECODING
         discriminator.eval()
     has_choices = any(e.incorrect for e in examples)
     if isinstance(truthfulness, (str, Path)) and (truthfulness != "auto" or has_choices):
-        from lab.signals.truthfulness import shared
-
-        truthfulness = shared(None if truthfulness == "auto" else str(truthfulness))
+        truthfulness = shared_reward(None if truthfulness == "auto" else str(truthfulness))
     elif truthfulness == "auto":
         truthfulness = None
     frames = []
@@ -236,8 +239,6 @@ def evaluate_run(path: str | Path, examples: list[Example] | None = None, limit:
     """:func:`evaluate_model` on a saved run folder (or checkpoint folder): the generator is
     loaded with :func:`lab.checkpoint.load_generator`; a saved run has no ``disc`` score here.
     Without ``examples``, :func:`heldout` of ``source`` (default: the run's ``config.dataset``)."""
-    from lab.checkpoint import load_generator
-
     model, tokenizer, config = load_generator(Path(path), device)
     if examples is None:
         own = source is None or source == config.dataset  # the run's own data: its own column names

@@ -5,25 +5,32 @@ the generator is the adapter ``"generator"``. Everything here works on whatever 
 is active, so the same functions score the reference model inside
 ``with model.disable_adapter():``.
 
+Sampling is a plain decode loop (:func:`decode`, top-p by :func:`nucleus`); :func:`sample` runs
+:mod:`lab.fast.decoder` instead where, at the model's first use, its greedy tokens equal
+:func:`decode`'s (:mod:`lab.fast.check`). The losses these log-probs feed: :mod:`lab.losses`.
+
 Shapes: ``B`` prompts, ``k`` samples each, ``N = B * k`` rows, ``P`` prompt tokens (left
 padded), ``T`` new tokens, ``L = P + T``, ``V`` vocabulary size.
 """
 
 from __future__ import annotations
 
+import functools
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from lab.fast.folding import folded
-from lab.models import adapter_parameters
-from lab.fast.decoder import beam_decode, decode
 from lab.core.tensors import (
-    encode, eval_mode, forward_after_prompts, kept_positions, left_pad, model_device, position_ids, right_pad,
+    encode, eval_mode, group_prompts, kept_positions, left_pad, model_device, position_ids, right_pad,
     until_first_eos,
 )
+from lab.fast import check, decoder
+from lab.fast.compat import cache_keyword, output_cache
+from lab.losses import mean_nll
+from lab.models import adapter_parameters
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
 MAX_ANSWER_TOKENS = 256  # reference answers are cut here for SFT (a cut answer loses its EOS)
@@ -69,25 +76,111 @@ class LogProbs(NamedTuple):
 def sample(model, tokenizer, prompts: list[str], k: int = 1, max_new_tokens: int = 32,
            temperature: float = 0.7, top_p: float = 0.9, max_prompt_tokens: int = 256,
            do_sample: bool = True, sampler: str = "nucleus", num_beams: int = 4) -> Samples:
-    """Sample ``k`` responses for each prompt in one batched decode (:func:`lab.fast.decoder.decode`:
-    one prefill per prompt, shared by its ``k`` samples).
+    """Sample ``k`` responses for each prompt in one batched decode (:func:`decode`; where it
+    checked out at the model's first use, the same tokens from :func:`lab.fast.decoder.decode`).
 
     Uses the active adapter. ``do_sample=False`` decodes greedily (the ``k`` rows of a
     prompt are then equal). ``sampler="beam"``: the ``k`` best of ``num_beams`` beams
-    (:func:`lab.fast.decoder.beam_decode`): distinct, but not draws from the policy. Prompts
-    longer than ``max_prompt_tokens`` keep their end.
+    (:func:`beam_decode`): distinct, but not draws from the policy. Prompts longer than
+    ``max_prompt_tokens`` keep their end.
     """
     prompt_ids, prompt_mask = encode(tokenizer, prompts, max_prompt_tokens, model_device(model))  # (B, P)
-    # no LoRA dropout while sampling: the samples come from the policy itself; the active adapter
-    # folded into the weights (lab.fast.folding): the same function, one matrix product a layer
-    with eval_mode(model), folded(model):
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    with eval_mode(model):  # no LoRA dropout while sampling: the samples come from the policy itself
         if sampler == "beam":
-            response = beam_decode(model, prompt_ids, prompt_mask, k, num_beams, max_new_tokens,
-                                   tokenizer.eos_token_id, tokenizer.pad_token_id)  # (N, T)
+            response = beam_decode(model, prompt_ids, prompt_mask, k, num_beams, max_new_tokens, eos, pad)  # (N, T)
         else:
-            response = decode(model, prompt_ids, prompt_mask, k, max_new_tokens, tokenizer.eos_token_id,
-                              tokenizer.pad_token_id, temperature, top_p, do_sample)  # (N, T)
+            fast = functools.partial(decoder.decode, next_token=next_token)  # the same rule, the same draws
+            decoding = check.pick(model, "decoder", fast, decode,
+                                  lambda: check.same_greedy_tokens(model, fast, decode, eos, pad))
+            response = decoding(model, prompt_ids, prompt_mask, k, max_new_tokens, eos, pad,
+                                temperature, top_p, do_sample)  # (N, T)
     return assemble(tokenizer, prompts, prompt_ids, prompt_mask, response, k)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches ``top_p`` (nucleus); the
+    others get ``-inf``. The most likely token is always kept. ``logits``: (N, V).
+
+    >>> top_p_filter(torch.tensor([[0.5, 0.3, 0.2]]).log(), 0.7).exp()
+    tensor([[0.5000, 0.3000, 0.0000]])
+    """
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (N, V)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (N, V)
+    drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # (N, V) mass before it already >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # (N, V) back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def nucleus(logits: torch.Tensor, top_p: float, candidates: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-p distribution as ``(probs, token_ids)``, each (N, K): :func:`top_p_filter` then a
+    softmax (zero outside the nucleus, not renormalised), but cheaper: where the ``candidates`` most
+    likely tokens hold ``top_p`` of the mass in every row (the usual case at temperatures below 1)
+    the vocabulary is not sorted; else K = V. ``logits``: (N, V)."""
+    probs = logits.softmax(-1)  # (N, V)
+    top, ids = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (N, K), most likely first
+    if top_p < 1.0 and bool((top.sum(-1) >= top_p).all()):
+        before = top.cumsum(-1) - top  # (N, K) mass of the more likely tokens
+        return top.masked_fill(before >= top_p, 0.0), ids
+    everything = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)  # (N, V)
+    return top_p_filter(logits, top_p).softmax(-1), everything
+
+
+def next_token(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
+               do_sample: bool = True) -> torch.Tensor:
+    """The next token of each row (N,) from the last position's logits (N, V): a draw from the
+    top-p nucleus of ``softmax(logits / temperature)``, or the most likely token (``do_sample=False``)."""
+    if not do_sample:
+        return logits.argmax(-1)  # (N,)
+    probs, ids = nucleus(logits / temperature, top_p)  # (N, K) each
+    return ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)  # (N,)
+
+
+@torch.no_grad()
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, max_new_tokens: int,
+           eos_id: int, pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
+           do_sample: bool = True) -> torch.Tensor:
+    """Sample ``k`` continuations of each left-padded prompt (B, P): (B * k, T) new tokens,
+    prompt-major (row ``b * k + j``), ``pad_id`` after a row's EOS, ``T <= max_new_tokens``.
+    Each prompt is prefilled once and its KV cache repeated for its ``k`` samples; then each step
+    feeds the ``N`` new tokens alone, the cache holding every earlier position."""
+    positions = position_ids(attention_mask)  # (B, P) 0 on the first real token
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=kept_positions(input_ids.shape[1], 1, input_ids.device))  # logits: (B, 1, V)
+    cache, cache_arg = output_cache(out), cache_keyword(model)  # keys and values of every layer, (B, ...)
+    cache.batch_repeat_interleave(k)  # (B, ...) -> (N, ...): each prompt's cache for its k samples
+    logits = out.logits[:, -1].float().repeat_interleave(k, dim=0)  # (N, V)
+    mask = attention_mask.repeat_interleave(k, dim=0)  # (N, P)
+    position = positions[:, -1:].repeat_interleave(k, dim=0)  # (N, 1)
+    done = torch.zeros(len(mask), dtype=torch.bool, device=mask.device)  # (N,) rows past their EOS
+    tokens = []
+    for _ in range(max_new_tokens):
+        token = next_token(logits, temperature, top_p, do_sample).masked_fill(done, pad_id)  # (N,)
+        tokens.append(token)
+        done |= token == eos_id
+        if done.all() or len(tokens) == max_new_tokens:
+            break
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)  # (N, P + t + 1) the new token is seen
+        position = position + 1  # (N, 1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                    **{cache_arg: cache})  # one new token a row; the cache holds the rest
+        logits = out.logits[:, -1].float()  # (N, V)
+    return torch.stack(tokens, dim=1)  # (N, T)
+
+
+@torch.no_grad()
+def beam_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, num_beams: int,
+                max_new_tokens: int, eos_id: int, pad_id: int) -> torch.Tensor:
+    """The ``k`` best of ``num_beams`` beams for each left-padded prompt, (B * k, T), prompt-major,
+    ``pad_id`` after EOS; transformers' beam search (``generate``), as the sketch suggests.
+    Beams are distinct but not draws from the policy: a REINFORCE (or PPO) update on them is
+    off-policy, its gradient biased towards the policy's modes."""
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                         num_beams=max(num_beams, k), num_return_sequences=k, max_new_tokens=max_new_tokens,
+                         eos_token_id=eos_id, pad_token_id=pad_id, early_stopping=True)  # (B * k, P + T)
+    return out[:, input_ids.shape[1]:].clone()  # (N, T)
 
 
 def assemble(tokenizer, prompts: list[str], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
@@ -120,8 +213,7 @@ def with_references(samples: Samples, tokenizer, references: list[str], max_toke
     grouped = torch.cat([F.pad(response, (0, width - response.shape[1]), value=pad).view(n_prompts, k, width),
                          F.pad(ref_ids, (0, width - ref_ids.shape[1]), value=pad).to(response)[:, None]],
                         dim=1)  # (B, k + 1, T)
-    prompt_ids = samples.input_ids[::k, :samples.prompt_len]  # (B, P)
-    prompt_mask = samples.attention_mask[::k, :samples.prompt_len]  # (B, P)
+    prompt_ids, prompt_mask = samples.prompt_tensors()  # (B, P) each
     return assemble(tokenizer, samples.prompts[::k], prompt_ids, prompt_mask, grouped.reshape(-1, width), k + 1)
 
 
@@ -150,6 +242,28 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     tokens = F.pad(picked.tokens, (start, 0))  # (N, L-1)
     entropy = None if picked.entropy is None else F.pad(picked.entropy, (start, 0))  # (N, L-1)
     return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)  # sums: (N,)
+
+
+def forward_after_prompts(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                          prompt_index: torch.Tensor, input_ids: torch.Tensor, input_mask: torch.Tensor,
+                          **prefill_kwargs):
+    """Run rows that continue shared prompts, each prompt computed ONCE: a forward over the ``U``
+    prompts fills a KV cache, every row gets its prompt's cache, and one forward over the rows' own
+    tokens reads it; gradients flow through the shared prompt pass. ``prompt_ids``, ``prompt_mask``:
+    (U, P), left-padded. ``input_ids``, ``input_mask``: (N, T), right-padded; row ``i`` continues
+    prompt ``prompt_index[i]`` ((N,) long). ``prefill_kwargs`` go to the prompt pass only. Returns
+    ``(prompt pass output, rows' output)``; the second is ``None`` when ``T == 0``."""
+    prefill = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                    use_cache=True, **prefill_kwargs)
+    if input_ids.shape[1] == 0:
+        return prefill, None
+    cache = output_cache(prefill)
+    cache.batch_select_indices(prompt_index)  # (U, ...) -> (N, ...), still in the graph
+    mask = torch.cat([prompt_mask[prompt_index], input_mask], 1)  # (N, P + T)
+    start = prompt_mask.sum(-1, keepdim=True)[prompt_index]  # (N, 1) real prompt tokens
+    positions = start + torch.arange(input_ids.shape[1], device=start.device)  # (N, T)
+    return prefill, model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_keyword(model): cache})
 
 
 def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
@@ -202,6 +316,33 @@ def score_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     return LogProbs(tokens=tokens, sums=tokens.sum(-1), entropy=entropy)
 
 
+def context_tokens(tokenizer, prompts: list[str], max_prompt_tokens: int = 256) -> list[list[int]]:
+    """What a given continuation of each prompt is scored after (:func:`score_continuations`): the
+    prompt's last ``max_prompt_tokens`` tokens, no special tokens added; BOS (or EOS) if it is empty."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [row[-max_prompt_tokens:] or [start] for row in ids]
+
+
+@torch.no_grad()
+def score_continuations(model, contexts: list[list[int]], continuations: list[list[int]], pad_id: int,
+                        temperatures: tuple[float, ...] = (1.0,), base: bool = False) -> list[torch.Tensor]:
+    """``log p(continuations[i][t] | contexts[i], continuations[i][:t])`` of given token lists: one
+    (N, T) tensor per temperature (0 past a row's end), from ONE pass in eval mode without gradient,
+    each distinct context computed once (:func:`continuation_logprobs`' two halves). ``base``: under
+    the frozen base (a ``PeftModel``'s adapters disabled), else the active adapter. The one scorer
+    of fixed text: the perplexity reward and the step's base pass (:class:`lab.rewards.Perplexity`,
+    :func:`lab.rewards.base_pass`), multiple choice (:func:`lab.eval.factual.choice_logprobs`)."""
+    distinct, index = group_prompts(contexts)  # each context once; (N,) row -> context
+    prompt_ids, prompt_mask = left_pad(distinct, pad_id, model_device(model))  # (U, P)
+    conts, mask = right_pad(continuations, pad_id, prompt_ids.device)  # (N, T)
+    adapters_off = getattr(model, "disable_adapter", None) if base else None
+    with eval_mode(model), adapters_off() if adapters_off else nullcontext():
+        logits = continuation_logits(model, prompt_ids, prompt_mask, conts, mask, index)  # (N, T, V)
+    scored = {t: score_logits(logits, conts, mask.bool(), t).tokens for t in dict.fromkeys(temperatures)}
+    return [scored[t] for t in temperatures]  # (N, T) each
+
+
 def answer_tokens(tokenizer, completions: list[str], max_tokens: int = MAX_ANSWER_TOKENS) -> list[list[int]]:
     """The SFT targets: each reference answer's tokens + EOS, cut at ``max_tokens`` (a cut
     answer loses its EOS). The one rule used by :func:`sft_loss` and the trainer."""
@@ -226,25 +367,12 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], max_prompt_
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
 
 
-def mean_nll(token_logprobs: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The SFT loss from per-token log-probs: ``-sum_t w_t log p(y_t | ...) / #tokens`` over the
-    tokens where ``mask`` is 1, pooled over the whole batch (a long answer weighs more).
-    ``weights`` (N, T), detached, default 1 (e.g. CHORD's :func:`lab.variants.mixing.phi_weights`).
-
-    >>> mean_nll(torch.tensor([[-1.0, -3.0], [-2.0, 0.0]]), torch.tensor([[1, 1], [1, 0]]))
-    tensor(2.)
-    """
-    mask = mask.to(token_logprobs.dtype)  # (N, T)
-    weighted = token_logprobs if weights is None else token_logprobs * weights.detach()  # (N, T)
-    return -(weighted * mask).sum() / mask.sum().clamp(min=1)
-
-
 def sft_loss(model, tokenizer, prompts: list[str], completions: list[str],
              max_prompt_tokens: int = 256) -> torch.Tensor:
     """Mean cross-entropy of the completion tokens (and EOS) given the prompt.
 
     ``-1/|y| sum_t log p(y_t | x, y_<t)`` over all completion tokens of the batch
-    (:func:`mean_nll`); the prompt is context only, never a target (the sketch's defect 3
+    (:func:`lab.losses.mean_nll`); the prompt is context only, never a target (the sketch's defect 3
     trained on the prompt too). Each prompt is computed once (:func:`continuation_logprobs`);
     the result equals scoring the per-row layout of :func:`sft_batch` with
     :func:`response_logprobs`. The trainer computes its SFT term with the same two pieces.
@@ -255,47 +383,6 @@ def sft_loss(model, tokenizer, prompts: list[str], completions: list[str],
     index = torch.arange(len(prompts), device=device)  # (B,) row b continues prompt b
     out = continuation_logprobs(model, prompt_ids, prompt_mask, answers, answer_mask, index)
     return mean_nll(out.tokens, answer_mask)
-
-
-def reinforce_loss(logprob_sums: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """REINFORCE: ``-mean_i (R_i - b_i) * log pi(y_i | x_i)``.
-
-    Its gradient is the policy-gradient estimate ``E[(R - b) grad log pi(y | x)]``: responses
-    that beat the baseline become more likely. ``logprob_sums`` (N,) must be the log-prob
-    of the *sampled response* given the prompt; the sketch used the prompt's own log-prob
-    (defect 1), whose gradient does not depend on what was sampled. ``advantages`` (N,)
-    are detached: the reward and the baseline are constants here.
-    """
-    return -(advantages.detach() * logprob_sums).mean()
-
-
-def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, clip_range: float = 0.2) -> tuple[torch.Tensor, float, float]:
-    """The PPO-style clipped objective, ``(loss, clip_frac, approx_kl)``:
-
-    ``-(1/N) sum_i sum_t min(r_it A_i, clip(r_it, 1 - eps, 1 + eps) A_i)`` with the importance
-    ratio ``r_it = pi(y_it | ...) / pi_old(y_it | ...)`` against the policy that sampled.
-    Tokens are summed per response and responses averaged, as in :func:`reinforce_loss`, so
-    at ``r = 1`` (the first pass over fresh samples) the gradient is exactly REINFORCE's.
-    Where the clipped branch is the smaller one, the token gets no gradient: a response
-    cannot move further than ``eps`` from the sampling policy on the same batch.
-
-    ``logprobs``, ``old_logprobs``, ``mask``: (N, T); ``advantages``: (N,), detached.
-    ``clip_frac``: share of response tokens whose gradient was clipped; ``approx_kl``: the k3
-    estimate of KL(old || new), ``mean (r - 1) - log r``, over response tokens.
-    """
-    on = mask.to(logprobs.dtype)  # (N, T)
-    log_ratio = (logprobs - old_logprobs.detach()) * on  # (N, T)
-    ratio = log_ratio.exp()  # (N, T)
-    adv = advantages.detach().to(logprobs)[:, None]  # (N, 1)
-    unclipped, clipped = ratio * adv, ratio.clamp(1 - clip_range, 1 + clip_range) * adv  # (N, T)
-    loss = -(torch.min(unclipped, clipped) * on).sum(-1).mean()
-    with torch.no_grad():
-        count = on.sum().clamp(min=1)
-        is_clipped = (clipped < unclipped).to(on.dtype) * on  # (N, T) the clipped branch won
-        clip_frac = float(is_clipped.sum() / count)
-        approx_kl = float((((ratio - 1) - log_ratio) * on).sum() / count)
-    return loss, clip_frac, approx_kl
 
 
 def generator_parameters(model, adapter: str = "generator") -> list[torch.nn.Parameter]:

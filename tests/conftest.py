@@ -34,6 +34,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    lab.models.hub_reachable.cache_clear()
+    lab.runtime.hub.hub_reachable.cache_clear()
     yield
-    lab.models.hub_reachable.cache_clear()
+    lab.runtime.hub.hub_reachable.cache_clear()

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from lab import __main__ as cli
-from lab import evaluate, models
+from lab import evaluate
 from lab.experiments import ablation, arms, report as ablation_report
 from lab.experiments.arms import ARMS
+from lab.runtime import hub
 
 TINY = dict(model="tiny-gpt2", device="cpu", prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4)
 
@@ -341,7 +342,7 @@ def test_derived_changes_follow_the_experiment():
 
 
 def test_an_arm_whose_model_is_offline_is_skipped_with_a_reason_or_refused_when_named(monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "hub_reachable", lambda *a: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a: False)
     custom = {"big_d": arms.Arm("a Hub-only critic", {"reward_source": "mix",
                                                       "discriminator_model": "someone/not-cached-7b"})}
     settings = ablation.settings_for("quick", arms=["sft", "big_d"], custom_arms=custom, model="tiny-gpt2")

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from lab import __main__ as cli
-from lab.config import PRESETS, HybridConfig
+from lab import models
+from lab.config import PRESETS, SECTIONS, HybridConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--model", "tiny-gpt2", "--device", "cpu"]
@@ -82,15 +83,34 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
     assert "lr='fast': expected a number" in capsys.readouterr().err
 
 
-def test_help_documents_every_field(capsys):
+def test_help_documents_every_field_in_one_group_per_section(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--help"])
     assert exit_.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    out = capsys.readouterr().out
+    text = " ".join(out.split())  # argparse wraps lines
     for name in HybridConfig.__dataclass_fields__:
         assert f"--{name.replace('_', '-')}" in text
     assert "weight of the RL terms against SFT in mode 'hybrid'; 0-2" in text
     assert "the prompt's other samples" in text and "preset < --config file < these flags" in text
+    groups = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    sections = HybridConfig.sections()
+    assert groups[-len(sections):] == [f"{section}: {SECTIONS[section]}:" for section in sections]
+    for section, names in sections.items():  # each flag under its section's title, in field order
+        block = out.split(f"\n{section}: ")[1].split("\n\n")[0]
+        assert [line.split()[0] for line in block.splitlines() if line.startswith("  --")] == \
+            [f"--{name.replace('_', '-')}" for name in names]
+
+
+def test_a_bad_dataset_fails_before_a_model_loads(tmp_path, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model loaded before the dataset was checked")
+
+    monkeypatch.setattr(models, "load", no_model)
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--dataset", "bundled:0.5,nonsense:0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: Data file nonsense does not exist, and 'nonsense' is no source (bundled, auto, factual, "
+                   "alpaca, dolly, oasst, truthfulqa, arc)")
 
 
 @pytest.mark.parametrize("extra", [["--preset", "quick"], ["--lr", "1e-3"], ["--config", "f.yaml"]])

@@ -1,11 +1,25 @@
-"""HybridConfig validation, presets and file round-trips."""
+"""HybridConfig validation, sections, presets and file round-trips."""
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from lab.config import HybridConfig, coerce, field_kind, preset, read_file
+from lab.config import SECTIONS, HybridConfig, preset
+from lab.data import load_examples
+from lab.readers import config_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def coerce(name, value):
+    return config_text.coerce(HybridConfig, name, value)
+
+
+def read_file(path):
+    return config_text.read_file(HybridConfig, path)
 
 
 @pytest.mark.parametrize("field, value", [
@@ -95,7 +109,7 @@ def test_bad_config_file(tmp_path):
 def test_every_field_has_help_text():
     for field in dataclasses.fields(HybridConfig):
         assert len(field.metadata.get("help", "")) > 10, field.name
-        field_kind(field.name)  # every field's type can be read from text
+        config_text.field_kind(HybridConfig, field.name)  # every field's type can be read from text
 
 
 @pytest.mark.parametrize("field, text, value", [
@@ -141,3 +155,61 @@ def test_read_file_returns_only_the_named_fields(tmp_path):
     path.write_text("seed: first\n")
     with pytest.raises(ValueError, match="seed='first': expected a whole number"):
         read_file(path)
+
+
+# --- sections -------------------------------------------------------------------------------
+def test_every_field_is_in_one_known_section_and_the_fields_are_ordered_by_section():
+    sections = HybridConfig.sections()
+    assert list(sections) == list(SECTIONS)  # every section has fields, in the documented order
+    names = [name for group in sections.values() for name in group]
+    assert names == [f.name for f in dataclasses.fields(HybridConfig)]  # grouped, no field twice
+    assert 6 <= len(sections) <= 9
+    listed = re.search(r"sections, in the order of a step: ([a-z, ]+) \(", " ".join(HybridConfig.__doc__.split()))
+    assert listed and listed.group(1).replace(",", "").split() == list(SECTIONS)  # the docstring lists them
+
+
+def test_nested_form_reads_as_the_flat_one(tmp_path):
+    nested = {"model": {"model": "tiny-gpt2", "lora_r": "4"}, "sampling": {"temperature": 0.8},
+              "reward": {"reward_weights": {"rouge": 1}}, "lr": "2e-4"}
+    flat = {"model": "tiny-gpt2", "lora_r": 4, "temperature": 0.8, "reward_weights": {"rouge": 1.0}, "lr": 2e-4}
+    assert HybridConfig.from_dict(nested) == HybridConfig.from_dict(flat)
+    (tmp_path / "c.yaml").write_text("sampling:\n  max_new_tokens: 12\nobjective: {mode: rl}\n")
+    assert read_file(tmp_path / "c.yaml") == {"max_new_tokens": 12, "mode": "rl"}
+    config = HybridConfig.load(tmp_path / "c.yaml")
+    assert (config.max_new_tokens, config.mode) == (12, "rl")
+    config.save(tmp_path / "c.json")  # saved flat, as every existing config.json
+    assert "temperature" in json.loads((tmp_path / "c.json").read_text())
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"samplng": {"temperature": 0.8}}, r"Unknown config section 'samplng'; the sections are model, data"),
+    ({"reward": {"temperature": 0.8}}, r"section 'reward' has no field 'temperature'; it is in section 'sampling'"),
+    ({"sampling": {"temprature": 0.8}}, r"section 'sampling' has no field 'temprature'; its fields: .*temperature"),
+    ({"lr": 1e-4, "run": {"lr": 2e-4}}, r"\['lr'\] given twice"),
+])
+def test_nested_form_errors_say_which_section(values, message):
+    with pytest.raises(ValueError, match=message):
+        HybridConfig.from_dict(values)
+
+
+def test_readme_config_table_lists_every_field_under_its_section():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| section | what it sets | fields |"):].split("\n\n")[0]
+    rows = {m.group(1): m.groups()[1:] for m in re.finditer(r"^\| `(\w+)` \| ([^|]+) \| (.+) \|$", table, re.M)}
+    assert list(rows) == list(SECTIONS)  # one row per section, in order
+    for section, names in HybridConfig.sections().items():
+        what, fields = rows[section]
+        assert what == SECTIONS[section], f"README row {section!r}: say {SECTIONS[section]!r}"
+        assert re.findall(r"`(\w+)`", fields) == list(names), f"README row {section!r}: list {names}"
+
+
+# --- what needs data is checked where the data loads ----------------------------------------
+@pytest.mark.parametrize("dataset, columns, message", [
+    ("nonsense", None, "Data file nonsense does not exist, and 'nonsense' is no source"),
+    ("bundled:0", None, "must be a positive number"),
+    ("bundled", '{"question": "q"}', "dataset_columns must map the kit's fields"),
+])
+def test_the_dataset_is_checked_where_it_loads_not_in_the_config(dataset, columns, message):
+    config = HybridConfig(dataset=dataset, dataset_columns=columns)  # no data code runs here
+    with pytest.raises(ValueError, match=message):
+        load_examples(config.dataset, columns=config.dataset_columns)

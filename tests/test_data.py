@@ -1,5 +1,6 @@
 """Prompt formatting, the bundled set, local files with column mappings, and data errors."""
 
+import dataclasses
 import json
 import time
 
@@ -145,7 +146,7 @@ def test_truthfulqa_layout_carries_true_and_wrong_answers(tmp_path):
     assert example.completion == "The Sun is white." and example.category == "Misconceptions"
     assert example.correct == ("The Sun is white.", "It is white.")
     assert example.incorrect == ("The Sun is yellow.", "The Sun is orange.")
-    assert data.wrong_answers("It is white.") == example.incorrect  # fluent_wrong junk knows them now
+    assert example.wrong == example.incorrect  # the fluent_wrong junk takes them from the example
 
 
 def test_truthfulqa_csv_with_semicolon_lists(tmp_path):
@@ -190,6 +191,19 @@ def test_factual_source_is_the_bundled_factual_set():
     # the bare key term ("Canberra") is not a multiple-choice option; the paraphrase is
     assert all(r["correct_answers"][-1] not in e.correct and r["correct_answers"][0] in e.correct
                for e, r in zip(heldout, rows))
+    assert all(e.wrong == e.incorrect for e in heldout)
+
+
+def test_wrong_answers_travel_with_the_examples_whatever_was_loaded_before():
+    bundled = data.load_examples("bundled", "train")
+    asked = [e for e in bundled if e.wrong]  # bundled instructions that ask a factual-set question
+    assert asked and all(e.wrong == data.wrong_answers(e.completion) and not e.incorrect for e in asked)
+    data.load_examples("factual", "train")
+    assert data.load_examples("bundled", "train") == bundled  # no state left behind by another source
+    row = dataclasses.asdict(asked[0])
+    assert data.Example(**row) == asked[0]  # the checkpoint's queue: saved with asdict, rebuilt so
+    del row["wrong"]
+    assert data.Example(**row).wrong == ()  # a queue saved before the field existed still loads
 
 
 def test_weighted_mix_interleaves_by_weight():

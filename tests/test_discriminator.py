@@ -9,7 +9,7 @@ import torch
 
 import lab
 from lab.discriminator import (
-    JUNK_KINDS, Discriminator, contrastive_loss, make_junk, ranking_accuracy, regression_loss,
+    JUNK_KINDS, Discriminator, contrastive_loss, junk_for, make_junk, ranking_accuracy, regression_loss,
     train_step,
 )
 from lab.models import add_lora, using_adapter
@@ -111,6 +111,15 @@ def test_junk_differs_from_the_answer(kind):
         assert junk.strip() and junk != answer
     with pytest.raises(ValueError, match="junk kind"):
         make_junk("x y", [], "nonsense", rng)
+
+
+def test_fluent_wrong_junk_comes_from_the_wrong_answers_given_with_the_references():
+    wrong = [("The capital of France is Lyon.",), ()]  # per reference, as Example.wrong holds them
+    junk = junk_for(ANSWERS[1:], random.Random(0), wrong=wrong, hard_share=1.0)
+    assert junk[0] == wrong[0][0] and junk[1].strip() and junk[1] != ANSWERS[2]  # none known: synthetic
+    assert junk_for(ANSWERS, random.Random(0)) == junk_for(ANSWERS, random.Random(0), wrong=[()] * 3)
+    with pytest.raises(ValueError):  # one tuple per reference
+        junk_for(ANSWERS, random.Random(0), wrong=[()])
 
 
 def test_contrastive_training_ranks_references_above_junk(shared):

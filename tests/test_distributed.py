@@ -84,6 +84,14 @@ def test_one_process_everything_is_a_no_op():
     assert (distributed.all_finite(True), distributed.all_finite(False), distributed.any_true(False)) == (True, False, False)
     assert distributed.pooled(values, torch.tensor(7)) is values and distributed.mean_value(None) is None
     assert distributed.setup(torch.device("cpu")) == torch.device("cpu") and not distributed.launched()
+    one = distributed.hooks()  # what the trainer and the objective call: here, each returns its input
+    assert type(one) is distributed.OneProcess and (one.count, one.rank, one.is_main) == (1, 0, True)
+    assert one.shard_batch(row) is row and one.gather(values) is values and one.gather_rows([row]) == [row]
+    assert one.pooled_mean(values, torch.tensor(7)) is values and one.mean_row(row) is row
+    assert one.all_finite(False) is False and one.any_true(True) is True and one.mean_value(0.5) == 0.5
+    assert one.from_main(lambda: 3) == 3 and one.own_streams(None) is None
+    one.average_gradients([w])
+    assert w.grad is grad
 
 
 def test_two_processes_hybrid_step_matches_one_process_on_the_sft_term(tmp_path):

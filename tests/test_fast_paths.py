@@ -1,9 +1,13 @@
 """The speed paths give the plain path's results: a discriminator nothing reads is not trained
 (the generator's update is unchanged), bf16 weights train like fp32 within a tolerance,
-decoding with the adapter folded into the weights samples the same answers, and the decoder's
-preallocated cache, ready-made mask and prepacked bf16 weights give generate's tokens."""
+decoding with the adapter folded into the weights samples the same answers, the fast decoder
+(preallocated cache, ready-made mask, prepacked bf16 weights) gives the plain loop's tokens,
+greedy and sampled, and where its self-check fails the plain loop serves, with one warning."""
 
 import contextlib
+import copy
+import functools
+import warnings
 from unittest import mock
 
 import pytest
@@ -86,7 +90,7 @@ def test_folded_adapter_decodes_the_same_function_and_restores_the_weights():
     draws = []
     for fold in (lambda m: contextlib.nullcontext(m), folded):  # unfolded, then folded: same seeds
         torch.manual_seed(0)
-        with mock.patch("lab.generator.folded", fold):
+        with mock.patch("lab.fast.decoder.folded", fold):
             draws.append(generator.sample(model, tok, prompts, k=2, max_new_tokens=8).completions)
     assert draws[0] == draws[1]
 
@@ -106,17 +110,101 @@ def test_the_lean_decoder_gives_generates_tokens(arch, dtype):
     used, preallocate = [], decoder.preallocate
     with mock.patch.object(decoder, "preallocate", lambda *args: used.append(preallocate(*args)) or used[-1]):
         ours = generator.sample(model, tok, prompts, k=2, max_new_tokens=12, do_sample=False)
-    assert used == [True]  # the preallocated cache was used (eager: with the 2D mask)
+    assert used and all(used)  # the preallocated cache was used (eager: with the 2D mask), check included
     ids, mask = tensors.encode(tok, ours.prompts, 256)
     theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
                             pad_token_id=tok.pad_token_id)  # (6, P + 12)
     assert ours.completions == [tok.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in theirs]
 
 
+PROMPTS = ["### Prompt:\nName a colour.\n\n### Response:\n", "Hi", "Count: one two"]
+
+
+def _model(arch, dtype):
+    from lab import models
+
+    if arch.startswith("llama"):
+        return tiny.llama(dtype, "eager" if arch.endswith("eager") else "sdpa")
+    return models.load("tiny-gpt2", "cpu", dtype, verbose=False)
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama-eager", "gpt2"])
+@pytest.mark.parametrize("dtype, sampling", [
+    (torch.float32, dict(do_sample=False)), (torch.float32, dict(temperature=0.7, top_p=0.9)),
+    (torch.float32, dict(temperature=1.3, top_p=1.0)), (torch.bfloat16, dict(do_sample=False)),
+])
+def test_the_fast_decoder_gives_the_plain_loops_tokens_and_draws_the_same_random_numbers(arch, dtype, sampling):
+    from lab import generator
+    from lab.core import tensors
+    from lab.fast import decoder
+
+    model, tok = _model(arch, dtype)
+    ids, mask = tensors.encode(tok, PROMPTS, 256)  # (B, P) left padded
+    draws = []
+    for decode in (generator.decode, functools.partial(decoder.decode, next_token=generator.next_token)):
+        torch.manual_seed(0)
+        tokens = decode(model, ids, mask, 3, 12, tok.eos_token_id, tok.pad_token_id, **sampling)  # (9, T)
+        draws.append((tokens, torch.rand(4)))  # the next random numbers: the same RNG consumption
+    (plain, after_plain), (fast, after_fast) = draws
+    assert torch.equal(plain, fast) and torch.equal(after_plain, after_fast)
+
+
+def test_sample_uses_the_fast_decoder_where_its_check_passes_without_drawing_random_numbers(tiny):
+    from lab import generator
+    from lab.fast import check, decoder
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]  # a model the check has not seen
+    calls = []
+    fast = decoder.decode
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert check.same_greedy_tokens(model, functools.partial(fast, next_token=generator.next_token), generator.decode,
+                                    tok.eos_token_id, tok.pad_token_id) is None
+    assert torch.equal(state, torch.get_rng_state())  # greedy: the check leaves the random stream as it was
+    spy = (lambda *args, **kwargs: calls.append(1) or fast(*args, **kwargs))
+    with warnings.catch_warnings(), mock.patch.object(decoder, "decode", spy):
+        warnings.simplefilter("error")  # no warning either
+        generator.sample(model, tok, PROMPTS, k=2, max_new_tokens=6)
+        generator.sample(model, tok, PROMPTS, k=2, max_new_tokens=6)
+    assert len(calls) == 3  # the check once, then each sample
+
+
+@pytest.mark.parametrize("failure", ["differs", "raises"])
+def test_sample_falls_back_to_the_plain_loop_with_one_warning(tiny, failure):
+    from lab import generator
+    from lab.core import tensors
+    from lab.fast import decoder
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]  # a model the check has not seen
+    fast = decoder.decode
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        if failure == "raises" and len(calls) > 1:  # the check passes, the next decode fails midway
+            torch.rand(5)  # after drawing random numbers: the plain loop must start from the same ones
+            raise RuntimeError("a transformers upgrade changed the cache")
+        tokens = fast(*args, **kwargs)  # (N, T)
+        return tokens if failure == "raises" else (tokens + 1) % len(tok)  # other tokens
+
+    ids, mask = tensors.encode(tok, PROMPTS, 256)  # (B, P)
+    torch.manual_seed(1)
+    want = [generator.decode(model, ids, mask, 2, 6, tok.eos_token_id, tok.pad_token_id, 0.7, 0.9) for _ in range(2)]
+    torch.manual_seed(1)
+    with mock.patch.object(decoder, "decode", broken), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = [generator.sample(model, tok, PROMPTS, k=2, max_new_tokens=6) for _ in range(2)]
+    messages = [str(w.message) for w in caught if "lab.fast" in str(w.message)]
+    assert len(messages) == 1 and ("differ from the plain loop's" if failure == "differs" else "raised") in messages[0]
+    assert len(calls) == (1 if failure == "differs" else 2)  # the check, the decode that raised; none after
+    for samples, tokens in zip(got, want):  # the plain loop's tokens, from the same random numbers
+        assert samples.input_ids[:, samples.prompt_len:].tolist() == tokens.tolist()
+
+
 def test_the_preallocated_cache_returns_what_concatenation_would():
     from transformers import DynamicCache
 
-    from lab.core.tensors import preallocate
+    from lab.fast.compat import preallocate
 
     torch.manual_seed(0)
     keys, values = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)  # (N, H, P, D)
@@ -132,7 +220,7 @@ def test_the_preallocated_cache_returns_what_concatenation_would():
 
 
 def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
-    from lab.fast.folding import can_prepack, prepacked
+    from lab.fast.prepack import can_prepack, prepacked
 
     if not can_prepack():
         pytest.skip("this CPU/torch has no oneDNN bf16 linear")
@@ -154,7 +242,7 @@ def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
 
 def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16():
     from lab import generator, models
-    from lab.core.tensors import training_attention
+    from lab.fast.attention import training_attention
 
     model, tok = tiny.llama(torch.bfloat16)
     model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
@@ -179,54 +267,22 @@ def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16
 
 
 def test_one_base_pass_serves_the_kl_and_the_perplexity_reward_with_the_same_results(examples):
-    from lab import objective
+    from lab import rewards
 
     changes = dict(kl_coef=0.2, reward_weights={"perplexity": 1.0, "length": 0.5})
     shared = tiny.make(examples, **changes)
     calls = []
     read = []
-    nll = objective.BasePass.nll
-    with mock.patch.object(objective, "base_pass", wraps=objective.base_pass) as spy, \
-            mock.patch.object(objective.BasePass, "nll", lambda self, c, a: read.append(nll(self, c, a)) or read[-1]):
+    nll = rewards.BasePass.nll
+    with mock.patch.object(rewards, "base_pass", wraps=rewards.base_pass) as spy, \
+            mock.patch.object(rewards.BasePass, "nll", lambda self, c, a: read.append(nll(self, c, a)) or read[-1]):
         rows_shared = [shared.step() for _ in range(2)]  # step 1: LoRA B = 0, so KL = 0; step 2: KL > 0
         calls.append(spy.call_count)
     assert any(value is not None for value in read)  # the perplexity reward read rows of the shared pass
     plain = tiny.make(examples, **changes)  # built after the first ran: the constructor seeds torch
-    with mock.patch.object(objective, "base_pass", return_value=None):  # each consumer runs its own pass
+    with mock.patch.object(rewards, "base_pass", return_value=None):  # each consumer runs its own pass
         rows_plain = [plain.step() for _ in range(2)]
     assert calls == [2] and rows_shared[1]["kl"] > 0
     for row_shared, row_plain in zip(rows_shared, rows_plain):
         for key in ("reward", "reward_perplexity", "kl", "loss_rl", "loss", "grad_norm"):
             assert row_shared[key] == pytest.approx(row_plain[key], rel=1e-5, abs=1e-6), key
-
-
-def test_the_perplexity_reward_reads_the_rows_the_base_pass_scored_and_scores_the_rest(tiny_lora_samples):
-    from lab import objective
-    from lab.rewards import Perplexity
-
-    model, tok, samples = tiny_lora_samples
-    base = objective.base_pass(model, samples, 0.7, tok)
-    perplexity = Perplexity(model, tok)
-    own = perplexity.nll(samples.prompts, samples.completions)
-    perplexity.shared = base
-    completions = samples.completions[:-1] + ["an answer nobody sampled"]  # a row the pass did not score
-    with mock.patch("lab.generator.continuation_logprobs", wraps=__import__("lab").generator.continuation_logprobs) \
-            as own_pass:
-        read = perplexity.nll(samples.prompts, completions)
-    assert own_pass.call_count == 1  # once, for the rows the shared pass did not cover
-    torch.testing.assert_close(read[:-1], own[:-1], rtol=1e-5, atol=1e-5, equal_nan=True)
-    assert not torch.isnan(read[-1])
-    contexts = [perplexity._context(ids) for ids in tok(samples.prompts, add_special_tokens=False)["input_ids"]]
-    answers = tok(samples.completions, add_special_tokens=False)["input_ids"]
-    assert sum(base.nll(c, a) is not None for c, a in zip(contexts, answers)) >= 1  # text re-tokenized = sampled
-
-
-@pytest.fixture
-def tiny_lora_samples():
-    from lab import generator, models
-
-    model, tok = models.load("tiny-gpt2", "cpu", "float32", verbose=False)
-    model = models.add_lora(model, "generator", r=4, alpha=8, dropout=0.0)
-    torch.manual_seed(0)
-    prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "### Prompt:\nCount to three.\n\n### Response:\n"]
-    return model, tok, generator.sample(model, tok, prompts, k=2, max_new_tokens=8, temperature=0.7, top_p=0.9)

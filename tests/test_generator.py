@@ -9,9 +9,10 @@ import torch.nn.functional as F
 import lab
 from lab.discriminator import Discriminator
 from lab.generator import (
-    continuation_logprobs, generator_parameters, reinforce_loss, response_logprobs, sample, sft_batch, sft_loss,
+    continuation_logprobs, generator_parameters, response_logprobs, sample, sft_batch, sft_loss,
 )
 from lab.core.tensors import left_pad, position_ids, until_first_eos
+from lab.losses import reinforce_loss
 from lab.models import add_lora
 
 PROMPTS = ["### Prompt:\nName a colour.\n\n### Response:\n",

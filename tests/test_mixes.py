@@ -66,7 +66,7 @@ def test_a_row_appended_to_the_stream_is_trained_on(examples, tmp_path):
     row = trainer.step()
     assert row["streamed"] == 1
     assert any("Name the largest planet." in p for p in trainer.samples["prompt"])
-    assert trainer.stream.state()["line"] == 1
+    assert trainer.stream.state_dict()["line"] == 1
 
 
 def test_feed_queues_examples_for_the_next_steps(examples):

@@ -7,33 +7,33 @@ import torch
 
 import lab
 from lab import models
-from lab.runtime import quantization
+from lab.runtime import hub, quantization
 import tiny
 
 
 def test_auto_offline_picks_bundled_model_without_waiting(no_network, monkeypatch):
-    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: False)
+    monkeypatch.setattr(hub, "in_hf_cache", lambda repo_id: False)
     start = time.perf_counter()
     choice = models.resolve("auto")
     elapsed = time.perf_counter() - start
     assert choice.name == "smollm2-135m" and choice.source == "bundled"
     assert "unreachable" in choice.reason
-    assert elapsed < models.HUB_PROBE_TIMEOUT_S  # no retry loop: a blocked network fails at once
+    assert elapsed < hub.HUB_PROBE_TIMEOUT_S  # no retry loop: a blocked network fails at once
 
 
 def test_auto_prefers_cached_gpt2(monkeypatch):
-    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: repo_id == "gpt2")
+    monkeypatch.setattr(hub, "in_hf_cache", lambda repo_id: repo_id == "gpt2")
     assert models.resolve("auto") == models.ModelChoice(
         "gpt2", "hf-cache", "gpt2", "auto: gpt2 is in the local Hugging Face cache")
 
 
 def test_hub_probe_false_when_blocked(no_network):
-    assert models.hub_reachable() is False
+    assert hub.hub_reachable() is False
 
 
 @pytest.mark.parametrize("name", ["no-such-model-xyz", "", "gpt2-medium"])
 def test_unknown_or_unreachable_name_lists_known_names(no_network, monkeypatch, name):
-    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: False)
+    monkeypatch.setattr(hub, "in_hf_cache", lambda repo_id: False)
     with pytest.raises(ValueError, match="Known names: auto, gpt2, smollm2-135m, tiny-gpt2"):
         models.resolve(name)
 
@@ -109,7 +109,7 @@ def test_lora_targets_unknown_architecture():
 
 
 def test_embedder_offline_is_bundled_minilm(no_network, monkeypatch):
-    monkeypatch.setattr(models, "in_hf_cache", lambda repo_id: False)
+    monkeypatch.setattr(hub, "in_hf_cache", lambda repo_id: False)
     embedder = models.load_embedder("auto")
     vectors = embedder.encode(["a cat", "a kitten"], normalize_embeddings=True)
     assert vectors.shape == (2, 384)

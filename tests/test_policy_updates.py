@@ -11,7 +11,7 @@ import torch
 from lab import advantages, discriminator
 from lab.config import HybridConfig
 from lab.discriminator import Discriminator
-from lab.generator import clipped_policy_loss, reinforce_loss
+from lab.losses import clipped_policy_loss, kl_to_base, reinforce_loss
 from lab.models import add_lora
 from lab.rewards import RewardOutput
 from lab.trainer import HybridTrainer
@@ -44,6 +44,19 @@ def test_clipped_tokens_get_no_gradient():
     assert (grad[~clipped] != 0).all()
     assert clip_frac == pytest.approx(2 / 6)
     assert approx_kl > 0
+
+
+# --- the KL penalty ----------------------------------------------------------------------
+def test_the_k3_kl_estimate_is_unbiased_and_never_negative():
+    pi, base = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.3, 0.5])  # two distributions of 3 tokens
+    exact = float((pi * (pi / base).log()).sum())  # KL(pi || base)
+    torch.manual_seed(0)
+    tokens = torch.multinomial(pi, 100_000, replacement=True)[None]  # (1, T) sampled from pi
+    mask = torch.ones_like(tokens)  # (1, T)
+    assert float(kl_to_base(pi.log()[tokens], base.log()[tokens], mask)) == pytest.approx(exact, rel=0.02)
+    for token in range(3):  # every single-token term is >= 0, unlike the plain log-ratio's
+        one = torch.tensor([[token]])
+        assert float(kl_to_base(pi.log()[one], base.log()[one], torch.ones_like(one))) >= 0
 
 
 def _generator_grads(trainer):

@@ -1,12 +1,15 @@
 """Reward functions: ranges, batching, completion-only scoring, the composite."""
 
 import doctest
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
 import lab.rewards as rewards
+from lab import generator
+from lab.core.tensors import right_pad
 from lab.models import add_lora, load, load_embedder
 from lab.rewards import REWARD_NAMES, Perplexity, Reward, Semantic, make_reward_fns
 
@@ -137,6 +140,57 @@ def test_perplexity_ignores_lora_weights(lm):
         assert peft_model.training  # the mode is restored
     finally:
         peft_model.unload().eval()  # give the shared fixture back its plain layers
+
+
+@pytest.fixture
+def lora_samples():
+    """A tiny GPT-2 with a nonzero LoRA (so base and policy differ) and 2 prompts x 2 samples of it."""
+    model, tok = load("tiny-gpt2", "cpu", "float32", verbose=False)
+    model = add_lora(model, "generator", r=4, alpha=8, dropout=0.0).eval()  # eval: no dropout
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.2)
+    prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "### Prompt:\nCount to three.\n\n### Response:\n"]
+    return model, tok, generator.sample(model, tok, prompts, k=2, max_new_tokens=8, temperature=0.7, top_p=0.9)
+
+
+def test_the_base_pass_holds_the_kl_reference_and_the_perplexity_rows(lora_samples):
+    model, tok, samples = lora_samples
+    base = rewards.base_pass(model, samples, 0.7, tok)
+    prompt_ids, prompt_mask = samples.prompt_tensors()  # (B, P)
+    responses, mask = right_pad(samples.responses(), tok.pad_token_id)  # (N, T)
+    index = torch.arange(samples.num_prompts).repeat_interleave(samples.k)  # (N,)
+    with torch.no_grad(), model.disable_adapter():  # the base, at the sampling temperature: the KL's reference
+        expected = generator.continuation_logprobs(model, prompt_ids, prompt_mask, responses, mask, index,
+                                                   temperature=0.7).tokens  # (N, T)
+    torch.testing.assert_close(base.at_temperature, expected, rtol=1e-5, atol=1e-5)
+    perplexity = Perplexity(model, tok)
+    own = perplexity.nll(samples.prompts, samples.completions)  # (N,) scored by the reward itself
+    contexts = generator.context_tokens(tok, samples.prompts)
+    answers = tok(samples.completions, add_special_tokens=False)["input_ids"]
+    known = [base.nll(c, a) for c, a in zip(contexts, answers)]
+    assert any(v is not None for v in known)  # decoded text that re-tokenizes to the sampled tokens
+    for value, mine in zip(known, own.tolist()):
+        assert value is None or value == pytest.approx(mine, rel=1e-5, abs=1e-5)
+
+
+def test_perplexity_reads_the_base_pass_it_is_given_and_scores_the_rest(lora_samples):
+    model, tok, samples = lora_samples
+    base = rewards.base_pass(model, samples, 0.7, tok)
+    perplexity = Perplexity(model, tok)
+    completions = samples.completions[:-1] + ["an answer nobody sampled"]  # a row the pass did not score
+    own = perplexity(samples.prompts, completions)
+    with mock.patch.object(generator, "score_continuations", wraps=generator.score_continuations) as scorer:
+        read = Reward({"perplexity": 1.0}, fns={"perplexity": perplexity})(
+            samples.prompts, completions, references=completions, base_pass=base)  # the composite forwards it
+    assert scorer.call_count == 1 and len(scorer.call_args.args[1]) < len(completions)  # only the rows not read
+    np.testing.assert_allclose(read.total, own, rtol=1e-5, atol=1e-6)
+    other, _ = load("tiny-gpt2", "cpu", "float32", verbose=False)  # a pass of another backbone is not read
+    with mock.patch.object(generator, "score_continuations", wraps=generator.score_continuations) as scorer:
+        Perplexity(other, tok)(samples.prompts, completions, base_pass=base)
+    assert len(scorer.call_args.args[1]) == len(completions)
 
 
 def test_perplexity_forms_and_options(lm):

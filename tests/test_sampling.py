@@ -1,10 +1,11 @@
-"""The lean decoder agrees with transformers' generate and filters the nucleus correctly."""
+"""The plain decode loop agrees with transformers' generate, and the nucleus is filtered correctly.
+(The fast decoder against this loop: tests/test_fast_paths.py.)"""
 
 import torch
 
 from lab import generator
 from lab.core import tensors
-from lab.fast.decoder import nucleus, top_p_filter
+from lab.generator import next_token, nucleus, top_p_filter
 
 
 def test_top_p_keeps_the_smallest_nucleus():
@@ -27,10 +28,21 @@ def test_nucleus_is_the_filtered_softmax_with_and_without_the_shortcut():
         torch.testing.assert_close(full / full.sum(-1, keepdim=True), expected)
 
 
+def test_next_token_draws_from_the_nucleus_or_takes_the_most_likely():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(2000, 4)  # (N, V)
+    assert next_token(logits, do_sample=False).tolist() == [0] * 2000
+    torch.manual_seed(0)
+    drawn = next_token(logits, temperature=1.0, top_p=0.7)  # (N,) only tokens 0 and 1 in the nucleus
+    assert set(drawn.tolist()) == {0, 1} and abs(float((drawn == 0).float().mean()) - 0.5 / 0.8) < 0.05
+
+
 def test_greedy_decode_equals_generate(tiny):
     model, tokenizer = tiny
     prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "Hi"]
+    ids, mask = tensors.encode(tokenizer, prompts, 256)  # (B, P)
+    plain = generator.decode(model, ids, mask, 2, 6, tokenizer.eos_token_id, tokenizer.pad_token_id, do_sample=False)
     ours = generator.sample(model, tokenizer, prompts, k=2, max_new_tokens=6, do_sample=False)
+    assert ours.input_ids[:, ours.prompt_len:].tolist() == plain.tolist()
     ids, mask = tensors.encode(tokenizer, ours.prompts, 256)
     theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id)  # (4, P + 6)

@@ -28,6 +28,7 @@ import torch
 import lab
 from lab import checkpoint, models
 from lab.config import HybridConfig, preset
+from lab.runtime import hub
 from lab.ui.runs import run_folder
 
 LAB = Path(lab.__file__).resolve().parent
@@ -84,8 +85,8 @@ def test_every_load_call_passes_no_trust_remote_code(monkeypatch, tiny):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record("tokenizer", tokenizer))
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", record("model"))
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", lambda *a, **k: calls.append(("embedder", a, k)))
-    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: True)
-    monkeypatch.setattr(models, "in_hf_cache", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(hub, "in_hf_cache", lambda *a, **k: False)
     for name in ("someone/remote-code-model", "smollm2-135m"):
         with pytest.raises((ValueError, OSError)):
             models.load(name, device="cpu", verbose=False)

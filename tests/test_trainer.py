@@ -1,13 +1,16 @@
 """HybridTrainer on tiny-gpt2: every mode, baselines, frozen weights, checkpoints and resume."""
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from lab import advantages, checkpoint
+from lab.config import HybridConfig
 from lab.trainer import HybridTrainer
-from tiny import make
+from tiny import BASE, make
 
 LOSS_KEYS = ("loss", "loss_sft", "loss_rl", "kl", "entropy", "d_loss", "grad_norm")
 
@@ -129,6 +132,37 @@ def test_interrupted_checkpoint_keeps_previous_loadable(examples, tmp_path, monk
     assert [p.name for p in checkpoint.complete_checkpoints(tmp_path)] == ["step-000001"]
     resumed = HybridTrainer.resume(tmp_path, examples=examples, verbose=False)
     assert resumed.step_count == 1 and len(resumed.history) == 1
+
+
+def test_the_checkpoint_reads_no_trainer_attribute():
+    """lab.checkpoint stores what the trainer hands over (its adapters, its state_dict) and
+    nothing it picks itself: a new piece of state is an edit of lab/trainer.py only."""
+    used = set(re.findall(r"(?<![\w.])trainer\.(\w+)", Path(checkpoint.__file__).read_text()))
+    assert used == {"adapters", "state_dict", "load_state_dict"}, used
+
+
+def test_a_new_piece_of_state_round_trips_through_the_trainer_alone(examples, tmp_path):
+    class Counting(HybridTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = 0
+
+        def step(self):
+            self.seen += 1
+            return super().step()
+
+        def state_dict(self):
+            state = super().state_dict()
+            state["state"]["seen"] = self.seen
+            return state
+
+        def load_state_dict(self, state):
+            super().load_state_dict(state)
+            self.seen = state["state"]["seen"]
+
+    Counting(HybridConfig(**{**BASE, "mode": "sft"}), examples=examples, verbose=False).run(
+        2, out_dir=tmp_path, progress=False)
+    assert Counting.resume(tmp_path, examples=examples, verbose=False).seen == 2
 
 
 def test_saved_adapter_loads_with_plain_peft(examples, tmp_path):

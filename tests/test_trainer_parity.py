@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from lab import advantages, discriminator, generator
+from lab import advantages, discriminator, generator, losses
 from tiny import make
 
 
@@ -45,7 +45,7 @@ def test_sft_loss_equals_the_plain_per_row_computation(examples):
     with torch.no_grad():
         plain = generator.response_logprobs(trainer.model, batch["input_ids"], batch["attention_mask"], trained)
         fast = generator.sft_loss(trainer.model, trainer.tokenizer, prompts, answers)
-    torch.testing.assert_close(fast, generator.mean_nll(plain.tokens, trained[:, 1:]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, losses.mean_nll(plain.tokens, trained[:, 1:]), atol=1e-5, rtol=1e-5)
 
 
 def _disc_state(trainer):

@@ -100,3 +100,13 @@ def test_missing_reference_column_is_named(tmp_path):
                           args=grpo_config(tmp_path, reference_column="answer"))
     with pytest.raises(ValueError, match="sft_coef"):
         grpo_config(tmp_path, sft_coef=-1.0)
+
+
+def test_a_trl_without_the_rollout_hook_is_one_clear_error(monkeypatch):
+    from trl import GRPOTrainer
+
+    from lab.integrations import trl as lab_trl
+
+    monkeypatch.delattr(GRPOTrainer, lab_trl.ROLLOUT_HOOK)
+    with pytest.raises(ImportError, match="tested range"):
+        lab_trl.require_trl()

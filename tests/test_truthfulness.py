@@ -97,12 +97,15 @@ def test_registered_as_a_reward_with_a_corpus_option(tmp_path):
 def test_fluent_wrong_junk_uses_the_factual_wrong_answers():
     rows = data.factual_rows("train")[:6]
     references = [r["best_answer"] for r in rows]
+    wrong = [tuple(r["incorrect_answers"]) for r in rows]
     rng = random.Random(0)
-    junk = [discriminator.make_junk(ref, references, "fluent_wrong", rng) for ref in references]
+    junk = [discriminator.make_junk(ref, references, "fluent_wrong", rng, bad) for ref, bad in zip(references, wrong)]
     assert all(j in r["incorrect_answers"] for j, r in zip(junk, rows))
-    mixed = discriminator.junk_for(references * 4, random.Random(1))  # half hard negatives, half synthetic
+    mixed = discriminator.junk_for(references * 4, random.Random(1), wrong=wrong * 4)  # half hard, half synthetic
     hard = sum(j in r["incorrect_answers"] for j, r in zip(mixed, rows * 4))
     assert 4 <= hard <= 20
+    examples = data.load_examples("factual", "train", limit=6)  # the wrong answers travel with the examples
+    assert [e.wrong for e in examples] == [tuple(r["incorrect_answers"]) for r in rows]
     # unknown answers fall back to 'other'; other references draw exactly as before
     assert discriminator.make_junk("Purple is a colour.", ["Dogs bark."], "fluent_wrong", rng) == "Dogs bark."
     plain = ["The sky is blue today.", "Cats like to sleep a lot."]
@@ -117,7 +120,8 @@ def test_contrastive_loss_takes_fluent_wrong_junk():
     rows = data.factual_rows("train")[:3]
     prompts = [data.format_prompt(r["question"]) for r in rows]
     answers = [r["best_answer"] for r in rows]
-    junk = discriminator.junk_for(answers, random.Random(0), hard_share=1.0)
+    junk = discriminator.junk_for(answers, random.Random(0), wrong=[r["incorrect_answers"] for r in rows],
+                                  hard_share=1.0)
     assert all(j in r["incorrect_answers"] for j, r in zip(junk, rows))
     optimizer = torch.optim.AdamW(disc.parameters_to_train(), lr=1e-3)
     out = discriminator.train_step(disc, optimizer, prompts, answers, [1.0] * 3, junk=junk)

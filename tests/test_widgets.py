@@ -76,8 +76,24 @@ def test_config_has_the_experiment_knobs():
     assert not panel.controls["selfplay_refresh"].disabled and panel.controls["mu"].disabled
     panel.controls["scale_rewards"].value = False  # clicking a checkbox counts too
     assert panel.config().scale_rewards is False
-    knobs = panel.widget.children[1]  # the tabs of knobs: the experiments have their own
-    assert "Experiments" in knobs.titles
+
+
+def test_tabs_follow_the_config_sections():
+    panel = make()
+    knobs = panel.widget.children[1]  # the tabs of knobs: one per config section that has controls
+    sections = [s for s, names in HybridConfig.sections().items() if set(names) & set(panel.controls)]
+    assert list(knobs.titles) == [s.capitalize() for s in sections]
+    for tab, section in zip(knobs.children, sections):
+        shown = list(tab.children)
+        expected = [panel.controls[n] for n in (("steps",) if section == "run" else ()) + HybridConfig.sections()[section]
+                    if n in panel.controls]
+        if section == "reward":  # the reward weights open the reward tab
+            expected = [*panel.weights.values(), *expected]
+        assert shown == expected, section
+    assert {"Sampling", "Reward", "Discriminator", "Objective", "Schedule", "Run"} <= set(knobs.titles)
+    panel.set(discriminator_loss="mse+contrastive", freeze_discriminator_after=5)
+    config = panel.config()
+    assert (config.discriminator_loss, config.freeze_discriminator_after) == ("mse+contrastive", 5)
 
 
 def test_defaults_are_quick_and_valid():

@@ -1,9 +1,11 @@
-"""Truthfulness metrics: TruthfulQA-style multiple choice (MC1, MC2), BERTScore and METEOR.
+"""The factual METRICS of held-out evaluation: TruthfulQA-style multiple choice (MC1, MC2),
+BERTScore and METEOR. (The ``truthfulness`` REWARD and its passage retriever are
+:mod:`lab.signals.truthfulness`; :mod:`lab.evaluate` puts all the metrics together.)
 
 **Multiple choice from the model's own log-probs.** A question has true answers ``T`` (the
 reference first) and fluent but wrong answers ``F`` (``Example.correct`` / ``Example.incorrect``).
 Each choice ``c`` is scored by ``lp(c) = log pi(c | prompt)``, the sum of its token log-probs
-after the prompt (:func:`lab.generator.continuation_logprobs`, each prompt computed once):
+after the prompt (:func:`lab.generator.score_continuations`, each prompt computed once):
 
     MC1 = [lp(T_0) > max_{f in F} lp(f)]                       (the reference beats every wrong answer)
     MC2 = sum_{t in T} exp lp(t) / (sum_{t in T} exp lp(t) + sum_{f in F} exp lp(f))
@@ -36,6 +38,9 @@ from pathlib import Path
 
 import torch
 
+from lab import generator
+from lab.runtime.hub import cache_dir, hub_reachable, in_hf_cache
+
 BERTSCORE_STANDARD = "roberta-large"  # bert-score's default model for English
 
 
@@ -57,30 +62,21 @@ def mc_scores(true_logprobs, false_logprobs) -> tuple[float, float]:
     return mc1, mc2
 
 
-@torch.no_grad()
 def choice_logprobs(model, tokenizer, prompts: list[str], choices: list[str], batch_size: int = 32,
                     max_prompt_tokens: int = 256) -> list[float]:
-    """``log pi(choice_i | prompt_i)``, summed over the choice's tokens, for each row (eval mode,
-    no gradient; a ``PeftModel`` answers with its active adapter). Empty choices get -inf."""
-    from lab.generator import continuation_logprobs
-    from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
-
+    """``log pi(choice_i | prompt_i)``, summed over the choice's tokens, for each row, ``batch_size``
+    rows a pass (:func:`lab.generator.score_continuations`: eval mode, no gradient; a ``PeftModel``
+    answers with its active adapter). Empty choices get -inf."""
     out = [-math.inf] * len(choices)
     keep = [i for i, c in enumerate(choices) if c.strip()]
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    pad, device = tokenizer.pad_token_id or 0, model_device(model)
-    with eval_mode(model):
-        for first in range(0, len(keep), batch_size):
-            rows = keep[first:first + batch_size]
-            contexts = [ids[-max_prompt_tokens:] or [start] for ids in
-                        tokenizer([prompts[i] for i in rows], add_special_tokens=False)["input_ids"]]
-            answers = tokenizer([choices[i] for i in rows], add_special_tokens=False)["input_ids"]
-            distinct, index = group_prompts(contexts)  # each prompt once; (rows,) -> prompt
-            prompt_ids, prompt_mask = left_pad(distinct, pad, device)  # (U, P)
-            answer_ids, answer_mask = right_pad(answers, pad, device)  # (rows, T)
-            sums = continuation_logprobs(model, prompt_ids, prompt_mask, answer_ids, answer_mask, index).sums
-            for i, value in zip(rows, sums.float().cpu().tolist()):  # (rows,)
-                out[i] = value
+    pad = tokenizer.pad_token_id or 0
+    for first in range(0, len(keep), batch_size):
+        rows = keep[first:first + batch_size]
+        contexts = generator.context_tokens(tokenizer, [prompts[i] for i in rows], max_prompt_tokens)
+        answers = tokenizer([choices[i] for i in rows], add_special_tokens=False)["input_ids"]
+        [logprobs] = generator.score_continuations(model, contexts, answers, pad)  # (rows, T)
+        for i, value in zip(rows, logprobs.sum(-1).float().cpu().tolist()):  # (rows,)
+            out[i] = value
     return out
 
 
@@ -110,8 +106,6 @@ def bertscore_model(name: str = "auto") -> tuple[str, str, int | None]:
 
     ``auto``: ``roberta-large`` when it is cached or the Hub answers, else the bundled MiniLM.
     """
-    from lab.models import hub_reachable, in_hf_cache
-
     if name == "auto":
         name = BERTSCORE_STANDARD if in_hf_cache(BERTSCORE_STANDARD) or hub_reachable() else "minilm"
     if name == "minilm":
@@ -147,8 +141,6 @@ def bertscore(candidates: list[str], references: list[str], model: str = "auto")
 # --- METEOR ---------------------------------------------------------------------------------
 def nltk_data_dir() -> Path:
     """Where :func:`install_wordnet` puts nltk data: the kit's cache, ``.../nltk_data``."""
-    from lab.models import cache_dir
-
     return cache_dir() / "nltk_data"
 
 

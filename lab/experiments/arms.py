@@ -8,7 +8,7 @@ An arm's :class:`~lab.config.HybridConfig` is built in layers, lowest first:
 
 1. the ablation preset's config (``lab.experiments.ablation.ABLATION_PRESETS``);
 2. ``--set key=value`` (repeatable; ``--model``, ``--dataset`` are shortcuts): the experiment's
-   setting, the same for every arm, read by the field's type (:func:`lab.config.coerce`);
+   setting, the same for every arm, read by the field's type (:func:`lab.readers.config_text.coerce`);
 3. the arm's changes;
 4. ``--set ARM.key=value``: changes one arm (e.g. which model ``larger_d``'s critic is).
 
@@ -31,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lab.config import HybridConfig, coerce
+from lab.config import HybridConfig
+from lab.data import check_source, data_dir
+from lab.models import resolve
+from lab.readers.config_text import coerce
 
 FIELDS = tuple(f.name for f in dataclasses.fields(HybridConfig))
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")  # a folder name, no '.' (that is --set ARM.key)
@@ -86,8 +89,6 @@ NEXT_SIZE = {
 
 def next_size(config: dict, steps: int) -> str:
     """The next size of the generator's family (``auto`` resolved first): ``gpt2`` -> ``gpt2-medium``."""
-    from lab.models import resolve
-
     name = config.get("model", "auto")
     name = resolve(name).name if name == "auto" else name
     name = name.removeprefix("openai-community/")
@@ -116,8 +117,6 @@ HYBRID_TOKENS = Derived("1 + samples_per_prompt: the hybrid's trained tokens a s
 
 def stream_source(config: dict, steps: int) -> str:
     """The training rows as a stream file: the bundled ``train.jsonl``, or the local dataset file."""
-    from lab.data import data_dir
-
     dataset = config.get("dataset", "bundled")
     if dataset == "bundled":
         return str(data_dir() / "train.jsonl")
@@ -235,7 +234,7 @@ def listing(arms: dict[str, Arm], presets: dict | None = None) -> str:
 
 def parse_set(text: str) -> tuple[str | None, str, object]:
     """``"key=value"`` -> ``(None, key, value)``; ``"ARM.key=value"`` -> ``(ARM, key, value)``; the
-    value read by the field's type (:func:`lab.config.coerce`).
+    value read by the field's type (:func:`lab.readers.config_text.coerce`).
 
     >>> parse_set("max_new_tokens=4"), parse_set("larger_d.discriminator_model=tiny-gpt2")
     ((None, 'max_new_tokens', 4), ('larger_d', 'discriminator_model', 'tiny-gpt2'))
@@ -244,7 +243,7 @@ def parse_set(text: str) -> tuple[str | None, str, object]:
     arm, _, key = target.strip().rpartition(".")
     if not sep or not key:
         raise ValueError(f"--set {text!r}: expected key=value or ARM.key=value, e.g. max_new_tokens=16")
-    return arm or None, check_field(key, f"--set {text!r}"), coerce(key, value)
+    return arm or None, check_field(key, f"--set {text!r}"), coerce(HybridConfig, key, value)
 
 
 def check_field(key: str, where: str) -> str:
@@ -304,7 +303,7 @@ def read_arms_file(path: str | Path) -> dict[str, Arm]:
         except (TypeError, ValueError):
             raise ValueError(f"{where}: steps_factor={factor!r}: expected a number > 0 (3: 3x the steps)") from None
         try:
-            changes = {check_field(key, where): coerce(key, value) for key, value in body.items()}
+            changes = {check_field(key, where): coerce(HybridConfig, key, value) for key, value in body.items()}
             HybridConfig.from_dict(changes)  # a bad value alone, before the combination checks
         except ValueError as err:
             raise ValueError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
@@ -341,7 +340,8 @@ def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int,
                              f"{clash[0]} (the variable under study); drop it from --set, change the arm with "
                              f"--set {name}.{clash[0]}=VALUE, or leave the arm out")
         try:
-            HybridConfig.from_dict({**config, **changes})
+            whole = HybridConfig.from_dict({**config, **changes})
+            check_source(whole.dataset, whole.dataset_columns)  # its data too, before anything runs
         except ValueError as err:
             raise ValueError(f"arm {name!r}: {err}") from None
         defined[name] = {"description": arm.description, "changes": changes,
@@ -352,8 +352,6 @@ def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int,
 def unavailable(config: HybridConfig) -> tuple[str, str] | None:
     """``(field, why)`` when a model ``config`` names cannot be loaded here (a Hub model
     offline), else None."""
-    from lab.models import resolve
-
     for key in ("model", "discriminator_model"):
         try:
             if getattr(config, key):

@@ -1,78 +1,49 @@
-"""A lean batched decoder: one prefill per prompt, shared by its ``k`` samples.
+"""The fast decoder: :func:`lab.generator.decode`'s tokens, with less work per step.
 
-``generate`` repeats each prompt ``k`` times before the prefill and runs its logits
-processors and stopping criteria every token; on a CPU both cost as much as the model.
-Here the ``B`` prompts are prefilled once, the KV cache is repeated ``k`` times, and each
-step is one forward of ``N = B * k`` new tokens plus temperature / top-p sampling.
+The plain loop (:func:`lab.generator.decode`) prefills each prompt once, repeats its KV cache
+for its ``k`` samples, and then runs one forward of ``N = B * k`` new tokens a step, growing
+the cache and the 2D attention mask by concatenation. Here, for the same tokens:
+
+- the active LoRA adapter is folded into the weights (:func:`lab.fast.folding.folded`);
+- every layer's keys and values are written into buffers preallocated for the whole decode
+  (:func:`lab.fast.compat.preallocate`) instead of copying the whole cache every step;
+- where attention is SDPA, one boolean mask for the whole decode is filled a column a step and
+  passed as a ready 4D view (transformers then builds none);
+- bf16 linears on a CPU multiply with weights prepacked once (:func:`lab.fast.prepack.prepacked`);
+- the loop runs under ``torch.inference_mode``.
+
+The next token is chosen by the caller's rule (``next_token``: :func:`lab.generator.next_token`),
+so both decoders draw from the same distributions with the same random numbers.
+:mod:`lab.fast.check` uses this decoder only where its greedy tokens equal the plain loop's.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
-from lab.fast.folding import prepacked
-from lab.core.tensors import attention_kind, cache_keyword, kept_positions, output_cache, position_ids, preallocate
-
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches ``top_p`` (nucleus); the
-    others get ``-inf``. The most likely token is always kept. ``logits``: (N, V)."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (N, V)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (N, V)
-    drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # (N, V) mass before it already >= p
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # (N, V) back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def nucleus(logits: torch.Tensor, top_p: float, candidates: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-p distribution as ``(probs, token_ids)``, each (N, K): probabilities (zero
-    outside the nucleus, not renormalised) and the tokens they belong to.
-
-    Exactly :func:`top_p_filter` followed by a softmax, but cheaper: when the ``candidates``
-    most likely tokens already hold ``top_p`` of the mass in every row (the usual case at
-    temperatures below 1), the nucleus lies among them and no full sort of the vocabulary
-    is needed; otherwise K is the whole vocabulary. ``logits``: (N, V).
-    """
-    probs = logits.softmax(-1)  # (N, V)
-    top, ids = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (N, K), most likely first
-    if top_p < 1.0 and bool((top.sum(-1) >= top_p).all()):
-        before = top.cumsum(-1) - top  # (N, K) mass of the more likely tokens
-        return top.masked_fill(before >= top_p, 0.0), ids
-    everything = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)  # (N, V)
-    return top_p_filter(logits, top_p).softmax(-1), everything
+from lab.core.tensors import kept_positions, position_ids
+from lab.fast.compat import attention_kind, cache_keyword, output_cache, preallocate
+from lab.fast.folding import folded
+from lab.fast.prepack import prepacked
 
 
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, max_new_tokens: int,
-           eos_id: int, pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
-           do_sample: bool = True) -> torch.Tensor:
-    """Sample ``k`` continuations of each left-padded prompt; returns (B * k, T) new tokens,
-    prompt-major (row ``b * k + j``), ``pad_id`` after a row's EOS, ``T <= max_new_tokens``."""
-    with torch.inference_mode():  # cheaper than no_grad: no autograd bookkeeping at all
-        tokens = _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id,
-                         temperature, top_p, do_sample)  # (N, T)
+           eos_id: int, pad_id: int, temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, *,
+           next_token: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """``k`` continuations of each left-padded prompt (B, P): (B * k, T) new tokens, prompt-major
+    (row ``b * k + j``), ``pad_id`` after a row's EOS, ``T <= max_new_tokens``, as
+    :func:`lab.generator.decode` returns them. ``next_token(logits, temperature, top_p, do_sample)``
+    maps the last position's logits (N, V) to the next tokens (N,)."""
+    choose = functools.partial(next_token, temperature=temperature, top_p=top_p, do_sample=do_sample)
+    with folded(model), torch.inference_mode():  # inference mode: no autograd bookkeeping at all
+        tokens = _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id, choose)  # (N, T)
     return tokens.clone()  # a normal tensor again, usable as input of later passes with gradients
 
 
-def beam_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, num_beams: int,
-                max_new_tokens: int, eos_id: int, pad_id: int) -> torch.Tensor:
-    """The ``k`` best of ``num_beams`` beams for each left-padded prompt, (B * k, T), prompt-major,
-    ``pad_id`` after EOS; transformers' beam search (``generate``), as the sketch suggests.
-
-    The beams of a prompt are distinct, but they are not draws from the policy: a REINFORCE
-    update on them is off-policy and its gradient estimate biased (it over-weights the
-    policy's modes). PPO's ratio cannot correct it either, as beams have no sampling
-    probability of their own.
-    """
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-                         num_beams=max(num_beams, k), num_return_sequences=k, max_new_tokens=max_new_tokens,
-                         eos_token_id=eos_id, pad_token_id=pad_id, early_stopping=True)  # (B * k, P + T)
-    return out[:, input_ids.shape[1]:].clone()  # (N, T)
-
-
-def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id, temperature, top_p,
-            do_sample) -> torch.Tensor:
+def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id, choose) -> torch.Tensor:
     """The loop of :func:`decode`, run under ``torch.inference_mode``."""
     positions = position_ids(attention_mask)  # (B, P)
     width = input_ids.shape[1]  # P
@@ -81,7 +52,6 @@ def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id,
     cache = output_cache(out)
     cache_arg = cache_keyword(model)
     cache.batch_repeat_interleave(k)  # (B, ...) -> (N, ...): the prefill is shared
-    # keys and values written into buffers, and one boolean mask for the whole decode
     # (N, P + max_new_tokens) filled a column a step: each step passes its ready (N, 1, 1, P + t + 1)
     # view, so neither the cache nor the mask is copied a step (plain full-attention caches; the 4D
     # boolean mask only where attention is SDPA, which reads it as "attend": eager adds masks to scores)
@@ -94,12 +64,7 @@ def _decode(model, input_ids, attention_mask, k, max_new_tokens, eos_id, pad_id,
     tokens = []
     with prepacked(model, rows=mask.shape[0]):
         for _ in range(max_new_tokens):
-            if do_sample:
-                probs, ids = nucleus(logits / temperature, top_p)  # (N, K) each
-                token = ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)  # (N,)
-            else:
-                token = logits.argmax(-1)  # (N,)
-            token = token.masked_fill(done, pad_id)  # (N,)
+            token = choose(logits).masked_fill(done, pad_id)  # (N,)
             tokens.append(token)
             done |= token == eos_id
             if done.all() or len(tokens) == max_new_tokens:

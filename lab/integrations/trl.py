@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from lab import generator
+from lab import generator, losses
 from lab.advantages import pairwise_accuracy
 from lab.data import Example, load_examples
 from lab.discriminator import Discriminator, train_step
@@ -54,13 +54,28 @@ _LAZY = ("HybridGRPOConfig", "HybridGRPOTrainer")
 __all__ = ["DiscriminatorReward", "to_dataset", "require_trl", *_LAZY]
 
 
+ROLLOUT_HOOK = "_generate_and_score_completions"  # TRL's private rollout method, checked by require_trl
+
+
 def require_trl():
     """``(GRPOConfig, GRPOTrainer)`` from TRL, or an ``ImportError`` saying how to install it."""
     try:
         from trl import GRPOConfig, GRPOTrainer  # absolute: the package trl, not this module
     except ImportError as err:
         raise ImportError(TRL_MISSING) from err
+    if not callable(getattr(GRPOTrainer, ROLLOUT_HOOK, None)):  # private: TRL may rename it in any release
+        raise ImportError(f"this TRL ({_version('trl')}) has no GRPOTrainer.{ROLLOUT_HOOK}, the rollout the kit's "
+                          "SFT term hooks into; install the tested range: pip install 'trl>=1.16,<2'")
     return GRPOConfig, GRPOTrainer
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown version"
 
 
 def __getattr__(name):  # PEP 562: the TRL subclasses are built on first use
@@ -222,7 +237,7 @@ def _trl_classes() -> dict:
             """``-1/|y| sum_t log p(y_t | x, y_<t)`` over the reference answers (and EOS) of the
             batch's distinct (prompt, reference) pairs (a prompt's k rows count once), the prompts
             exactly as TRL tokenised them: :func:`lab.generator.response_logprobs` (one forward
-            over ``prompt + answer``) and :func:`lab.generator.mean_nll`, the pieces of
+            over ``prompt + answer``) and :func:`lab.losses.mean_nll`, the pieces of
             :func:`lab.generator.sft_loss`. Temperature 1, as in the kit."""
             prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]  # (n, P) left-padded
             answers = inputs["sft_answer_ids"]  # n token lists
@@ -236,7 +251,7 @@ def _trl_classes() -> dict:
             attention_mask = torch.cat([prompt_mask[rows], answer_mask], dim=1)  # (m, P + T)
             response_mask = torch.cat([torch.zeros_like(prompt_mask[rows]), answer_mask], dim=1)  # (m, P + T)
             out = generator.response_logprobs(model, input_ids, attention_mask, response_mask)  # tokens: (m, P+T-1)
-            return generator.mean_nll(out.tokens, response_mask[:, 1:])
+            return losses.mean_nll(out.tokens, response_mask[:, 1:])
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = super().compute_loss(model, inputs, return_outputs=return_outputs,

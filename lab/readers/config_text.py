@@ -1,8 +1,12 @@
-"""Reading config values typed by people: CLI flags and YAML/JSON files.
+"""Reading config values typed by people: CLI flags and YAML/JSON files, flat or by section.
 
-Text goes through :func:`coerce`, which reads it by the field's type: ``"1e-4"`` -> ``0.0001``
-for a float, ``"yes"`` -> ``True``, ``"none"`` -> ``None`` for an optional name,
-``'{"semantic": 1}'`` -> a dict. YAML alone reads ``lr: 2e-4`` as a string.
+The functions take the config class (a dataclass whose fields carry a ``section`` in their
+metadata, as :class:`lab.config.HybridConfig`'s do) and read by its fields' types, so this
+module names no field itself. Text goes through :func:`coerce`: ``"1e-4"`` -> ``0.0001`` for a
+float, ``"yes"`` -> ``True``, ``"none"`` -> ``None`` for an optional name,
+``'{"semantic": 1}'`` -> a dict (YAML alone reads ``lr: 2e-4`` as a string). A mapping names
+fields flat, ``{"temperature": 0.8}``, or by section, ``{"sampling": {"temperature": 0.8}}``
+(:func:`flat`).
 """
 
 from __future__ import annotations
@@ -11,13 +15,6 @@ import dataclasses
 import json
 import typing
 from pathlib import Path
-
-
-def _config_class():
-    from lab.config import HybridConfig  # lab.config imports this module
-
-    return HybridConfig
-
 
 _EXPECTED = {
     "float": "a number such as 1e-4, 2E-5, .5 or 3",
@@ -30,14 +27,23 @@ _EXPECTED = {
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
-def field_kind(name: str) -> str:
-    """How text is read for field ``name``: one of ``float``, ``int``, ``bool``,
+def sections(config: type) -> dict[str, tuple[str, ...]]:
+    """``config``'s field names by their metadata's ``section``, in field order."""
+    grouped: dict[str, list[str]] = {}
+    for f in dataclasses.fields(config):
+        grouped.setdefault(f.metadata["section"], []).append(f.name)
+    return {section: tuple(names) for section, names in grouped.items()}
+
+
+def field_kind(config: type, name: str) -> str:
+    """How text is read for field ``name`` of ``config``: one of ``float``, ``int``, ``bool``,
     ``optional str``, ``str``, ``dict``.
 
-    >>> field_kind("lr"), field_kind("discriminator_model"), field_kind("reward_weights")
-    ('float', 'optional str', 'dict')
+    >>> from lab.config import HybridConfig
+    >>> field_kind(HybridConfig, "lr"), field_kind(HybridConfig, "discriminator_model")
+    ('float', 'optional str')
     """
-    hint = typing.get_type_hints(_config_class())[name]
+    hint = typing.get_type_hints(config)[name]
     if hint in (float, int, bool, str):
         return hint.__name__
     if typing.get_origin(hint) is dict:
@@ -53,26 +59,27 @@ def _number(text) -> float:
     return float(text.strip()) if isinstance(text, str) else float(text)
 
 
-def coerce(name: str, value):
-    """``value`` for field ``name``, with text read by the field's type.
+def coerce(config: type, name: str, value):
+    """``value`` for field ``name`` of ``config``, with text read by the field's type.
 
     Text (``str``) becomes a float (``"1e-4"``, ``"2E-5"``, ``".5"``, ``"3"``), an int
     (``"8"``), a bool (``true/false``, ``yes/no``, ``1/0``, ``on/off``; any case), None for an
     optional name (``none``/``null``), or a dict (JSON or YAML mapping, its values read as
     floats). Ints become floats for float fields, and 0/1 booleans for bool fields. Other
-    values pass unchanged, for ``HybridConfig``'s own checks. Text that cannot be read
-    raises a ``ValueError`` naming the field and the expected type.
+    values pass unchanged, for the config's own checks. Text that cannot be read raises a
+    ``ValueError`` naming the field and the expected type.
 
-    >>> coerce("lr", "1e-4"), coerce("lr", ".5"), coerce("seed", "3"), coerce("chat_template", "Yes")
+    >>> from lab.config import HybridConfig as C
+    >>> coerce(C, "lr", "1e-4"), coerce(C, "lr", ".5"), coerce(C, "seed", "3"), coerce(C, "chat_template", "Yes")
     (0.0001, 0.5, 3, True)
-    >>> coerce("reward_weights", '{"semantic": 1}'), coerce("discriminator_model", "null")
+    >>> coerce(C, "reward_weights", '{"semantic": 1}'), coerce(C, "discriminator_model", "null")
     ({'semantic': 1.0}, None)
-    >>> coerce("lr", "fast")
+    >>> coerce(C, "lr", "fast")
     Traceback (most recent call last):
     ...
     ValueError: lr='fast': expected a number such as 1e-4, 2E-5, .5 or 3
     """
-    kind = field_kind(name)
+    kind = field_kind(config, name)
     try:
         if kind == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
             return _number(value)
@@ -113,18 +120,49 @@ def _mapping(text: str) -> dict:
     return value
 
 
-def known_fields(values: dict, where: str = "") -> dict:
-    """``values`` after checking that every key is a field."""
-    known = {f.name for f in dataclasses.fields(_config_class())}
-    unknown = sorted(set(values) - known)
+def flat(config: type, values: dict, where: str = "") -> dict:
+    """``values`` as ``{field: value}``: a section's mapping is spread out. An unknown field or
+    section, a field under another section, or a field given twice raises a ``ValueError`` that
+    says which (prefixed by ``where``). A section that is also a field's name (``model``) is
+    read as the section when its value is a mapping.
+
+    >>> from lab.config import HybridConfig
+    >>> flat(HybridConfig, {"sampling": {"temperature": 0.8}, "lr": 1e-4})
+    {'temperature': 0.8, 'lr': 0.0001}
+    >>> flat(HybridConfig, {"reward": {"temperature": 0.8}})
+    Traceback (most recent call last):
+    ...
+    ValueError: config section 'reward' has no field 'temperature'; it is in section 'sampling'
+    """
+    grouped = sections(config)
+    home = {name: section for section, names in grouped.items() for name in names}
+    items = []
+    for key, value in values.items():
+        if key in grouped and isinstance(value, dict):
+            for name, inner in value.items():
+                if home.get(name) != key:
+                    hint = f"it is in section {home[name]!r}" if name in home else f"its fields: {', '.join(grouped[key])}"
+                    raise ValueError(f"{where}config section {key!r} has no field {name!r}; {hint}")
+                items.append((name, inner))
+        elif key not in home and isinstance(value, dict):
+            raise ValueError(f"{where}Unknown config section {key!r}; the sections are {', '.join(grouped)} "
+                             "(or name the fields flat)")
+        else:
+            items.append((key, value))
+    unknown = sorted({name for name, _ in items} - set(home))
     if unknown:
-        raise ValueError(f"{where}Unknown config field(s) {unknown}; known fields: {', '.join(sorted(known))}")
-    return dict(values)
+        raise ValueError(f"{where}Unknown config field(s) {unknown}; known fields: {', '.join(sorted(home))}")
+    names = [name for name, _ in items]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{where}config field(s) {twice} given twice (flat and in their section); give each once")
+    return dict(items)
 
 
-def read_file(path: str | Path) -> dict:
-    """The fields a JSON or YAML config file names, coerced (:func:`coerce`), and only those:
-    ``{"lr": 0.0002}`` for a file holding ``lr: 2e-4``. Lay it over a preset, under flags."""
+def read_file(config: type, path: str | Path) -> dict:
+    """The fields a JSON or YAML config file names (flat or by section), coerced
+    (:func:`coerce`), and only those: ``{"lr": 0.0002}`` for a file holding ``lr: 2e-4``. Lay it
+    over a preset, under flags."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Config file {path} does not exist")
@@ -144,4 +182,4 @@ def read_file(path: str | Path) -> dict:
         raise ValueError(f"Config file {path} could not be parsed: {err}") from err
     if not isinstance(values, dict):
         raise ValueError(f"Config file {path} must hold a mapping of field: value")
-    return {name: coerce(name, value) for name, value in known_fields(values, f"Config file {path}: ").items()}
+    return {name: coerce(config, name, value) for name, value in flat(config, values, f"Config file {path}: ").items()}

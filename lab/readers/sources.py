@@ -15,7 +15,7 @@ but wrong answers that TruthfulQA-style multiple choice and the ``fluent_wrong``
 
 A local JSON/JSONL/CSV file in any of these layouts is recognised by its columns
 (:func:`detect_layout`) and read with the same mapping code. A Hub source is loaded only when
-the dataset is in the local cache or the Hub answers within ~2 s (:func:`lab.models.hub_reachable`,
+the dataset is in the local cache or the Hub answers within ~2 s (:func:`lab.runtime.hub.hub_reachable`,
 probed once per process); otherwise a ``ValueError`` names the source at once.
 
 **Mixes** (:func:`parse_spec`): ``dataset`` may name several sources with weights,
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
+from lab.runtime import hub
 
 HUB = {  # source -> (Hub id, config, {split: Hub split, or None: the last 10% of "train"})
     "alpaca": ("yahma/alpaca-cleaned", None, None),
@@ -149,16 +151,12 @@ def _cached(hub_id: str) -> bool:
             return True
     except Exception:  # an unusual cache layout only means "not cached"
         pass
-    from lab.models import in_hf_cache
-
-    return in_hf_cache(hub_id)
+    return hub.in_hf_cache(hub_id)
 
 
 def hub_available(source: str) -> bool:
     """True when ``source``'s Hub dataset is cached or the Hub answers quickly (probed once)."""
-    from lab.models import hub_reachable
-
-    return _cached(HUB[source][0]) or hub_reachable()
+    return _cached(HUB[source][0]) or hub.hub_reachable()
 
 
 def hub_rows(source: str, split: str) -> list[tuple[str, dict]]:

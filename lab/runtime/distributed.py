@@ -9,7 +9,9 @@ gathered values (:func:`gather`, :func:`mean_value`) so it is identical everywhe
 numbers are the mean over processes (:func:`mean_row`). Only the main process writes files.
 
 One process (no launcher, ``WORLD_SIZE`` unset or 1): every function is a no-op and returns
-its input, so the trainer runs exactly as it does without this module.
+its input, so the trainer runs exactly as it does without this module. The trainer and the
+objective call them through a few hooks named for what the step needs (:class:`OneProcess`,
+whose methods return their input; :class:`Processes` across several; :func:`hooks` picks).
 
 >>> world_size(), rank(), is_main()
 (1, 0, True)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import sys
 
 import torch
@@ -45,8 +48,8 @@ def setup(device: torch.device) -> torch.device:
     sharding = [name for name in ("DEEPSPEED", "FSDP") if os.environ.get(f"ACCELERATE_USE_{name}", "") == "true"]
     if sharding and is_main():
         print(f"note: lab train does not shard under {sharding[0]}: it runs data parallel with the whole model on "
-              f"every process, as under configs/accelerate/ddp.yaml; lab.integrations.trl (TRL) shards (README 'Scaling out')",
-              file=sys.stderr)
+              f"every process, as under configs/accelerate/ddp.yaml; lab.integrations.trl (TRL) shards "
+              f"(README 'Scaling out')", file=sys.stderr)
     return state.device if device.type == "cuda" and device.index is None else device
 
 
@@ -223,3 +226,119 @@ def from_main(make):
     box = [make() if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class OneProcess:
+    """The collectives a training step needs, named for what it needs, as ONE process runs
+    them: each returns its input, so a reader of the step can read them as the identity.
+    :class:`Processes` is the same hooks across several processes; :func:`hooks` picks one.
+
+    >>> one = OneProcess()
+    >>> one.shard_batch([1, 2, 3]), one.all_finite(False), one.mean_row({"loss": 1.0})
+    ([1, 2, 3], False, {'loss': 1.0})
+    """
+
+    count, rank, is_main = 1, 0, True  # processes, this one's index, whether it writes files
+
+    def shard_batch(self, batch: list) -> list:
+        """This process's prompts of the step's batch: all of them."""
+        return batch
+
+    def from_main(self, make):
+        """The main process's ``make()``, the same on every process (e.g. a stream's new rows)."""
+        return make()
+
+    def all_finite(self, finite: bool) -> bool:
+        """True when every process's values were finite: all skip an update together."""
+        return finite
+
+    def any_true(self, flag: bool) -> bool:
+        """True when some process says so (e.g. stop after this step)."""
+        return flag
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Every process's ``values`` (N, ...), as (W * N, ...): state that all share (the EMA)."""
+        return values
+
+    def gather_rows(self, rows: list) -> list:
+        """Every process's list, in rank order (the samples log, the RNG streams)."""
+        return rows
+
+    def mean_value(self, value: float | None) -> float | None:
+        """The mean over processes of a running value (the critic's accuracy, SRFT's entropy)."""
+        return value
+
+    def mean_row(self, row: dict) -> dict:
+        """A history row, its numbers averaged over processes."""
+        return row
+
+    def pooled_mean(self, shard_mean: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """A per-token mean over this process's ``count`` tokens, scaled so that the mean over
+        processes is the mean over all their tokens (:func:`pooled`)."""
+        return shard_mean
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Each gradient becomes its mean over processes, before clipping."""
+
+    def agree(self, value, what: str) -> None:
+        """``ValueError`` unless every process holds the same ``value``."""
+
+    def check_share(self, prompts_per_step: int, minibatches: int = 1) -> None:
+        """``ValueError`` unless each process gets an equal share of at least ``minibatches`` prompts."""
+
+    def seed_own_stream(self, seed: int) -> None:
+        """Seed this process's torch stream apart from the others' (``seed + rank``)."""
+
+    def own_streams(self, junk: random.Random) -> list[dict] | None:
+        """Every process's own random streams (torch, its GPU's, ``junk``), for a checkpoint;
+        one process has none besides the global ones."""
+        return None
+
+    def restore_own_streams(self, saved: list[dict] | None, junk: random.Random, seed: int) -> None:
+        """Take this process's streams back from ``saved`` (:meth:`own_streams`)."""
+
+
+class Processes(OneProcess):
+    """The hooks of :class:`OneProcess` across the launcher's processes (module functions above)."""
+
+    count = property(lambda self: world_size())
+    rank = property(lambda self: rank())
+    is_main = property(lambda self: is_main())
+    shard_batch = staticmethod(shard)
+    from_main = staticmethod(from_main)
+    all_finite = staticmethod(all_finite)
+    any_true = staticmethod(any_true)
+    gather = staticmethod(gather)
+    gather_rows = staticmethod(gather_objects)
+    mean_value = staticmethod(mean_value)
+    mean_row = staticmethod(mean_row)
+    pooled_mean = staticmethod(pooled)
+    average_gradients = staticmethod(all_reduce_mean)
+    agree = staticmethod(agree)
+    check_share = staticmethod(check_divisible)
+    seed_own_stream = staticmethod(seed_process)
+
+    def own_streams(self, junk: random.Random) -> list[dict]:
+        own = {"torch": torch.get_rng_state(), "junk": junk.getstate()}
+        if torch.cuda.is_available():
+            own["cuda"] = torch.cuda.get_rng_state()
+        return gather_objects([own])
+
+    def restore_own_streams(self, saved: list[dict] | None, junk: random.Random, seed: int) -> None:
+        """Each process takes back its own streams when ``saved`` holds one per process; else
+        (another process count) fresh ones from ``seed``, so that the shards still differ."""
+        if saved is None or len(saved) != world_size():
+            seed_process(seed)
+            junk.seed(seed + rank())
+            return
+        own = saved[rank()]
+        torch.set_rng_state(own["torch"])
+        junk.setstate(own["junk"])
+        if "cuda" in own and torch.cuda.is_available():
+            torch.cuda.set_rng_state(own["cuda"])
+
+
+def hooks() -> OneProcess:
+    """The collectives of this launch: :class:`Processes` once :func:`setup` joined several
+    processes, else :class:`OneProcess`."""
+    return Processes() if world_size() > 1 else OneProcess()

@@ -15,13 +15,14 @@ from lab.runtime import distributed
 
 
 def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
-                  max_norm: float = 0.0) -> tuple[bool, float]:
+                  max_norm: float = 0.0, processes: distributed.OneProcess | None = None) -> tuple[bool, float]:
     """Backward, clip to ``max_norm`` (0: no clipping) and step, unless the loss or the
     gradient is not finite: then the gradients are dropped and neither the weights nor the
-    optimizer's moments move. Under several processes (:mod:`lab.runtime.distributed`) the gradients
-    are averaged across them before clipping, and a non-finite loss on any process makes all of
-    them skip. Returns ``(stepped, grad_norm)``; the norm is the one before
-    clipping (``inf``/``nan`` when it is not finite).
+    optimizer's moments move. Under several processes (``processes``, by default this launch's
+    :func:`lab.runtime.distributed.hooks`) the gradients are averaged across them before
+    clipping, and a non-finite loss on any process makes all of them skip. Returns
+    ``(stepped, grad_norm)``; the norm is the one before clipping (``inf``/``nan`` when it is
+    not finite).
 
     >>> w = torch.nn.Parameter(torch.ones(2))
     >>> opt = torch.optim.SGD([w], lr=0.1)
@@ -30,21 +31,34 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
     >>> w.tolist()
     [1.0, 1.0]
     """
+    processes = distributed.hooks() if processes is None else processes
     optimizer.zero_grad(set_to_none=True)
     finite = math.isfinite(loss.item())
     if finite:
         loss.backward()
-    if not distributed.all_finite(finite):  # several processes skip together: none waits alone below
+    if not processes.all_finite(finite):  # several processes skip together: none waits alone below
         optimizer.zero_grad(set_to_none=True)
         return False, float("nan")
     params = list(params)
-    distributed.all_reduce_mean(params)  # several processes: the mean gradient, before clipping
+    processes.average_gradients(params)  # several processes: the mean gradient, before clipping
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
     if not math.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
         return False, norm
     optimizer.step()
     return True, norm
+
+
+def skipped_part(row: dict) -> str | None:
+    """Which part of a step skipped its update for non-finite values, from its history row:
+    ``row["nonfinite"]`` when set (``"reward"``), else ``"discriminator"`` or ``"generator"``.
+
+    >>> skipped_part({"d_skipped": 0, "skipped_updates": 1}), skipped_part({"skipped_updates": 0})
+    ('generator', None)
+    """
+    if row.get("nonfinite"):
+        return row["nonfinite"]
+    return "discriminator" if row.get("d_skipped") else "generator" if row.get("skipped_updates") else None
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.config import QUANTIZATIONS
+QUANTIZATIONS = ("none", "8bit", "4bit", "int8")  # the choices of HybridConfig.quantization
 
 
 def quantize_int8(model):

@@ -1,4 +1,6 @@
-"""Retrieval-grounded truthfulness: a passage retriever and the ``truthfulness`` reward.
+"""The ``truthfulness`` REWARD and its passage retriever: agreement of an answer with retrieved
+evidence. (The factual METRICS of evaluation, multiple choice and BERTScore, are
+:mod:`lab.eval.factual`; :mod:`lab.rewards` builds this reward by name.)
 
 **Retrieval** (:class:`Retriever`): a hybrid of BM25 (``rank-bm25``'s ``BM25Okapi`` over the
 Porter-stemmed content words of each passage's title and text) and dense retrieval (MiniLM
@@ -44,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.data import data_dir
+from lab.data import data_dir, format_prompt
+from lab.models import load_embedder
 
 _NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                  "twelve", "fifteen", "twenty", "forty", "fifty", "sixty", "hundred", "first", "third",
@@ -152,8 +155,6 @@ class Retriever:
     @property
     def embedder(self):
         if self._embedder is None:
-            from lab.models import load_embedder
-
             self._embedder = load_embedder("auto")
         return self._embedder
 
@@ -273,8 +274,6 @@ def pairwise_accuracy(rows: list[dict], reward, answer: str = "best") -> float:
     competes: ``best`` (``best_answer``), ``paraphrase`` (``correct_answers[0]``) or ``key``
     (``correct_answers[-1]``). ``reward``: any TRL-style reward reading the question from the prompt.
     """
-    from lab.data import format_prompt
-
     pick = {"best": lambda r: r["best_answer"], "paraphrase": lambda r: r["correct_answers"][0],
             "key": lambda r: r["correct_answers"][-1]}[answer]
     prompts, answers, spans = [], [], []
@@ -289,6 +288,6 @@ def pairwise_accuracy(rows: list[dict], reward, answer: str = "best") -> float:
 
 
 @functools.lru_cache(maxsize=2)
-def shared(corpus: str | None = None) -> Truthfulness:
+def shared_reward(corpus: str | None = None) -> Truthfulness:
     """One :class:`Truthfulness` per corpus path and process (its corpus is embedded once)."""
     return Truthfulness(corpus)

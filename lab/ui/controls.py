@@ -1,5 +1,7 @@
-"""The playground's controls: one widget per config knob, named as the field, with its tab.
+"""The playground's controls: one widget per config knob, named as the field, and its tabs.
 
+A control's tab is its field's config section (:meth:`HybridConfig.sections`, the groups of
+``python -m lab train --help``): adding a knob is one entry in :func:`controls`.
 :mod:`lab.ui.widgets` lays them out and turns their values into a :class:`HybridConfig`.
 """
 
@@ -10,8 +12,8 @@ import math
 import ipywidgets as W
 
 from lab.config import (
-    BASELINES, MODES, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS, SCHEDULES, SFT_SCHEDULES,
-    SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
+    BASELINES, DISCRIMINATOR_LOSSES, MODES, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS, SCHEDULES,
+    SFT_SCHEDULES, SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
 )
 
 METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss_sft", "loss_rl",
@@ -19,16 +21,19 @@ METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss
            "distinct_2", "grad_norm", "step_time", "adv_std", "clip_frac", "approx_kl", "mu", "sft_prompt_share",
            "selfplay_preference")
 STYLE = {"description_width": "150px"}
-TABS = {  # tab title -> the controls on it (reward weights get their own tab, after the first)
-    "Objective": ("mode", "lambda_rl", "lambda_schedule", "lambda_warmup_steps", "baseline",
-                  "reward_source", "reward_mix", "train_discriminator", "kl_coef", "entropy_coef"),
-    "Experiments": ("scale_rewards", "policy_loss", "ppo_epochs", "clip_range", "sft_schedule", "mu",
-                    "sft_token_weight", "reference_in_group", "per_prompt_switch", "switch_threshold",
-                    "sampler", "num_beams", "selfplay_refresh"),
-    "LoRA & optimiser": ("lora_r", "lora_alpha", "lora_dropout", "lr"),
-    "Sampling & run": ("model", "steps", "prompts_per_step", "samples_per_prompt",
-                       "max_new_tokens", "seed"),
-}
+
+
+def tabs(names) -> dict[str, tuple[str, ...]]:
+    """The playground's tabs: each config section with the controls among ``names`` that set
+    its fields, in field order; ``steps`` (a run's length, no config field) opens the run tab;
+    a section without controls has no tab.
+
+    >>> tabs(["lr", "steps", "mode", "lora_r"])
+    {'model': ('lora_r',), 'objective': ('mode',), 'run': ('steps', 'lr')}
+    """
+    grouped = {section: tuple(name for name in (("steps",) if section == "run" else ()) + fields if name in names)
+               for section, fields in HybridConfig.sections().items()}
+    return {section: group for section, group in grouped.items() if group}
 
 
 def make(kind, description: str, tooltip: str, **kwargs) -> W.Widget:
@@ -63,6 +68,11 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
         "train_discriminator": make(D, "train D", "auto: only when its score is read (critic baseline, D reward, "
                                     "self-play, adaptive λ); always: also for its curves",
                                     options=TRAIN_DISCRIMINATOR, value=cfg.train_discriminator),
+        "discriminator_loss": make(D, "D loss", "mse: regress the reward; mse+contrastive: also rank reference "
+                                   "answers above junk", options=DISCRIMINATOR_LOSSES, value=cfg.discriminator_loss),
+        "freeze_discriminator_after": make(S, "freeze D after", "stop updating D after this many steps (0: never); "
+                                           "the reward-hacking experiment", min=0, max=200,
+                                           value=cfg.freeze_discriminator_after),
         "reward_mix": make(F, "mix (D share)", "reward source 'mix': weight of the discriminator",
                             min=0, max=1, step=0.05, value=cfg.reward_mix),
         "kl_coef": make(F, "KL coef β", "KL penalty to the base model", min=0, max=0.2, step=0.005,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab.ui import plots
 from lab.config import HybridConfig
+from lab.ui import plots
 
 TABLE_STYLE = ("<style>.lab-table {border-collapse: collapse; font-size: 12px}"
                " .lab-table th, .lab-table td {padding: 3px 10px; border-bottom: 1px solid #ddd;"

@@ -24,9 +24,10 @@ import ipywidgets as W
 import pandas as pd
 
 from lab import quick_mode
-from lab.ui import plots
 from lab.config import REWARD_NAMES, HybridConfig, preset
-from lab.ui.controls import METRICS, STYLE, TABS, controls, fit, make
+from lab.trainer import HybridTrainer
+from lab.ui import plots
+from lab.ui.controls import METRICS, STYLE, controls, fit, make, tabs
 from lab.ui.runs import Run, png, run_folder, runs_table, samples_table, save_session
 
 class Playground:
@@ -93,9 +94,10 @@ class Playground:
             return W.GridBox(list(children), layout=W.Layout(
                 grid_template_columns="repeat(auto-fill, 430px)", padding="6px"))
 
-        knobs = [grid(self.controls[n] for n in names) for names in TABS.values()]
-        knobs.insert(1, grid(self.weights.values()))
-        controls = W.Tab(knobs, titles=(*list(TABS)[:1], "Reward weights", *list(TABS)[1:]))
+        sections = tabs(self.controls)  # one tab per config section; the reward weights open the reward tab
+        knobs = [grid([*(self.weights.values() if section == "reward" else ()), *(self.controls[n] for n in names)])
+                 for section, names in sections.items()]
+        controls = W.Tab(knobs, titles=[section.capitalize() for section in sections])
         views = W.Tab([self.dashboard, self.samples_view,
                        W.VBox([self.metric, self.compare_view, self.runs_view])],
                       titles=("Dashboard", "Samples", "Runs"))
@@ -202,8 +204,6 @@ class Playground:
             self._say("stopping after the current step …")
 
     def _train(self, config: HybridConfig, steps: int) -> None:
-        from lab.trainer import HybridTrainer
-
         start = time.perf_counter()
         self._say(f"loading {html.escape(config.model)} …")
         trainer, prefix, error = None, "", False

@@ -6,7 +6,7 @@
 - SRFT (Fu et al., 2025): the SFT weight gated by the policy's entropy, ``mu * exp(-H)``
   (:func:`mu_at` with ``"srft"``);
 - LUFFY (Yan et al., 2025): the reference answer joins the RL group as an off-policy member
-  (the trainer adds it; nothing to compute here);
+  (:func:`lab.generator.with_references` adds it; :func:`sampled_rows` tells the rows apart);
 - HPT (Lv et al., 2025): per prompt, SFT when its samples fail, RL when they succeed
   (:func:`sft_prompts`).
 """
@@ -75,3 +75,15 @@ def sft_prompts(rewards: torch.Tensor, k: int, threshold: float) -> torch.Tensor
     [True, False]
     """
     return (rewards.view(-1, k) < threshold).all(dim=1)  # (B,)
+
+
+def sampled_rows(n: int, k: int, reference_in_group: bool) -> torch.Tensor:
+    """(N,) bool: True on the rows the policy sampled; with LUFFY's reference as the last of
+    each group of ``k`` rows, False on those.
+
+    >>> sampled_rows(6, 3, reference_in_group=True).tolist()
+    [True, True, False, True, True, False]
+    """
+    if not reference_in_group:
+        return torch.ones(n, dtype=torch.bool)
+    return (torch.arange(n) % k) != k - 1

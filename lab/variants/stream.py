@@ -2,13 +2,15 @@
 
 Each call of :meth:`JsonlStream.poll` returns the complete rows appended since the last
 one (a line still being written waits for its newline). A malformed row is skipped with a
-warning naming its line: a long online run should not die of one bad row.
+warning naming its line: a long online run should not die of one bad row. The trainer queues
+them and :func:`mix_in` takes them into batches, each once, next to replayed examples.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections import deque
 from pathlib import Path
 
 from lab.data import Example, to_example
@@ -47,6 +49,23 @@ class JsonlStream:
                 warnings.warn(f"stream row skipped: {where}: {err}", stacklevel=2)
         return rows
 
-    def state(self) -> dict:
+    def state_dict(self) -> dict:
         """What a checkpoint keeps to continue where it stopped."""
         return {"offset": self.offset, "line": self.line}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (:meth:`state_dict`'s)."""
+        self.offset, self.line = state["offset"], state["line"]
+
+
+def mix_in(queue: deque, anchors: list[Example], replay_ratio: float) -> list[Example]:
+    """A batch the size of ``anchors``: up to ``1 - replay_ratio`` of it the oldest rows of
+    ``queue`` (taken off it: each is trained on once), the rest replayed ``anchors``.
+
+    >>> waiting = deque(["new"])
+    >>> mix_in(waiting, ["a", "b"], replay_ratio=0.5), waiting
+    (['new', 'a'], deque([]))
+    """
+    room = len(anchors) - round(len(anchors) * replay_ratio)
+    fresh = [queue.popleft() for _ in range(min(len(queue), room))]
+    return fresh + anchors[:len(anchors) - len(fresh)]
