@@ -154,7 +154,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = "auto") -
 
 
 def smollm2_dir() -> Path:
-    """The converted SmolLM2 folder (safetensors + tokenizer); converts the GGUF once (about 25-30 s)."""
+    """The converted SmolLM2 folder (safetensors + tokenizer); converts the GGUF once."""
     target = hub.cache_dir() / "smollm2-135m"
     if (target / "model.safetensors").exists():
         return target
