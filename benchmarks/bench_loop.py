@@ -8,8 +8,11 @@ prints a comparison table and ends with ONE JSON line (the last line of stdout):
 - ``naive``: the sketch's per-sample loop (``naive_sketch.py``), 1 sample a step;
 - ``trl``: TRL's ``GRPOTrainer`` on the kit's model, LoRA, prompts, reward and sampling,
   B x k samples a step, beta 0 (``trl_side.py``; needs the ``[trl]`` extra);
-- ``kit``: ``HybridTrainer`` in mode ``hybrid`` (SFT + RL + critic update), B x k a step;
-- ``kit-rl``: ``HybridTrainer`` in mode ``rl`` (no SFT term), B x k a step.
+- ``kit``: ``HybridTrainer`` with the default config, the real step: SFT + RL + the
+  discriminator trained and read as the critic baseline (its warm start is part of the build),
+  B x k a step;
+- ``kit-fast``: the D-free hybrid (``--preset fast``: EMA baseline, no discriminator), B x k a step;
+- ``kit-rl``: mode ``rl`` (no SFT term), D-free as ``kit-fast``, B x k a step.
 
 Per side: build the models, ``--warmup`` untimed steps, then timed steps (wall clock
 around each ``step()``; TRL: between two step ends inside ``trainer.train()``):
@@ -21,7 +24,7 @@ around each ``step()``; TRL: between two step ends inside ``trainer.train()``):
   (naive: generator + discriminator + frozen base + MiniLM; kit: one backbone + both
   LoRA adapters + the discriminator head + MiniLM; TRL: the policy backbone + LoRA + MiniLM).
 
-    python benchmarks/bench_loop.py                            # all four sides
+    python benchmarks/bench_loop.py                            # all five sides
     python benchmarks/bench_loop.py --steps 2                  # a quick check (2 timed steps a side)
     python benchmarks/bench_loop.py --sides kit,trl            # a subset
     python benchmarks/bench_loop.py --sweep                    # + the kit at 8, 16, 32 samples a step
@@ -46,10 +49,10 @@ sys.path.insert(0, str(ROOT))  # run from a clone, no install needed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SWEEP_SAMPLES = (8, 16, 32)  # B x k samples a step for --sweep (k fixed, B varies)
-SIDES = ("naive", "trl", "kit", "kit-rl")  # run (and shown) in this order
-# acceptance targets (issue 15): kit vs naive samples/s and resident parameters, kit vs TRL
-TARGET_SPEEDUP, TARGET_PARAM_RATIO = 4.0, 0.4
-TARGET_VS_TRL, TARGET_RL_VS_TRL = 1.5, 1.8
+SIDES = ("naive", "trl", "kit", "kit-fast", "kit-rl")  # run (and shown) in this order
+# acceptance targets (issue 22): the default step vs naive samples/s and resident parameters; each kit side vs TRL
+TARGET_SPEEDUP, TARGET_PARAM_RATIO = 5.0, 0.4
+TARGET_VS_TRL, TARGET_FAST_VS_TRL, TARGET_RL_VS_TRL = 1.5, 1.8, 2.0
 PHASES = ("time_sample", "time_reward", "time_disc", "time_gen")
 
 
@@ -115,17 +118,18 @@ def summarise(rows: list[dict], walls: list[float], samples_per_step: int, cpu_s
     )
 
 
-def kit_runner(args, mode: str):
-    """A ``HybridTrainer`` of preset ``bench`` in ``mode``, and its label."""
-    from lab.config import preset
+def kit_runner(args, side: str):
+    """A ``HybridTrainer`` of preset ``bench`` for ``side`` (``kit``: the defaults; ``kit-fast``:
+    preset ``fast``'s D-free changes; ``kit-rl``: those in mode ``rl``), and its label."""
+    from lab.config import PRESETS, preset
     from lab.data import load_examples
     from lab.trainer import HybridTrainer
 
-    config = preset("bench", model=args.model, device=args.device, mode=mode, seed=args.seed,
-                    max_new_tokens=args.max_new_tokens, prompts_per_step=args.kit_batch,
-                    samples_per_prompt=args.kit_k)
+    changes = {} if side == "kit" else {**PRESETS["fast"], "mode": "rl" if side == "kit-rl" else "hybrid"}
+    config = preset("bench", model=args.model, device=args.device, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                    prompts_per_step=args.kit_batch, samples_per_prompt=args.kit_k, **changes)
     runner = HybridTrainer(config, examples=load_examples("bundled", "train"), verbose=False)
-    name = "kit" if mode == "hybrid" else f"kit {mode}-only"
+    name = {"kit": "kit default", "kit-fast": "kit D-free", "kit-rl": "kit rl-only"}[side]
     return runner, config.samples_per_step, f"{name} B={config.prompts_per_step} x k={config.samples_per_prompt}"
 
 
@@ -174,7 +178,7 @@ def run_side(args) -> dict:
         samples_per_step, steps = args.kit_batch * args.kit_k, args.trl_steps
         label = f"TRL GRPO {args.kit_batch} x {args.kit_k}"
     else:
-        runner, samples_per_step, label = kit_runner(args, "hybrid" if args.side == "kit" else "rl")
+        runner, samples_per_step, label = kit_runner(args, args.side)
         steps = args.kit_steps
     build_s = time.perf_counter() - t0
     log(f"[{label}] built in {build_s:.1f} s; {args.warmup} warm-up + {steps} timed steps")
@@ -277,7 +281,7 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
     for name, cell in table:
         print(f"{name:<26}" + "".join(f"{str(cell(r)):<22}" for r in shown))
 
-    naive, trl, kit, kit_rl = (sides.get(name) for name in SIDES)
+    naive, trl, kit, kit_fast, kit_rl = (sides.get(name) for name in SIDES)
     summary, lines = {}, []
     if naive and kit:
         speedup = kit["samples_per_s"] / naive["samples_per_s"]
@@ -291,10 +295,12 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
                        cpu_time_ratio=round(naive["cpu_s_per_sample"] / kit["cpu_s_per_sample"], 4))
         lines.append(f"CPU-time ratio (naive / kit CPU seconds per sample): {summary['cpu_time_ratio']:.2f}x  "
                      "(less sensitive to a busy machine)")
-    if naive and kit_rl:
-        summary["rl_speedup_samples_per_s"] = round(kit_rl["samples_per_s"] / naive["samples_per_s"], 4)
-        lines.append(f"speedup (samples/s, kit rl-only / naive): {summary['rl_speedup_samples_per_s']:.2f}x")
-    for side, name, prefix, target in ((kit, "hybrid", "", TARGET_VS_TRL), (kit_rl, "rl-only", "rl_", TARGET_RL_VS_TRL)):
+    for side, name, prefix in ((kit_fast, "D-free", "fast_"), (kit_rl, "rl-only", "rl_")):
+        if naive and side:
+            summary[f"{prefix}speedup_samples_per_s"] = round(side["samples_per_s"] / naive["samples_per_s"], 4)
+            lines.append(f"speedup (samples/s, kit {name} / naive): {summary[f'{prefix}speedup_samples_per_s']:.2f}x")
+    for side, name, prefix, target in ((kit, "default", "", TARGET_VS_TRL), (kit_fast, "D-free", "fast_",
+                                       TARGET_FAST_VS_TRL), (kit_rl, "rl-only", "rl_", TARGET_RL_VS_TRL)):
         if trl and side:
             value = side["samples_per_s"] / trl["samples_per_s"]
             line, summary[f"{prefix}vs_trl_target_met"] = ratio_line(
@@ -414,7 +420,8 @@ def main(argv=None) -> None:
         print(json.dumps(run_side(args)), flush=True)
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    steps = {"naive": args.naive_steps, "trl": args.trl_steps, "kit": args.kit_steps, "kit-rl": args.kit_steps}
+    steps = {"naive": args.naive_steps, "trl": args.trl_steps, "kit": args.kit_steps, "kit-fast": args.kit_steps,
+             "kit-rl": args.kit_steps}
     log(f"bench_loop: {args.model}, {args.max_new_tokens} new tokens, seed {args.seed}, "
         f"B={args.kit_batch} x k={args.kit_k}, {args.rounds} rounds; " + ", ".join(
             f"{name} {args.warmup}+{steps[name]} steps" for name in SIDES if name in args.sides))

@@ -33,7 +33,14 @@ Modules and folders load lazily: ``import lab`` is fast, and ``lab.models``, ``l
 """
 
 import importlib
+import logging
 import os
+
+# torchao (an optional dependency that peft imports whenever it is installed) logs at import that it
+# cannot load its CUDA-only kernels, and torch logs deprecations of its registrations: noise a newcomer
+# reads as a broken install. Real errors still show.
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 _MODULES = ("advantages", "checkpoint", "config", "data", "discriminator", "evaluate", "generator", "losses",
             "models", "objective", "rewards", "trainer")

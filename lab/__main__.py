@@ -138,10 +138,12 @@ def cmd_train(args) -> int:
     if steps is not None and steps < trainer.step_count:
         raise ValueError(f"--steps {steps} is below the {trainer.step_count} steps {out} has done; "
                          f"--steps is the total, so pass --steps {trainer.step_count} or more")
+    before = run_outputs.greedy_quality(trainer) if distributed.is_main() else None  # no random draw
     trainer.run(None if steps is None else steps - trainer.step_count, out_dir=out)
     if distributed.is_main():  # several processes (accelerate launch): the others write and print nothing
         run_outputs.write_run_outputs(trainer, out)
         export.write_adapter(out, out / "adapter")  # the generator for plain peft, with its model card
+        print("\n".join(run_outputs.what_changed(trainer, before, run_outputs.greedy_quality(trainer))))
         print(f"outputs written to {out.resolve()}")
         if trainer.stop_reason in ("SIGINT", "SIGTERM"):
             print(f"stopped by {trainer.stop_reason} after step {trainer.step_count}, checkpoint saved; resume "

@@ -37,17 +37,19 @@ REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRAIN_DISCRIMINATOR = ("auto", "always")
+PERPLEXITY_FORMS = ("scaled", "sketch")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 CHOICES = {"mode": MODES, "lambda_schedule": SCHEDULES, "baseline": BASELINES, "reward_source": REWARD_SOURCES,
            "discriminator_loss": DISCRIMINATOR_LOSSES, "policy_loss": POLICY_LOSSES, "sampler": SAMPLERS,
            "quantization": QUANTIZATIONS, "dtype": DTYPES, "train_discriminator": TRAIN_DISCRIMINATOR,
-           "sft_schedule": SFT_SCHEDULES, "sft_token_weight": SFT_TOKEN_WEIGHTS}  # field -> its valid values
+           "sft_schedule": SFT_SCHEDULES, "sft_token_weight": SFT_TOKEN_WEIGHTS,
+           "perplexity_form": PERPLEXITY_FORMS}  # field -> its valid values
 SECTIONS = {  # section -> what its fields set, in the order of the fields (and of a step)
     "model": "the generator's backbone, where it runs, its LoRA adapter",
     "data": "the training rows (a source, a file or a mix) and a stream that grows",
     "sampling": "phase B's samples, B prompts x k responses, and how they are drawn",
     "reward": "what a sample scores, and the baseline its advantage subtracts",
-    "discriminator": "the critic's model, adapter and loss, and when it trains",
+    "discriminator": "the critic's model, adapter and loss, when and how much it trains, its warm start",
     "objective": "the generator's loss (mode, lambda, policy loss, KL, entropy, LUFFY, HPT, self-play)",
     "schedule": "how the SFT / RL mix moves over the steps (lambda's and mu's schedules)",
     "run": "the optimiser step, the seed, checkpoints, the non-finite guard, experiment tracking",
@@ -118,6 +120,9 @@ class HybridConfig:
     reward_weights: dict[str, float] = field(
         default_factory=lambda: {"semantic": 0.7, "perplexity": 0.3}, metadata={"section": "reward", "help": (
             "weight per reward part, a JSON/YAML mapping; names: " + ", ".join(REWARD_NAMES))})
+    perplexity_form: str = field(default="scaled", metadata={"section": "reward", "help": (
+        "the perplexity reward: 'scaled', exp(-nll / 4) in (0, 1], or 'sketch', the original sketch's "
+        "1 / (1 + ppl), about 0.01-0.05 for fluent text: almost no signal (notebook 01)")})
     truthfulness_corpus: str | None = field(default=None, metadata={"section": "reward", "help": (
         "passages JSONL ({id, title, text} per line) for the truthfulness reward and metric; "
         "None: the bundled data/factual/passages.jsonl")})
@@ -125,10 +130,11 @@ class HybridConfig:
         "what phase B maximises: 'reward', 'discriminator' (adversarial), or a 'mix'")})
     reward_mix: float = field(default=0.5, metadata={"section": "reward", "help": (
         "'mix': weight of the discriminator's score, 0-1")})
-    baseline: str = field(default="ema", metadata={"section": "reward", "help": (
-        "'ema' (running mean), 'loo' (mean of the prompt's other samples), 'group' (mean of all k, "
-        "GRPO), 'critic' (the discriminator's mean score of the prompt's other samples: unbiased), "
-        "or 'discriminator_biased' (D(x, y) of the sample itself: biased, a teaching arm)")})
+    baseline: str = field(default="critic", metadata={"section": "reward", "help": (
+        "'critic' (the default, the seed's 'predicted reward': the discriminator's mean score of the "
+        "prompt's other samples, unbiased; needs k >= 2), 'ema' (running mean: the D-free loop, "
+        "--preset fast), 'loo' (mean of the prompt's other samples' rewards), 'group' (mean of all k, "
+        "GRPO), or 'discriminator_biased' (D(x, y) of the sample itself: biased, a teaching arm)")})
     ema_decay: float = field(default=0.9, metadata={"section": "reward", "help": (
         "'ema' baseline: b <- decay*b + (1-decay)*mean reward; in [0, 1), 0.8-0.99")})
     scale_rewards: bool = field(default=False, metadata={"section": "reward", "help": (
@@ -156,6 +162,12 @@ class HybridConfig:
         "a frozen critic vs one trained online, the reward-hacking experiment")})
     lr_discriminator: float = field(default=3e-4, metadata={"section": "discriminator", "help": (
         "discriminator (LoRA + head) learning rate; 1e-5 - 1e-3")})
+    discriminator_steps: int = field(default=1, metadata={"section": "discriminator", "help": (
+        "discriminator updates per generator step, on that step's samples; 1-4")})
+    discriminator_warmup_steps: int = field(default=30, metadata={"section": "discriminator", "help": (
+        "warm start before the loop (notebook 03's recipe): this many updates on training references, "
+        "their junk and the untrained generator's answers, cached per model, data and settings; 0: "
+        "start from scratch; 10-100")})
     # --- objective (the generator's loss) -----------------------------------------------
     mode: str = field(default="hybrid", metadata={"section": "objective", "help": (
         "'sft' (phase A only), 'rl' (phase B only), 'hybrid' (both), or 'selfplay' (phase B against a "
@@ -220,10 +232,10 @@ class HybridConfig:
             checks.choice(name, getattr(self, name), choices)
         for name in ("lora_r", "lora_alpha", "prompts_per_step", "samples_per_prompt",
                      "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps", "ppo_epochs", "ppo_minibatches",
-                     "max_nonfinite_steps", "num_beams", "selfplay_refresh", "mu_decay_steps"):
+                     "max_nonfinite_steps", "num_beams", "selfplay_refresh", "mu_decay_steps", "discriminator_steps"):
             checks.whole(name, getattr(self, name), 1, LIMITS.get(name))
         for name in ("checkpoint_every", "discriminator_top_layers", "seed", "mu_warmup_steps",
-                     "discriminator_lora_r", "freeze_discriminator_after"):
+                     "discriminator_lora_r", "freeze_discriminator_after", "discriminator_warmup_steps"):
             checks.whole(name, getattr(self, name), 0)
         for name in ("lr", "lr_discriminator"):
             checks.in_range(name, getattr(self, name), low=0.0, high=1.0, low_open=True)
@@ -246,8 +258,9 @@ class HybridConfig:
         k = self.samples_per_prompt
         if (self.baseline in ("loo", "group", "critic") or self.scale_rewards) and k < 2:
             what = "scale_rewards=True" if self.scale_rewards else f"baseline={self.baseline!r}"
+            fix = "; with one sample a prompt use baseline='ema' (--preset fast)" if self.baseline == "critic" else ""
             raise ValueError(f"{what} compares the k samples of a prompt and needs samples_per_prompt >= 2; "
-                             f"got samples_per_prompt={k}")
+                             f"got samples_per_prompt={k}{fix}")
         if self.baseline == "discriminator_biased" and self.reward_source == "discriminator":
             raise ValueError("baseline='discriminator_biased' with reward_source='discriminator' makes every "
                              "advantage zero; use baseline='ema', 'loo' or 'critic' in the adversarial mode")
@@ -332,6 +345,9 @@ class HybridConfig:
 # Presets change only what differs from the defaults (nanoGPT style).
 PRESETS: dict[str, dict] = {
     "default": {},
+    # the D-free hybrid: SFT + REINFORCE with an EMA baseline, no discriminator trained or read
+    # (faster; the seed's scheme without its critic)
+    "fast": {"baseline": "ema", "discriminator_warmup_steps": 0},
     # CI / classroom: tiny batches, short answers.
     "quick": {"prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 16},
     # the benchmark's shape: B x k = 8 samples a step, 32 new tokens.

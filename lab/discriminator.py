@@ -18,17 +18,25 @@ reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_jun
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lab.runtime.guards import finite_update
-from lab.models import adapter_parameters, add_lora, load, using_adapter
+from lab.advantages import pairwise_accuracy
 from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
 from lab.fast.attention import training_attention
-from lab.generator import forward_after_prompts
+from lab.generator import MAX_ANSWER_TOKENS, forward_after_prompts, sample
+from lab.models import adapter_parameters, add_lora, disable_dropout, load, using_adapter
+from lab.runtime import hub
+from lab.runtime.guards import finite_update
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
 HARD_JUNK_KINDS = ("fluent_wrong",)  # needs known wrong answers (lab.data.Example.wrong)
@@ -71,6 +79,17 @@ class Discriminator(nn.Module):
         """A discriminator on its own model ``name`` (the "larger discriminator" experiment)."""
         model, tokenizer = load(name, device)
         return cls(model, tokenizer, adapter=adapter, lora=lora, top_layers=top_layers, aux_head=aux_head)
+
+    @classmethod
+    def for_config(cls, config, model, tokenizer, device) -> "Discriminator":
+        """The critic a :class:`lab.config.HybridConfig` describes: an adapter on the generator's
+        backbone ``model``, or its own ``discriminator_model``; dropout off in its backbone."""
+        lora = dict(r=config.discriminator_lora_r or config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+        options = dict(top_layers=config.discriminator_top_layers, aux_head=config.discriminator_aux_weight > 0)
+        disc = cls.from_name(config.discriminator_model, device, **options, **lora) if config.discriminator_model \
+            else cls(model, tokenizer, lora=lora, **options).to(device)
+        disable_dropout(disc.backbone)
+        return disc
 
     def forward(self, prompts: list[str], completions: list[str], with_aux: bool = False):
         """Scores (N,) of each ``prompt + completion + EOS``; with ``with_aux`` also the
@@ -196,6 +215,13 @@ def junk_for(references: list[str], rng: random.Random, wrong: list[tuple[str, .
 
 
 @torch.no_grad()
+def judge(disc: Discriminator, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    """Scores (N,) on the CPU, in eval mode, without an update: a frozen critic's judgement."""
+    with eval_mode(disc, disc.backbone):
+        return disc(prompts, completions).float().cpu()
+
+
+@torch.no_grad()
 def ranking_accuracy(disc: Discriminator, prompts: list[str], references: list[str], junk: list[str]) -> float:
     """Fraction of rows where ``D(prompt, reference) > D(prompt, junk)`` (eval mode, no dropout)."""
     with eval_mode(disc.backbone, disc):
@@ -244,3 +270,119 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss)  # skipped if not finite
     return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(), "aux_mse": aux_mse.item(),
             "scores": scores[:n].detach(), "skipped": not stepped}
+
+
+# --- warm start: the notebook 03 recipe before the loop --------------------------------------
+def warm_start(disc: Discriminator, model, tokenizer, reward, examples: list, steps: int, batch_size: int,
+               k: int, lr: float, seed: int, contrastive_weight: float = 1.0, **sample_options) -> dict:
+    """Train ``disc`` for ``steps`` steps before the loop, so that its first scores already mean
+    something: on ``4 * batch_size`` training prompts (a quarter held out), the reference answer
+    and ``k`` answers of the untrained generator regress their true reward (``reward``, TRL's
+    signature), and each reference ranks above a junk answer (:func:`train_step`). Its own
+    optimizer (AdamW, ``lr``) and random streams (seeded by ``seed``, the caller's untouched), so a
+    run that loads a cached warm start continues exactly as one that computed it. Returns the
+    held-out prompts' ranking accuracies: reference above junk (``ref_vs_junk``) and the samples of
+    a prompt in the reward's order (``sample_ranking``), and the first and last losses."""
+    rng, pool = random.Random(seed), list(examples[:4 * batch_size])
+    n_train = len(pool) - len(pool) // 4 if len(pool) > 1 else 1  # the first prompts train, the rest are held out
+    with torch.random.fork_rng(devices=_devices(model)):
+        torch.manual_seed(seed)
+        samples = sample(model, tokenizer, [e.prompt for e in pool], k=k, **sample_options)
+    prompts = [e.prompt for e in pool]
+    answers = [tokenizer.decode(ids[:MAX_ANSWER_TOKENS]) for ids in  # as SFT cuts them: within the context
+               tokenizer([e.completion for e in pool], add_special_tokens=False)["input_ids"]]
+    references = [e.completion for e in pool] + [e.completion for e in pool for _ in range(k)]  # (U + U * k,)
+    true = torch.tensor(reward(prompts + samples.prompts, answers + samples.completions, references=references).total)
+    ref_true, sample_true = true[:len(pool)], true[len(pool):].view(len(pool), k)  # (U,), (U, k)
+    optimizer, losses = torch.optim.AdamW(disc.parameters_to_train(), lr=lr), []
+    disc.train()
+    for step in range(steps):
+        picked = [(step * batch_size + i) % n_train for i in range(min(batch_size, n_train))]  # prompt indices
+        references = [answers[i] for i in picked]
+        junk = junk_for(references, rng, wrong=[pool[i].wrong for i in picked])
+        rows = [i * k + j for i in picked for j in range(k)]  # their samples
+        out = train_step(disc, optimizer, [prompts[i] for i in picked] + [samples.prompts[r] for r in rows],
+                         references + [samples.completions[r] for r in rows],
+                         torch.cat([ref_true[picked], sample_true[picked].flatten()]), junk=junk,
+                         contrastive_weight=contrastive_weight)  # references (ranked above junk), then samples
+        losses.append(out["loss"])
+    held = range(n_train, len(pool)) if n_train < len(pool) else range(len(pool))
+    rows = [i * k + j for i in held for j in range(k)]
+    scores = judge(disc, [samples.prompts[r] for r in rows], [samples.completions[r] for r in rows])  # (H * k,)
+    return {"steps": steps, "prompts": n_train, "held_out": len(held), "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "ref_vs_junk": ranking_accuracy(disc, [prompts[i] for i in held], [answers[i] for i in held],
+                                            junk_for([answers[i] for i in held], rng, wrong=[pool[i].wrong for i in held])),
+            "sample_ranking": pairwise_accuracy(scores, sample_true[list(held)].flatten(), k=k)}
+
+
+def _devices(model) -> list[int]:
+    """The CUDA devices whose random streams a forked block must restore."""
+    device = model_device(model)
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def weights(disc: Discriminator) -> dict[str, torch.Tensor]:
+    """Its trainable state as named tensors (adapter + heads), for a safetensors file."""
+    from peft import get_peft_model_state_dict
+
+    tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(disc.backbone, adapter_name=disc.adapter).items()}
+    return {**tensors, **{f"heads.{k}": v for k, v in disc.state_dict().items()}}
+
+
+def load_weights(disc: Discriminator, tensors: dict[str, torch.Tensor]) -> None:
+    """Set the adapter and heads from :func:`weights`' tensors."""
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(disc.backbone, {k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")},
+                              adapter_name=disc.adapter)
+    disc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("heads.")})
+
+
+WARM_START_KEYS = ("model", "discriminator_model", "quantization", "lora_r", "lora_alpha", "lora_dropout",
+                   "discriminator_lora_r", "discriminator_top_layers", "discriminator_aux_weight", "contrastive_weight",
+                   "lr_discriminator", "discriminator_warmup_steps", "prompts_per_step", "samples_per_prompt",
+                   "max_new_tokens", "temperature", "top_p", "max_prompt_tokens", "seed")  # what its result depends on
+
+
+def warm_start_for(config, disc: Discriminator, model, tokenizer, reward, examples: list, write: bool = True) -> dict:
+    """The warm start a :class:`lab.config.HybridConfig` asks for, on the first ``4 B`` of
+    ``examples``, through the cache (:func:`cached_warm_start`)."""
+    pool = examples[:4 * config.prompts_per_step]
+    key = {**{name: getattr(config, name) for name in WARM_START_KEYS}, "reward": repr(reward),
+           "dtype": str(next(model.parameters()).dtype), "device": model_device(model).type,
+           "texts": [(e.prompt, e.completion, list(e.wrong)) for e in pool]}
+    return cached_warm_start(disc, key, write=write, model=model, tokenizer=tokenizer, reward=reward, examples=pool,
+                             steps=config.discriminator_warmup_steps, batch_size=config.prompts_per_step,
+                             k=config.samples_per_prompt, lr=config.lr_discriminator, seed=config.seed,
+                             contrastive_weight=config.contrastive_weight, max_new_tokens=config.max_new_tokens,
+                             temperature=config.temperature, top_p=config.top_p,
+                             max_prompt_tokens=config.max_prompt_tokens)
+
+
+def warm_start_dir() -> Path:
+    """Where warm starts are cached: ``discriminator-warm-start/`` in the kit's cache."""
+    return hub.cache_dir() / "discriminator-warm-start"
+
+
+def cached_warm_start(disc: Discriminator, key: dict, write: bool = True, **options) -> dict:
+    """:func:`warm_start`, or its cached result: ``key`` (every setting and text it depends on)
+    names a folder in the kit's cache (:func:`lab.runtime.hub.cache_dir`) holding the trained
+    weights (safetensors) and the report; ``write=False`` (another process writes) only reads.
+    The report says whether it was ``cached``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = warm_start_dir() / digest
+    if (folder / "report.json").is_file():
+        load_weights(disc, load_file(folder / "weights.safetensors"))
+        return {**json.loads((folder / "report.json").read_text()), "cached": True}
+    report = warm_start(disc, **options)
+    if write:  # written aside, then renamed: a reader never sees half a folder
+        staging = folder.with_name(f".{digest}-{os.getpid()}")
+        staging.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights(disc).items()}, staging / "weights.safetensors")
+        (staging / "report.json").write_text(json.dumps(report))
+        try:
+            staging.rename(folder)
+        except OSError:  # another run wrote it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return {**report, "cached": False}

@@ -218,10 +218,14 @@ def rl_target(cfg, reward: torch.Tensor, critic: torch.Tensor) -> torch.Tensor:
     return reward
 
 
-def check_context(model, cfg) -> None:
-    """A prompt plus the longest continuation the objective scores (a sample of ``max_new_tokens``,
-    or a reference answer of up to ``lab.generator.MAX_ANSWER_TOKENS``) must fit the model's
-    positions; else one ``ValueError`` naming the knob, instead of an index error mid-step."""
+def check_model(model, cfg) -> None:
+    """The model a trainer is given must be fresh (no LoRA adapters of an earlier trainer), and a
+    prompt plus the longest continuation the objective scores (a sample of ``max_new_tokens``, or
+    a reference answer of up to ``lab.generator.MAX_ANSWER_TOKENS``) must fit its positions; else
+    one ``ValueError`` naming the fix, instead of an index error mid-step."""
+    if hasattr(model, "peft_config"):
+        raise ValueError("this model already carries LoRA adapters (it trained another HybridTrainer); "
+                         "load a fresh model for each trainer, e.g. lab.models.load(name)")
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     answer = max(cfg.max_new_tokens, generator.MAX_ANSWER_TOKENS)
     if context and cfg.max_prompt_tokens + answer > context:

@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 import torch
 
 from lab import generator
-from lab.config import REWARD_NAMES  # the one list of reward names (config validates against it)
+from lab.config import PERPLEXITY_FORMS, REWARD_NAMES  # the one list of each (config validates against them)
 from lab.core.ngrams import repetition_rate
 from lab.models import load_embedder
 from lab.signals import truthfulness
 
-PERPLEXITY_FORMS = ("scaled", "sketch")
 
 
 def _references(completions: list[str], references: list[str] | None) -> list[str]:

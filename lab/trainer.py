@@ -28,11 +28,11 @@ from lab import advantages as adv
 from lab import checkpoint, discriminator, generator, models, objective, rewards
 from lab.config import HybridConfig
 from lab.core.seeding import set_seed
-from lab.core.tensors import encode, eval_mode
-from lab.data import Example, load_examples
+from lab.core.tensors import encode
+from lab.data import Example, check_source, load_examples
 from lab.discriminator import Discriminator
 from lab.rewards import Perplexity, Reward, RewardOutput
-from lab.runtime import distributed, rng
+from lab.runtime import distributed, rng, tracking
 from lab.runtime.history import reward_entries, sample_log, timed
 from lab.runtime.guards import skipped_part, stop_on_signals
 from lab.variants import mixing, selfplay
@@ -66,24 +66,17 @@ class HybridTrainer:
         self.processes = distributed.hooks()  # the collectives of several processes; in one, the identity
         self.processes.check_share(config.prompts_per_step, config.ppo_minibatches if config.policy_loss == "ppo"
                                    else 1)  # each process's share of the prompts, and PPO's minibatches of it
-        if model is not None and hasattr(model, "peft_config"):
-            raise ValueError("this model already carries LoRA adapters (it trained another HybridTrainer); "
-                             "load a fresh model for each trainer, e.g. lab.models.load(name)")
+        if examples is None:
+            check_source(config.dataset, config.dataset_columns)  # a bad dataset fails before the model loads
         if model is None:
             model, tokenizer = models.load(config.model, self.device, config.dtype, quantization=config.quantization,
                                            verbose=verbose and self.processes.is_main)
-        objective.check_context(model, config)
+        objective.check_model(model, config)
         lora = dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         self.model = models.add_lora(model, "generator", **lora)
         models.disable_dropout(self.model)  # train mode then differs from eval only by LoRA dropout
         self.tokenizer = tokenizer
-        disc_lora = dict(lora, r=config.discriminator_lora_r or config.lora_r)
-        disc_options = dict(top_layers=config.discriminator_top_layers, aux_head=config.discriminator_aux_weight > 0)
-        if config.discriminator_model:
-            self.disc = Discriminator.from_name(config.discriminator_model, self.device, **disc_options, **disc_lora)
-        else:
-            self.disc = Discriminator(self.model, tokenizer, lora=disc_lora, **disc_options).to(self.device)
-        models.disable_dropout(self.disc.backbone)  # a separate discriminator model too
+        self.disc = Discriminator.for_config(config, self.model, tokenizer, self.device)  # the critic
         self.model.set_adapter("generator")
         if config.mode == "selfplay":  # the frozen opponent: a third adapter on the same backbone
             selfplay.add_snapshot(self.model, **lora)
@@ -91,7 +84,11 @@ class HybridTrainer:
         self.examples = examples or load_examples(config.dataset, "train", columns=config.dataset_columns,
                                                   tokenizer=chat)
         self.reward = reward if reward is not None else Reward(
-            config.reward_weights, model=self.model, tokenizer=tokenizer, corpus=config.truthfulness_corpus)
+            config.reward_weights, model=self.model, tokenizer=tokenizer, corpus=config.truthfulness_corpus,
+            form=config.perplexity_form)
+        self.warm_start = discriminator.warm_start_for(  # the critic's first scores already mean something
+            config, self.disc, self.model, tokenizer, self.reward, self.examples, write=self.processes.is_main) \
+            if config.discriminator_used and config.discriminator_warmup_steps and config.mode != "sft" else None
         self._perplexity = Perplexity(self.model, tokenizer, max_prompt_tokens=config.max_prompt_tokens) \
             if config.discriminator_aux_weight > 0 else None  # the critic's side task: the base's perplexity
         self.queue: deque[Example] = deque()  # fed or streamed examples not trained on yet
@@ -198,8 +195,7 @@ class HybridTrainer:
         ``freeze_discriminator_after`` steps it only judges. Returns its pre-update scores (N,) or (2N,)."""
         cfg, prompts, completions = self.config, rollout.prompts, rollout.completions
         if cfg.freeze_discriminator_after and self.step_count > cfg.freeze_discriminator_after:
-            with torch.no_grad(), eval_mode(self.disc, self.disc.backbone):
-                critic = self.disc(prompts, completions).float().cpu()  # (N,)
+            critic = discriminator.judge(self.disc, prompts, completions)  # (N,) it only judges
             row.update(d_pred=float(critic.mean()), d_frozen=1,
                        d_accuracy=adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt))
             return critic
@@ -212,9 +208,11 @@ class HybridTrainer:
             prompts, completions = [e.prompt for e in batch] + prompts, references + completions  # (B + N,)
             reward = torch.cat([torch.full((ranked,), float("nan")), reward])  # (B + N,) NaN: ranked only
             aux = None if aux is None else torch.cat([torch.full((ranked,), float("nan")), aux])
-        out = discriminator.train_step(self.disc, self.opt_disc, prompts, completions, reward, junk=junk,
-                                       contrastive_weight=cfg.contrastive_weight, aux_targets=aux,
-                                       aux_weight=cfg.discriminator_aux_weight)
+        for update in range(cfg.discriminator_steps):  # the first update's scores are the critic's (pre-update)
+            step = discriminator.train_step(self.disc, self.opt_disc, prompts, completions, reward, junk=junk,
+                                            contrastive_weight=cfg.contrastive_weight, aux_targets=aux,
+                                            aux_weight=cfg.discriminator_aux_weight)
+            out = step if update == 0 else {**step, "scores": out["scores"]}
         critic, reward = out["scores"][ranked:].float().cpu(), reward[ranked:]  # (N,) the samples' rows
         accuracy = adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt)  # within each prompt
         if accuracy == accuracy:  # a running mean: 0.8 * the previous one + 0.2 * this step's
@@ -303,6 +301,8 @@ class HybridTrainer:
         state and raises ``FloatingPointError``."""
         self._stop, self.stop_reason = False, None
         every, limit = self.config.checkpoint_every, self.config.max_nonfinite_steps
+        track = tracking.RunTracker(self.config, out_dir, self.processes.is_main)  # report_to: TensorBoard ...
+        callbacks = [*callbacks, track]
         with stop_on_signals(self.request_stop), tqdm(total=steps, disable=not (progress and self.processes.is_main),
                                                       desc=f"{self.config.mode} run") as bar:
             done = 0
@@ -322,6 +322,7 @@ class HybridTrainer:
                     self.save(out_dir)
                 if self.processes.any_true(self._stop):  # several processes stop after the same step
                     break
+        track.close()
         if out_dir is not None:
             self.save(out_dir)
         return self.history

@@ -186,3 +186,9 @@ def test_the_real_command(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "outputs written" in done.stdout and (out / "samples.md").is_file()
+    # what a newcomer reads: the seed's scheme at work, the adapter for plain peft, and no noise
+    assert "what changed in 1 steps:" in done.stdout and "discriminator: ranks" in done.stdout
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    noise = [line for line in done.stderr.splitlines()
+             if any(word in line for word in ("Failed to load", "eprecat", "Warning", "warn("))]
+    assert not noise, noise

@@ -22,19 +22,21 @@ def _lora(trainer, adapter):
 
 
 @pytest.mark.parametrize("changes, used", [
-    ({}, False), ({"mode": "rl"}, False), ({"train_discriminator": "always"}, True),
-    ({"baseline": "critic"}, True), ({"reward_source": "discriminator"}, True), ({"mode": "selfplay"}, True),
-    ({"lambda_schedule": "adaptive"}, True), ({"discriminator_aux_weight": 0.5}, True),
+    ({}, True), ({"baseline": "ema"}, False), ({"mode": "rl", "baseline": "ema"}, False),
+    ({"baseline": "ema", "train_discriminator": "always"}, True), ({"baseline": "critic"}, True),
+    ({"reward_source": "discriminator"}, True), ({"mode": "selfplay"}, True),
+    ({"baseline": "ema", "lambda_schedule": "adaptive"}, True),
+    ({"baseline": "ema", "discriminator_aux_weight": 0.5}, True),
 ])
 def test_the_discriminator_trains_only_when_its_scores_are_read(changes, used):
     assert HybridConfig(**changes).discriminator_used is used
 
 
 def test_skipping_an_unread_discriminator_leaves_the_generator_update_unchanged(examples):
-    fast = tiny.make(examples)  # default hybrid: EMA baseline, the true reward: nothing reads D
+    fast = tiny.make(examples, baseline="ema")  # the D-free hybrid: EMA baseline, the true reward: nothing reads D
     disc_before = _lora(fast, "discriminator")
     fast.run(2, progress=False)  # each trainer seeds the global RNG: build the second one after
-    plain = tiny.make(examples, train_discriminator="always")
+    plain = tiny.make(examples, baseline="ema", train_discriminator="always")
     plain.run(2, progress=False)
     assert "d_loss" not in fast.history and "time_disc" not in fast.history
     assert "d_loss" in plain.history and plain.history["time_disc"].notna().all()

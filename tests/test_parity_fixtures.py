@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from parity_runs import FIXTURE, RUNS, STEPS, clean, record
+from parity_runs import FIXTURE, RECORDED_DEFAULTS, RUNS, STEPS, clean, record
 
 FIXTURES = json.loads(FIXTURE.read_text())
 
@@ -34,7 +34,7 @@ def test_a_resumed_run_continues_the_recorded_history(name, examples, tmp_path):
 
     from lab.trainer import HybridTrainer
 
-    trainer = make(examples, **RUNS[name])
+    trainer = make(examples, **{**RECORDED_DEFAULTS, **RUNS[name]})
     trainer.run(STEPS - 1, progress=False, out_dir=tmp_path)
     resumed = HybridTrainer.resume(tmp_path, examples=examples, verbose=False)
     row = resumed.step()

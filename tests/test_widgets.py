@@ -197,3 +197,12 @@ def test_save_writes_the_run_and_the_comparison(played, tmp_path):
     panel.out_root = tmp_path
     default = panel.save()
     assert default.parent == panel.out_root and default.name.startswith("playground-")
+
+
+def test_a_default_run_shows_both_discriminator_panels_with_data(played):
+    from lab.ui import plots
+
+    _, first, _ = played  # the panel's defaults: the discriminator is trained and read
+    titles = [ax.get_title() for ax in plots.dashboard(first.history).axes]
+    panels = [t for t in titles if t.startswith(("Discriminator", "Predicted vs true"))]
+    assert len(panels) == 2 and not [t for t in panels if "(no data)" in t], titles

@@ -10,7 +10,8 @@ from lab.config import HybridConfig
 from lab.trainer import HybridTrainer
 
 BASE = dict(model="tiny-gpt2", device=os.environ.get("LAB_TEST_DEVICE", "cpu"), prompts_per_step=2,
-            samples_per_prompt=2, max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0)
+            samples_per_prompt=2, max_new_tokens=6, lr=1e-2, lr_discriminator=1e-2, seed=0,
+            discriminator_warmup_steps=0)  # the warm start has tests of its own (tests/test_warm_start.py)
 
 
 def make(examples, reward=None, **changes) -> HybridTrainer:

@@ -105,7 +105,8 @@ WHOLE_RUN = Derived("the run's steps: lambda reaches lambda_rl at the last step"
 MORE_REWARDS = Derived("the experiment's weights + " + ", ".join(f"{k} {v}" for k, v in EXTRA_REWARDS.items()),
                        lambda config, steps: {**config.get("reward_weights", HybridConfig().reward_weights),
                                               **EXTRA_REWARDS})
-HYBRID = {"mode": "hybrid"}
+HYBRID = {"mode": "hybrid"}  # the default hybrid: the discriminator, warm-started, as its critic baseline
+D_FREE = {"mode": "hybrid", "baseline": "ema", "discriminator_warmup_steps": 0}  # --preset fast
 # A hybrid step trains on B reference answers (SFT) and B x k samples (RL) of about the same
 # length: (1 + k) times the tokens of an SFT step on the same B prompts. Its wall time is larger
 # still on a CPU (sampling is sequential): each report's train_seconds show the real ratio.
@@ -131,15 +132,22 @@ QUARTER_RUN = Derived("a quarter of the run's steps", lambda config, steps: max(
 TENTH_RUN = Derived("a tenth of the run's steps", lambda config, steps: max(1, steps // 10))
 STEPS = Derived("the run's steps", lambda config, steps: steps)
 TRAIN_STREAM = Derived("the training file, read as a growing stream", stream_source)
-CHORD = {**HYBRID, "sft_schedule": "chord", "mu": 0.5, "mu_warmup_steps": TENTH_RUN, "mu_decay_steps": STEPS}
+CHORD = {**HYBRID, "sft_schedule": "chord", "mu_warmup_steps": TENTH_RUN, "mu_decay_steps": STEPS}  # mu: 0.5
 
 ARMS: dict[str, Arm] = {
     "base": Arm("the untrained model (generation settings only)"),
     "sft": Arm("SFT only: cross-entropy on the reference answers (the reference arm)", {"mode": "sft"}),
     "sft_matched": Arm("SFT at matched compute: (1 + k)x the steps, as many trained tokens as the hybrid (so a "
                        "hybrid win is not 'trained longer')", {"mode": "sft"}, steps_factor=HYBRID_TOKENS),
-    "rl": Arm("REINFORCE only, no SFT term (EMA baseline)", {"mode": "rl"}),
-    "hybrid": Arm("SFT + lambda * REINFORCE, EMA baseline", dict(HYBRID)),
+    "rl": Arm("REINFORCE only, no SFT term (the default critic baseline)", {"mode": "rl"}),
+    "hybrid": Arm("the default: SFT + lambda * REINFORCE, the warm-started discriminator as critic baseline",
+                  dict(HYBRID)),
+    "hybrid_no_d": Arm("the D-free hybrid (--preset fast): EMA baseline, no discriminator trained or read",
+                       dict(D_FREE)),
+    "hybrid_critic_cold": Arm("hybrid, the critic without its warm start (it starts from scratch in the loop)",
+                              {**HYBRID, "discriminator_warmup_steps": 0}),
+    "sketch_reward": Arm("hybrid with the sketch's perplexity reward 1 / (1 + ppl) instead of exp(-nll / 4)",
+                         {**HYBRID, "perplexity_form": "sketch"}),
     "hybrid+kl": Arm("hybrid + KL penalty to the base model", {**HYBRID, "kl_coef": 0.05}),
     "hybrid+entropy": Arm("hybrid + entropy bonus", {**HYBRID, "entropy_coef": 0.01}),
     "hybrid_loo": Arm("hybrid, leave-one-out baseline (mean of the prompt's other samples)",
@@ -147,8 +155,6 @@ ARMS: dict[str, Arm] = {
     "hybrid_group": Arm("hybrid, group baseline (mean of the prompt's k samples)", {**HYBRID, "baseline": "group"}),
     "hybrid_group_scaled": Arm("hybrid, GRPO-style: group baseline, advantages divided by the group's std",
                                {**HYBRID, "baseline": "group", "scale_rewards": True}),
-    "hybrid_critic": Arm("hybrid, unbiased critic baseline (D's mean score of the prompt's other samples)",
-                         {**HYBRID, "baseline": "critic"}),
     "hybrid_disc_baseline": Arm("hybrid, BIASED teaching arm: baseline D(x, y) reads the sample itself",
                                 {**HYBRID, "baseline": "discriminator_biased"}),
     "hybrid_ppo": Arm("hybrid, PPO-style clipped update, 2 passes over each step's samples",
@@ -173,12 +179,12 @@ ARMS: dict[str, Arm] = {
     "reward_multi": Arm("hybrid, reward adds ROUGE, BLEU, repetition and length terms",
                         {**HYBRID, "reward_weights": MORE_REWARDS}),
     "selfplay": Arm("self-play: the generator against its frozen snapshot, rewarded by the referee's preference",
-                    {"mode": "selfplay", "selfplay_refresh": HALF_RUN}),
+                    {"mode": "selfplay", "selfplay_refresh": HALF_RUN, "baseline": "ema"}),
     "beam": Arm("hybrid with the k best of 4 beams instead of samples (off-policy: a biased estimate)",
-                {**HYBRID, "sampler": "beam", "num_beams": 4}),
+                {**HYBRID, "sampler": "beam"}),
     "chord": Arm("CHORD: mu * SFT + (1 - mu) * RL, mu warmed up then cosine-decayed to 0", CHORD),
     "chord_phi": Arm("CHORD-phi: chord with SFT tokens weighted by p * (1 - p)", {**CHORD, "sft_token_weight": "phi"}),
-    "srft": Arm("SRFT: mu * exp(-entropy) * SFT + (1 - mu) * RL", {**HYBRID, "sft_schedule": "srft", "mu": 0.5}),
+    "srft": Arm("SRFT: mu * exp(-entropy) * SFT + (1 - mu) * RL (mu 0.5)", {**HYBRID, "sft_schedule": "srft"}),
     "luffy": Arm("LUFFY: RL only, the reference answer joins each group as an off-policy member",
                  {"mode": "rl", "reference_in_group": True, "baseline": "group"}),
     "hpt": Arm("HPT: per prompt, SFT when all its samples fail, RL when one succeeds",

@@ -130,3 +130,25 @@ class _Hosted:
 
     def close(self) -> None:
         self.module.finish()
+
+
+class RunTracker:
+    """A :meth:`lab.trainer.HybridTrainer.run` callback: each step's history row and samples to
+    the backends of ``config.report_to``, TensorBoard's files in ``OUT/tensorboard``. Without an
+    output folder, or on a process that does not write, it logs nothing."""
+
+    def __init__(self, config, out_dir: str | Path | None, is_main: bool = True):
+        report_to = config.report_to if out_dir is not None and is_main else "none"
+        folder = Path(out_dir if out_dir is not None else ".")
+        self.tracker = Tracker(report_to, folder / "tensorboard", config.to_dict(), folder.name)
+
+    def __call__(self, trainer, row: dict) -> None:
+        samples = []  # this step's: the last rows of the samples log
+        for sample in reversed(trainer.sample_rows):
+            if sample.get("step") != row["step"]:
+                break
+            samples.append(sample)
+        self.tracker(row, samples[::-1])
+
+    def close(self) -> None:
+        self.tracker.close()
