@@ -36,6 +36,7 @@ from lab.fast.attention import training_attention
 from lab.generator import MAX_ANSWER_TOKENS, forward_after_prompts, sample
 from lab.models import adapter_parameters, add_lora, disable_dropout, load, using_adapter
 from lab.runtime import hub
+from lab.runtime.distributed import OneProcess
 from lab.runtime.guards import finite_update
 
 JUNK_KINDS = ("shuffle", "repeat", "other", "truncate")
@@ -233,7 +234,7 @@ def ranking_accuracy(disc: Discriminator, prompts: list[str], references: list[s
 def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: list[str],
                completions: list[str], targets, junk: list[str] | None = None,
                contrastive_weight: float = 1.0, junk_target: float | None = None,
-               aux_targets=None, aux_weight: float = 0.0) -> dict:
+               aux_targets=None, aux_weight: float = 0.0, processes: OneProcess | None = None) -> dict:
     """One update: ``MSE(D(x, y), R) + w * contrastive(D(x, y), D(x, junk))``, one batched forward.
 
     ``targets``: the rewards (N,) of ``completions``; a NaN target leaves its row out of the
@@ -241,7 +242,8 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     ranked below ``completions[i]`` (it may cover only the first rows; ``None``: MSE only).
     ``junk_target``: when set, the junk also regresses to this reward (e.g. ``0.0``).
     ``aux_targets`` (N,), ``aux_weight``: the auxiliary head regresses them too (NaN rows skipped),
-    adding ``aux_weight * MSE(aux, aux_targets)``.
+    adding ``aux_weight * MSE(aux, aux_targets)``. ``processes``: the collectives of the update
+    (None: this launch's; :class:`lab.runtime.distributed.OneProcess` keeps it to this process).
     Returns the losses, ``scores`` (N,), the predictions for ``completions`` before the
     update (detached), and ``skipped``: True when the loss or gradient was not finite and
     nothing moved (:func:`lab.runtime.guards.finite_update`). :class:`lab.trainer.HybridTrainer` calls
@@ -267,7 +269,7 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
         if known.any():
             aux_mse = regression_loss(aux[:n][known], aux_targets[known])
         loss = loss + aux_weight * aux_mse
-    stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss)  # skipped if not finite
+    stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss, processes=processes)  # not if not finite
     return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(), "aux_mse": aux_mse.item(),
             "scores": scores[:n].detach(), "skipped": not stepped}
 
@@ -304,7 +306,8 @@ def warm_start(disc: Discriminator, model, tokenizer, reward, examples: list, st
         out = train_step(disc, optimizer, [prompts[i] for i in picked] + [samples.prompts[r] for r in rows],
                          references + [samples.completions[r] for r in rows],
                          torch.cat([ref_true[picked], sample_true[picked].flatten()]), junk=junk,
-                         contrastive_weight=contrastive_weight)  # references (ranked above junk), then samples
+                         contrastive_weight=contrastive_weight,  # references (ranked above junk), then samples
+                         processes=OneProcess())  # every process warms up alone: no collective to wait on
         losses.append(out["loss"])
     held = range(n_train, len(pool)) if n_train < len(pool) else range(len(pool))
     rows = [i * k + j for i in held for j in range(k)]

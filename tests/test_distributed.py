@@ -98,6 +98,7 @@ def test_two_processes_hybrid_step_matches_one_process_on_the_sft_term(tmp_path)
     run = tmp_path / "hybrid"
     out = _launch("--out", str(run), "--steps", "1", *_flags(FIELDS))
     assert out.count("outputs written to") == 1  # only the main process prints
+    assert out.count("data parallel: 2 processes, backend gloo") == 1  # and says once how it runs
     history = _history(run)
     assert history["step"].tolist() == [1]  # one history, one row per step, not one per process
     # Hybrid: the processes draw other samples than one process would (seed + rank), so only the

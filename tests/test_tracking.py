@@ -35,3 +35,23 @@ def test_report_to_names_are_checked():
         tracking.backends("tensorbord")
     with pytest.raises(ValueError, match="pip install"):
         tracking.backends("wandb") if not tracking._installed("wandb") else pytest.skip("wandb installed")
+
+
+def test_a_two_step_run_writes_its_history_to_tensorboard(examples, tmp_path):
+    from tiny import make
+
+    trainer = make(examples, report_to="tensorboard")
+    history = trainer.run(2, progress=False, out_dir=tmp_path / "run")
+    events = read_events(tmp_path / "run" / "tensorboard")
+    for name in ("reward", "loss", "loss_sft", "d_loss", "d_accuracy"):
+        assert [e.step for e in events.Scalars(name)] == [1, 2], name
+    assert [e.value for e in events.Scalars("reward")] == pytest.approx(list(history["reward"]), rel=1e-6)
+    assert "samples/text_summary" in events.Tags()["tensors"]
+
+
+def test_no_output_folder_no_tracking(examples, tmp_path, monkeypatch):
+    from tiny import make
+
+    monkeypatch.chdir(tmp_path)
+    make(examples, report_to="tensorboard").run(1, progress=False)
+    assert not list(tmp_path.iterdir())

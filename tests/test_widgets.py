@@ -78,6 +78,21 @@ def test_config_has_the_experiment_knobs():
     assert panel.config().scale_rewards is False
 
 
+def test_the_discriminator_sampling_and_data_knobs_reach_the_config():
+    panel = make()
+    panel.set(discriminator_loss="mse+contrastive", contrastive_weight=0.5, discriminator_aux_weight=0.3,
+              discriminator_lora_r=4, discriminator_warmup_steps=10, discriminator_steps=2, lr_discriminator=1e-3,
+              freeze_discriminator_after=5, perplexity_form="sketch", max_grad_norm=0.5, temperature=0.9, top_p=0.8,
+              dataset="factual")
+    config = panel.config()
+    assert (config.discriminator_loss, config.contrastive_weight, config.discriminator_aux_weight) == \
+        ("mse+contrastive", 0.5, 0.3)
+    assert (config.discriminator_lora_r, config.discriminator_warmup_steps, config.discriminator_steps) == (4, 10, 2)
+    assert config.lr_discriminator == pytest.approx(1e-3) and config.freeze_discriminator_after == 5
+    assert (config.perplexity_form, config.max_grad_norm, config.temperature, config.top_p, config.dataset) == \
+        ("sketch", 0.5, 0.9, 0.8, "factual")
+
+
 def test_tabs_follow_the_config_sections():
     panel = make()
     knobs = panel.widget.children[1]  # the tabs of knobs: one per config section that has controls

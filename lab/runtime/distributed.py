@@ -45,6 +45,9 @@ def setup(device: torch.device) -> torch.device:
     from accelerate import PartialState
 
     state = PartialState(cpu=device.type != "cuda")
+    if is_main():  # a run under a launcher says so once, not only through [rankN] prefixes
+        print(f"data parallel: {world_size()} processes, backend {dist.get_backend()}, each with the whole model",
+              flush=True)
     sharding = [name for name in ("DEEPSPEED", "FSDP") if os.environ.get(f"ACCELERATE_USE_{name}", "") == "true"]
     if sharding and is_main():
         print(f"note: lab train does not shard under {sharding[0]}: it runs data parallel with the whole model on "

@@ -12,7 +12,8 @@ import math
 import ipywidgets as W
 
 from lab.config import (
-    BASELINES, DISCRIMINATOR_LOSSES, MODES, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS, SCHEDULES,
+    BASELINES, DISCRIMINATOR_LOSSES, MODES, PERPLEXITY_FORMS, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS,
+    SCHEDULES,
     SFT_SCHEDULES, SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
 )
 
@@ -73,6 +74,30 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
         "freeze_discriminator_after": make(S, "freeze D after", "stop updating D after this many steps (0: never); "
                                            "the reward-hacking experiment", min=0, max=200,
                                            value=cfg.freeze_discriminator_after),
+        "contrastive_weight": make(F, "D contrastive weight", "mse+contrastive: weight of ranking references "
+                                   "above junk", min=0, max=2, step=0.05, value=cfg.contrastive_weight),
+        "discriminator_aux_weight": make(F, "D aux weight", "an auxiliary head predicting the response's "
+                                         "perplexity (0: off)", min=0, max=1, step=0.05,
+                                         value=cfg.discriminator_aux_weight),
+        "discriminator_lora_r": make(S, "D LoRA rank", "the discriminator's own rank (0: the generator's)",
+                                     min=0, max=64, value=cfg.discriminator_lora_r),
+        "discriminator_warmup_steps": make(S, "D warm start", "updates before the loop on references, junk and "
+                                           "the untrained generator's answers (0: none; cached)", min=0, max=100,
+                                           value=cfg.discriminator_warmup_steps),
+        "discriminator_steps": make(S, "D updates a step", "discriminator updates per generator step", min=1,
+                                    max=4, value=cfg.discriminator_steps),
+        "lr_discriminator": make(W.FloatLogSlider, "D learning rate", "discriminator (LoRA + head) learning rate",
+                                 base=10, min=-6, max=-2, step=0.1, value=cfg.lr_discriminator, readout_format=".1e"),
+        "perplexity_form": make(D, "perplexity form", "scaled: exp(-nll / 4); sketch: the original 1 / (1 + ppl), "
+                                "almost no signal", options=PERPLEXITY_FORMS, value=cfg.perplexity_form),
+        "max_grad_norm": make(F, "gradient clipping", "max L2 norm of the generator's gradient (0: off)", min=0,
+                              max=5, step=0.1, value=cfg.max_grad_norm),
+        "temperature": make(F, "temperature", "sampling temperature", min=0.1, max=1.5, step=0.05,
+                            value=cfg.temperature),
+        "top_p": make(F, "top-p", "nucleus sampling: the smallest set of tokens holding this probability",
+                      min=0.05, max=1, step=0.05, value=cfg.top_p),
+        "dataset": make(W.Text, "dataset", "bundled, factual, alpaca, dolly, oasst, a local file, or a mix "
+                        "'bundled:0.7,factual:0.3'", value=cfg.dataset),
         "reward_mix": make(F, "mix (D share)", "reward source 'mix': weight of the discriminator",
                             min=0, max=1, step=0.05, value=cfg.reward_mix),
         "kl_coef": make(F, "KL coef β", "KL penalty to the base model", min=0, max=0.2, step=0.005,
