@@ -366,7 +366,7 @@ def report(sides: dict[str, dict], sweep: list[dict]) -> dict:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="The sketch's naive loop, TRL's GRPOTrainer and the kit's step (hybrid and rl-only): "
+        description="The sketch's naive loop, TRL's GRPOTrainer and the kit's steps (the default with D, D-free, rl-only): "
                     "samples/s, peak RSS, resident parameters, time per phase. Each side runs in its own "
                     "subprocess; the last stdout line is one JSON summary.")
     parser.add_argument("--model", default="smollm2-135m", help="model of every side (default smollm2-135m)")
