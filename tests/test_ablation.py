@@ -360,7 +360,7 @@ def test_an_arm_whose_model_is_offline_is_skipped_with_a_reason_or_refused_when_
     assert "- **big_d**: Model 'someone/not-cached-7b' cannot be loaded" in (tmp_path / "report.md").read_text()
 
 
-def test_presets_name_their_default_arms_and_a_rerun_refuses_a_changed_arm(tmp_path):
+def test_presets_name_their_default_arms_and_a_rerun_refuses_a_changed_arm_not_a_respelled_one(tmp_path):
     assert ablation.settings_for("quick")["arms"] == ablation.QUICK_ARMS
     assert ablation.settings_for("full")["arms"] == list(ARMS)
     custom = {"fast_lr": arms.Arm("x", {"lr": 1e-3})}
@@ -368,3 +368,5 @@ def test_presets_name_their_default_arms_and_a_rerun_refuses_a_changed_arm(tmp_p
     custom = {"fast_lr": arms.Arm("x", {"lr": 2e-3})}
     with pytest.raises(ValueError, match="arm 'fast_lr' run with changes"):
         ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["fast_lr"], custom_arms=custom))
+    spelled_out = {"fast_lr": arms.Arm("x", {"lr": 1e-3, "train_discriminator": "auto"})}  # a default, spelled out
+    ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["fast_lr"], custom_arms=spelled_out))

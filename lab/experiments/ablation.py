@@ -187,6 +187,15 @@ def expected_minutes(preset: str, **overrides) -> float:
     return sum(expected_jobs(settings, jobs).values()) / 60
 
 
+def _same_run(settings: dict, old, new) -> bool:
+    """Whether two change lists give the same config (a change spelled out at its default is no change)."""
+    if old is None or new is None:
+        return old is new
+    def resolved(changes):
+        return HybridConfig.from_dict({**settings["config"], **changes}).to_dict()
+    return resolved(old) == resolved(new)
+
+
 def _check_resume(out: Path, settings: dict) -> dict:
     """Refuse to mix results from different steps / prompts / configs in one folder."""
     path = out / "ablation.json"
@@ -198,7 +207,7 @@ def _check_resume(out: Path, settings: dict) -> dict:
                                  "use another --out, or the same settings to continue it")
         defined = old.get("arm_definitions", {})
         for arm, definition in settings["arm_definitions"].items():
-            if arm in defined and defined[arm]["changes"] != definition["changes"]:
+            if arm in defined and not _same_run(settings, defined[arm]["changes"], definition["changes"]):
                 raise ValueError(f"{out} holds arm {arm!r} run with changes {defined[arm]['changes']!r}, not "
                                  f"{definition['changes']!r}; use another --out, or another name for the new arm")
             if arm in defined and defined[arm].get("steps") != definition.get("steps"):
