@@ -29,21 +29,23 @@ LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step
 MODES = ("sft", "rl", "hybrid", "selfplay")
 SCHEDULES = ("constant", "linear", "adaptive")
 BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
-POLICY_LOSSES = ("reinforce", "ppo")
+LOSS_TYPES = ("reinforce", "ppo", "grpo", "dr_grpo", "dapo", "bnpo")  # TRL's names (lab.losses.policy_loss)
+IMPORTANCE_LEVELS = ("token", "sequence")
 SAMPLERS = ("nucleus", "beam")
 SFT_SCHEDULES = ("none", "constant", "chord", "srft")
 SFT_TOKEN_WEIGHTS = ("uniform", "phi")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
 DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
+RENAMED = {"policy_loss": "loss_type"}  # old field -> new: configs and checkpoints saved before still load
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRAIN_DISCRIMINATOR = ("auto", "always")
 PERPLEXITY_FORMS = ("scaled", "sketch")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 CHOICES = {"mode": MODES, "lambda_schedule": SCHEDULES, "baseline": BASELINES, "reward_source": REWARD_SOURCES,
-           "discriminator_loss": DISCRIMINATOR_LOSSES, "policy_loss": POLICY_LOSSES, "sampler": SAMPLERS,
+           "discriminator_loss": DISCRIMINATOR_LOSSES, "loss_type": LOSS_TYPES, "sampler": SAMPLERS,
            "quantization": QUANTIZATIONS, "dtype": DTYPES, "train_discriminator": TRAIN_DISCRIMINATOR,
            "sft_schedule": SFT_SCHEDULES, "sft_token_weight": SFT_TOKEN_WEIGHTS,
-           "perplexity_form": PERPLEXITY_FORMS}  # field -> its valid values
+           "perplexity_form": PERPLEXITY_FORMS, "importance_sampling_level": IMPORTANCE_LEVELS}  # field -> its valid values
 SECTIONS = {  # section -> what its fields set, in the order of the fields (and of a step)
     "model": "the generator's backbone, where it runs, its LoRA adapter",
     "data": "the training rows (a source, a file or a mix) and a stream that grows",
@@ -174,15 +176,21 @@ class HybridConfig:
         "frozen snapshot, rewarded by the discriminator's preference)")})
     lambda_rl: float = field(default=0.5, metadata={"section": "objective", "help": (
         "weight of the RL terms against SFT in mode 'hybrid'; 0-2 (mode 'rl' uses 1, 'sft' 0)")})
-    policy_loss: str = field(default="reinforce", metadata={"section": "objective", "help": (
-        "'reinforce': -(R - b) log pi(y|x); 'ppo': clipped importance ratio against the sampling "
-        "policy, ppo_epochs passes over ppo_minibatches")})
+    loss_type: str = field(default="reinforce", metadata={"section": "objective", "help": (
+        "the policy loss (TRL's loss_type): 'reinforce', -(R - b) log pi(y|x); or a clipped ratio against "
+        "the sampling policy (ppo_epochs passes over ppo_minibatches) that weighs tokens by: 'ppo' the sum "
+        "per response (the kit's), 'grpo' the mean per response, 'dr_grpo' / (N x max_new_tokens), 'bnpo' the "
+        "mean per token, 'dapo' per token of the whole step, with epsilon_high (notebook 08)")})
     ppo_epochs: int = field(default=1, metadata={"section": "objective", "help": (
-        "'ppo': optimizer passes over each step's samples; 1-4 (1: the REINFORCE gradient)")})
+        "clipped losses: optimizer passes over each step's samples; 1-4 (1: the REINFORCE gradient)")})
     ppo_minibatches: int = field(default=1, metadata={"section": "objective", "help": (
-        "'ppo': minibatches of prompts per pass (a prompt's k samples stay together); 1-B")})
+        "clipped losses: minibatches of prompts per pass (a prompt's k samples stay together); 1-B")})
     clip_range: float = field(default=0.2, metadata={"section": "objective", "help": (
-        "'ppo': the ratio is clipped to [1 - clip_range, 1 + clip_range]; 0.1-0.3")})
+        "clipped losses: the ratio is clipped to [1 - clip_range, 1 + clip_range]; 0.1-0.3")})
+    epsilon_high: float = field(default=0.0, metadata={"section": "objective", "help": (
+        "clipped losses: the upper clip 1 + epsilon_high (DAPO's clip-higher: 0.28); 0: clip_range")})
+    importance_sampling_level: str = field(default="token", metadata={"section": "objective", "help": (
+        "clipped losses: a ratio per 'token', or per 'sequence' (GSPO: exp of the mean token log-ratio)")})
     kl_coef: float = field(default=0.0, metadata={"section": "objective", "help": (
         "KL penalty to the base model (adapters off); 0-0.2")})
     entropy_coef: float = field(default=0.0, metadata={"section": "objective", "help": "entropy bonus; 0-0.05"})
@@ -242,7 +250,7 @@ class HybridConfig:
         checks.in_range("temperature", self.temperature, low=0.0, low_open=True)
         for name in ("lora_dropout", "ema_decay"):
             checks.in_range(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
-        for name in ("top_p", "reward_mix", "clip_range", "mu", "mu_min", "switch_threshold", "replay_ratio"):
+        for name in ("top_p", "reward_mix", "clip_range", "epsilon_high", "mu", "mu_min", "switch_threshold", "replay_ratio"):
             checks.in_range(name, getattr(self, name), low=0.0, high=1.0, low_open=name in ("top_p", "clip_range"))
         for name in ("lambda_rl", "kl_coef", "entropy_coef", "max_grad_norm", "contrastive_weight",
                      "discriminator_aux_weight"):
@@ -283,6 +291,9 @@ class HybridConfig:
         if self.mode == "selfplay" and self.reward_source != "reward":
             raise ValueError("mode='selfplay' is rewarded by the discriminator's preference between the two "
                              "players; leave reward_source='reward' (it trains the referee)")
+        if self.importance_sampling_level == "sequence" and self.loss_type == "reinforce":
+            raise ValueError("importance_sampling_level='sequence' (GSPO) sets the ratio of a clipped loss; "
+                             "choose loss_type='grpo' (GSPO's) or another clipped loss_type")
         if self.ppo_minibatches > self.prompts_per_step:
             raise ValueError(f"ppo_minibatches={self.ppo_minibatches} exceeds prompts_per_step="
                              f"{self.prompts_per_step}; a minibatch holds at least one prompt")
@@ -332,6 +343,9 @@ class HybridConfig:
         >>> HybridConfig.from_dict({"sampling": {"temperature": 0.8}, "run": {"seed": 3}}).seed
         3
         """
+        values = {RENAMED.get(key, key): ({RENAMED.get(k, k): v for k, v in value.items()}
+                                          if key in SECTIONS and isinstance(value, dict) else value)
+                  for key, value in values.items()}
         return cls(**{name: config_text.coerce(cls, name, value)
                       for name, value in config_text.flat(cls, values).items()})
 

@@ -2,7 +2,9 @@
 
 - :func:`mean_nll`: SFT, the mean negative log-likelihood of the answer tokens (notebook 02);
 - :func:`reinforce_loss`: REINFORCE, ``-(R - b) log pi(y | x)`` (notebook 04);
-- :func:`clipped_policy_loss`: PPO's clipped surrogate (notebook 08);
+- :func:`clipped_policy_loss`: PPO's clipped surrogate (notebook 08), and :func:`policy_loss`, TRL's
+  family of clipped losses (grpo, dr_grpo, dapo, bnpo; GSPO's sequence ratio) that differ in how
+  they weigh tokens, which :func:`token_weights` reads off the gradient;
 - :func:`kl_to_base`: the k3 estimate of ``KL(pi || base)`` on the sampled tokens.
 
 They take log-probs already computed (:func:`lab.generator.response_logprobs`,
@@ -60,18 +62,77 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
     ``clip_frac``: share of response tokens whose gradient was clipped; ``approx_kl``: the k3
     estimate of KL(old || new), ``mean (r - 1) - log r``, over response tokens.
     """
+    loss, stats = policy_loss(logprobs, old_logprobs, advantages, mask, "ppo", clip_range, clip_range)
+    return loss, stats["clip_frac"], stats["approx_kl"]
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                loss_type: str = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
+                level: str = "token", max_tokens: int | None = None,
+                normalizer: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The clipped policy losses of TRL's ``GRPOConfig.loss_type``, ``(loss, stats)``.
+
+    Every type takes the same per-token term ``l_it = -min(r_it A_i, clip(r_it, 1 - eps_low,
+    1 + eps_high) A_i)`` and differs only in how it sums the tokens (``|y_i|``: response ``i``'s
+    length, ``N`` responses):
+
+    - ``ppo`` (the kit's): ``(1/N) sum_i sum_t l_it``, REINFORCE's weighting (a long answer weighs more);
+    - ``grpo``: ``(1/N) sum_i (1/|y_i|) sum_t l_it``, each response's mean (a short answer's tokens weigh more);
+    - ``dr_grpo`` (Dr. GRPO): ``sum_it l_it / (N * max_tokens)``, a constant, no length bias;
+    - ``bnpo``: ``sum_it l_it / sum_i |y_i|``, every token of the batch alike;
+    - ``dapo``: ``sum_it l_it / normalizer``, the token count of the whole step (all minibatches
+      and processes; default: this batch's, as ``bnpo``), with DAPO's clip-higher ``eps_high > eps_low``.
+
+    ``level="sequence"`` (GSPO) replaces the token ratio by the response's length-normalised
+    likelihood ratio ``exp(mean_t log r_it)``, one ratio per response. ``logprobs``,
+    ``old_logprobs``, ``mask``: (N, T); ``advantages`` (N,), detached. ``stats``: ``clip_frac``
+    (share of tokens whose clipped branch won, so they get no gradient), ``approx_kl``, and the
+    per-token ``ratio`` and ``clipped`` (N, T) tensors the token view draws.
+
+    >>> lp, A, m = torch.zeros(2, 3), torch.tensor([1.0, -1.0]), torch.tensor([[1, 1, 1], [1, 0, 0]])
+    >>> float(policy_loss(lp, lp, A, m, "grpo")[0]), float(policy_loss(lp, lp, A, m, "bnpo")[0])
+    (0.0, -0.5)
+    """
     on = mask.to(logprobs.dtype)  # (N, T)
     log_ratio = (logprobs - old_logprobs.detach()) * on  # (N, T)
+    if level == "sequence":  # GSPO: one ratio per response, broadcast over its tokens
+        log_ratio = (log_ratio.sum(-1, keepdim=True) / on.sum(-1, keepdim=True).clamp(min=1)).expand_as(on)  # (N, T)
+    elif level != "token":
+        raise ValueError(f"importance_sampling_level must be 'token' or 'sequence', not {level!r}")
     ratio = log_ratio.exp()  # (N, T)
     adv = advantages.detach().to(logprobs)[:, None]  # (N, 1)
-    unclipped, clipped = ratio * adv, ratio.clamp(1 - clip_range, 1 + clip_range) * adv  # (N, T)
-    loss = -(torch.min(unclipped, clipped) * on).sum(-1).mean()
+    unclipped, clipped = ratio * adv, ratio.clamp(1 - epsilon_low, 1 + epsilon_high) * adv  # (N, T)
+    per_token = -torch.min(unclipped, clipped) * on  # (N, T)
+    lengths = on.sum(-1).clamp(min=1)  # (N,)
+    if loss_type == "ppo":
+        loss = per_token.sum(-1).mean()
+    elif loss_type == "grpo":
+        loss = (per_token.sum(-1) / lengths).mean()
+    elif loss_type == "dr_grpo":
+        if not max_tokens:
+            raise ValueError("loss_type='dr_grpo' divides by N * max_tokens: pass max_tokens (max_new_tokens)")
+        loss = per_token.sum() / (len(on) * max_tokens)
+    elif loss_type in ("bnpo", "dapo"):
+        count = on.sum().clamp(min=1) if loss_type == "bnpo" or normalizer is None else normalizer
+        loss = per_token.sum() / count
+    else:
+        raise ValueError(f"Unknown clipped loss_type {loss_type!r}; choose ppo, grpo, dr_grpo, bnpo or dapo")
     with torch.no_grad():
         count = on.sum().clamp(min=1)
-        is_clipped = (clipped < unclipped).to(on.dtype) * on  # (N, T) the clipped branch won
-        clip_frac = float(is_clipped.sum() / count)
-        approx_kl = float((((ratio - 1) - log_ratio) * on).sum() / count)
-    return loss, clip_frac, approx_kl
+        is_clipped = (clipped < unclipped) & on.bool()  # (N, T) the clipped branch won: no gradient
+        stats = {"clip_frac": float(is_clipped.sum() / count),
+                 "approx_kl": float((((ratio - 1) - log_ratio) * on).sum() / count),
+                 "ratio": ratio.detach(), "clipped": is_clipped}
+    return loss, stats
+
+
+def token_weights(loss: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
+    """``-d loss / d log pi(y_it)`` (N, T): the weight the update gives each sampled token's
+    log-prob (positive: made more likely). REINFORCE gives every token of response ``i``
+    ``A_i / N``; the other loss types rescale that per response or per token, or zero it where
+    the ratio was clipped. ``logprobs`` must be what ``loss`` was computed from, with gradient."""
+    (grad,) = torch.autograd.grad(loss, logprobs, retain_graph=True)
+    return -grad  # (N, T)
 
 
 def kl_to_base(logprobs: torch.Tensor, base_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@
 
 - SFT: :func:`lab.losses.mean_nll` on the reference answers (the targets of
   :func:`lab.generator.sft_loss`);
-- policy loss: :func:`lab.losses.reinforce_loss`, or with ``policy_loss="ppo"``
-  :func:`lab.losses.clipped_policy_loss` against the sampling policy's log-probs;
+- policy loss: :func:`lab.losses.reinforce_loss`, or a clipped ``loss_type`` (ppo, grpo, dr_grpo,
+  bnpo, dapo; :func:`lab.losses.policy_loss`) against the sampling policy's log-probs;
 - KL: :func:`lab.losses.kl_to_base`, the k3 estimate against the backbone with adapters off;
 - entropy: the policy's mean entropy on the sampled tokens.
 
@@ -49,6 +49,7 @@ class GeneratorBatch:
     k: int = 1  # samples per prompt
     sft_mask: torch.Tensor | None = None  # (B,) bool, HPT: True = SFT for this prompt, False = RL
     ref_logprobs: torch.Tensor | None = None  # (N, T') the base's (lab.rewards.BasePass); None: KL computes them
+    token_normalizer: float | None = None  # 'dapo': the step's response tokens per process and minibatch
 
     def select(self, prompts: list[int]) -> "GeneratorBatch":
         """The same batch restricted to the prompts ``prompts`` (indices) and their samples."""
@@ -59,7 +60,7 @@ class GeneratorBatch:
                               None if self.responses is None else [self.responses[i] for i in rows],
                               None if self.advantages is None else self.advantages[rows], old, self.k,
                               None if self.sft_mask is None else self.sft_mask[prompts],
-                              None if self.ref_logprobs is None else self.ref_logprobs[rows])
+                              None if self.ref_logprobs is None else self.ref_logprobs[rows], self.token_normalizer)
 
 
 def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, mu: float | None = None,
@@ -69,7 +70,7 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, m
     or for ``srft`` computed here from the samples' entropy, :func:`lab.variants.mixing.mu_at`).
     ``RL`` = policy loss + beta * KL - eta * entropy. ``logs`` holds each term's value
     (``loss_sft``, ``loss_rl``, ``kl``, ``entropy``, ``mu``, and ``clip_frac``, ``approx_kl``
-    with PPO). ``processes``: the collectives (None: this launch's, :func:`lab.runtime.distributed.hooks`)."""
+    with a clipped loss). ``processes``: the collectives (None: this launch's, :func:`lab.runtime.distributed.hooks`)."""
     processes = distributed.hooks() if processes is None else processes
     use_sft, use_rl = batch.references is not None, batch.responses is not None and lam > 0
     logs: dict[str, float] = {}
@@ -111,12 +112,14 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, m
         advantages = batch.advantages.to(tokens)  # (N,)
         if batch.sft_mask is not None:  # HPT: the prompts being imitated take no RL step
             advantages = advantages * (~batch.sft_mask).repeat_interleave(k).to(advantages)  # (N,)
-        if cfg.policy_loss == "ppo":
-            old = tokens.detach() if batch.old_logprobs is None else _fit(batch.old_logprobs, tokens.shape[1])
-            rl, logs["clip_frac"], logs["approx_kl"] = losses.clipped_policy_loss(
-                tokens, old.to(tokens), advantages, on, cfg.clip_range)
-        else:
+        if cfg.loss_type == "reinforce":
             rl = losses.reinforce_loss(tokens.sum(-1), advantages)
+        else:  # a clipped ratio against the sampling policy (1 on the first pass over fresh samples)
+            old = tokens.detach() if batch.old_logprobs is None else _fit(batch.old_logprobs, tokens.shape[1])
+            rl, stats = losses.policy_loss(tokens, old.to(tokens), advantages, on, cfg.loss_type, cfg.clip_range,
+                                           cfg.epsilon_high or cfg.clip_range, cfg.importance_sampling_level,
+                                           max_tokens=cfg.max_new_tokens, normalizer=batch.token_normalizer)
+            logs.update(clip_frac=stats["clip_frac"], approx_kl=stats["approx_kl"])
         entropy = processes.pooled_mean(sample_rows(out.entropy).sum() / n_tokens, on.sum())
         kl = torch.zeros((), device=conts.device)
         if cfg.kl_coef > 0:
@@ -162,17 +165,21 @@ def sampling_logprobs(model, batch: GeneratorBatch, temperature: float, pad_id: 
 
 def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
            mu: float | None = None, processes: distributed.OneProcess | None = None) -> dict:
-    """Optimizer step(s) of the generator on ``batch``: one pass, or with ``policy_loss="ppo"``
+    """Optimizer step(s) of the generator on ``batch``: one pass, or with a clipped ``loss_type``
     ``ppo_epochs`` passes over ``ppo_minibatches`` minibatches of prompts (a prompt's samples
     stay together) against the sampling policy's log-probs. Each pass is
     :func:`generator_loss`, then :func:`lab.runtime.guards.finite_update` (clip, step, or skip when
     not finite). Returns the history entries: each term averaged over the first epoch's
     minibatches (what the step computed at the sampling policy), ``clip_frac`` and
     ``approx_kl`` over every pass, and ``skipped_updates``. ``processes``: as in :func:`generator_loss`."""
-    ppo = batch.responses is not None and lam > 0 and cfg.policy_loss == "ppo"
-    epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if ppo else (1, 1)
-    if ppo and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
+    processes = distributed.hooks() if processes is None else processes
+    clipped = batch.responses is not None and lam > 0 and cfg.loss_type != "reinforce"
+    epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if clipped else (1, 1)
+    if clipped and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
         batch.old_logprobs = sampling_logprobs(model, batch, cfg.temperature, pad_id)  # (N, T)
+    if clipped and cfg.loss_type == "dapo":  # TRL: the generation batch's tokens / processes / minibatches
+        tokens = sum(len(r) for r in batch.responses)
+        batch.token_normalizer = max(1.0, processes.mean_value(float(tokens)) / parts)
     passes = []
     for epoch in range(epochs):
         for prompts in torch.arange(len(batch.prompt_ids)).tensor_split(parts):

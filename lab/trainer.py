@@ -64,7 +64,7 @@ class HybridTrainer:
         set_seed(config.seed)
         self.device = distributed.setup(models.pick_device(config.device))  # launched: this process's device
         self.processes = distributed.hooks()  # the collectives of several processes; in one, the identity
-        self.processes.check_share(config.prompts_per_step, config.ppo_minibatches if config.policy_loss == "ppo"
+        self.processes.check_share(config.prompts_per_step, config.ppo_minibatches if config.loss_type == "ppo"
                                    else 1)  # each process's share of the prompts, and PPO's minibatches of it
         if examples is None:
             check_source(config.dataset, config.dataset_columns)  # a bad dataset fails before the model loads

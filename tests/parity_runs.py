@@ -26,7 +26,7 @@ RUNS: dict[str, dict] = {
     "adversarial": dict(mode="hybrid", reward_source="discriminator", baseline="loo"),
     "adversarial_frozen": dict(mode="hybrid", reward_source="discriminator", freeze_discriminator_after=1),
     "mix_aux": dict(mode="hybrid", reward_source="mix", discriminator_aux_weight=0.5),
-    "ppo": dict(mode="hybrid", policy_loss="ppo", ppo_epochs=2, ppo_minibatches=2, baseline="group",
+    "ppo": dict(mode="hybrid", loss_type="ppo", ppo_epochs=2, ppo_minibatches=2, baseline="group",
                 scale_rewards=True),
     "selfplay": dict(mode="selfplay", selfplay_refresh=2),
     "luffy": dict(mode="rl", reference_in_group=True, baseline="group"),

@@ -228,7 +228,7 @@ def test_every_built_in_arm_and_a_custom_one_writes_rows_in_one_tiny_run(tmp_pat
     report = (out / "report.md").read_text()
     for arm, spec in ARMS.items():
         assert f"| {arm} | {spec.description} |" in report
-    assert "| hybrid_ppo | " in report and "policy_loss=ppo, ppo_epochs=2 |" in report
+    assert "| hybrid_ppo | " in report and "loss_type=ppo, ppo_epochs=2 |" in report
     assert "| fast_lr | hybrid at a 4x learning rate | mode=hybrid, lr=0.002 |" in report
     assert "preset's config, with --set device=cpu, prompts_per_step=2, max_new_tokens=4, model=tiny-gpt2" in report
 

@@ -10,6 +10,18 @@ from parity_runs import FIXTURE, RECORDED_DEFAULTS, RUNS, STEPS, clean, record
 FIXTURES = json.loads(FIXTURE.read_text())
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Replay on one thread, as recorded: a multi-threaded reduction may sum in another order
+    (a PPO loss came out 3e-5 relative off on 2 busy cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def same(got, want, where: str) -> None:
     assert len(got) == len(want), f"{where}: {len(got)} rows, expected {len(want)}"
     for i, (row, expected) in enumerate(zip(got, want)):

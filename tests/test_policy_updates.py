@@ -68,7 +68,7 @@ def test_one_ppo_epoch_has_the_reinforce_gradient(examples):
     plain = make(examples, mode="rl", baseline="loo")
     plain.step()  # built and stepped before the other: the same seeded samples
     a = _generator_grads(plain)
-    ppo = make(examples, mode="rl", baseline="loo", policy_loss="ppo", ppo_epochs=1)
+    ppo = make(examples, mode="rl", baseline="loo", loss_type="ppo", ppo_epochs=1)
     row = ppo.step()
     b = _generator_grads(ppo)
     assert row["clip_frac"] == 0
@@ -78,7 +78,7 @@ def test_one_ppo_epoch_has_the_reinforce_gradient(examples):
 
 
 def test_several_ppo_epochs_with_a_large_step_clip(examples):
-    trainer = make(examples, mode="rl", baseline="loo", policy_loss="ppo", ppo_epochs=4, ppo_minibatches=2,
+    trainer = make(examples, mode="rl", baseline="loo", loss_type="ppo", ppo_epochs=4, ppo_minibatches=2,
                    clip_range=0.05, lr=0.3, max_grad_norm=0, max_new_tokens=8)
     rows = [trainer.step() for _ in range(2)]
     assert max(r["clip_frac"] for r in rows) > 0

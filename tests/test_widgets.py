@@ -55,12 +55,12 @@ def test_config_is_what_the_widgets_show():
 
 def test_config_has_the_experiment_knobs():
     panel = make()
-    panel.set(baseline="group", scale_rewards=True, policy_loss="ppo", ppo_epochs=3, clip_range=0.1,
+    panel.set(baseline="group", scale_rewards=True, loss_type="ppo", ppo_epochs=3, clip_range=0.1,
               sft_schedule="chord", mu=0.7, sft_token_weight="phi", reference_in_group=True,
               per_prompt_switch=True, switch_threshold=0.3, sampler="beam", num_beams=3)
     config = panel.config()
     assert (config.baseline, config.scale_rewards) == ("group", True)
-    assert (config.policy_loss, config.ppo_epochs, config.clip_range) == ("ppo", 3, 0.1)
+    assert (config.loss_type, config.ppo_epochs, config.clip_range) == ("ppo", 3, 0.1)
     assert (config.sft_schedule, config.mu, config.sft_token_weight) == ("chord", 0.7, "phi")
     assert (config.reference_in_group, config.per_prompt_switch, config.switch_threshold) == (True, True, 0.3)
     assert (config.sampler, config.num_beams) == ("beam", 3)
@@ -69,9 +69,9 @@ def test_config_has_the_experiment_knobs():
     for baseline in BASELINES:  # all five
         assert panel.set(baseline=baseline).config().baseline == baseline
     panel.set(mode="selfplay", sft_schedule="none", per_prompt_switch=False, reference_in_group=False,
-              sampler="nucleus", policy_loss="reinforce", selfplay_refresh=4)
+              sampler="nucleus", loss_type="reinforce", selfplay_refresh=4)
     config = panel.config()
-    assert (config.mode, config.selfplay_refresh, config.policy_loss) == ("selfplay", 4, "reinforce")
+    assert (config.mode, config.selfplay_refresh, config.loss_type) == ("selfplay", 4, "reinforce")
     assert panel.controls["ppo_epochs"].disabled and panel.controls["clip_range"].disabled
     assert not panel.controls["selfplay_refresh"].disabled and panel.controls["mu"].disabled
     panel.controls["scale_rewards"].value = False  # clicking a checkbox counts too

@@ -164,7 +164,7 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
         return decoding * (1 if share_base_greedy else 2)
     step = COST["sft_per_prompt"] * config.prompts_per_step if config.mode in ("sft", "hybrid") else 0.0
     if config.mode != "sft":
-        extra = 1.15 if config.kl_coef > 0 or config.policy_loss == "ppo" else 1.0
+        extra = 1.15 if config.kl_coef > 0 or config.loss_type == "ppo" else 1.0
         sequences = config.prompts_per_step * config.samples_per_prompt * (2 if config.mode == "selfplay" else 1)
         step += COST["sampled_per_token"] * sequences * config.max_new_tokens * extra
     return COST["setup"] + arm_steps(settings, arm) * step + 2 * decoding

@@ -12,9 +12,8 @@ import math
 import ipywidgets as W
 
 from lab.config import (
-    BASELINES, DISCRIMINATOR_LOSSES, MODES, PERPLEXITY_FORMS, POLICY_LOSSES, REWARD_NAMES, REWARD_SOURCES, SAMPLERS,
-    SCHEDULES,
-    SFT_SCHEDULES, SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
+    BASELINES, DISCRIMINATOR_LOSSES, IMPORTANCE_LEVELS, LOSS_TYPES, MODES, PERPLEXITY_FORMS, REWARD_NAMES,
+    REWARD_SOURCES, SAMPLERS, SCHEDULES, SFT_SCHEDULES, SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
 )
 
 METRICS = ("reward", *(f"reward_{name}" for name in REWARD_NAMES), "loss", "loss_sft", "loss_rl",
@@ -107,12 +106,18 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
         # experiments: the policy update, the SFT + RL mixes, sampling
         "scale_rewards": make(C, "scale rewards (÷ group std)", "divide advantages by the std of the prompt's "
                                "k rewards (GRPO); needs k >= 2", value=cfg.scale_rewards),
-        "policy_loss": make(D, "policy loss", "reinforce; ppo: clipped ratio against the sampling policy",
-                             options=POLICY_LOSSES, value=cfg.policy_loss),
-        "ppo_epochs": make(S, "PPO epochs", "ppo: passes over each step's samples (1: REINFORCE's gradient)",
-                            min=1, max=8, value=cfg.ppo_epochs),
-        "clip_range": make(F, "clip range ε", "ppo: the ratio is clipped to [1 - ε, 1 + ε]", min=0.05, max=0.5,
-                            step=0.01, value=cfg.clip_range),
+        "loss_type": make(D, "policy loss", "reinforce; or a clipped ratio against the sampling policy that "
+                          "weighs tokens per response (ppo: sum, grpo: mean), per token (bnpo, dapo) or by "
+                          "a constant (dr_grpo); notebook 08", options=LOSS_TYPES, value=cfg.loss_type),
+        "ppo_epochs": make(S, "PPO epochs", "clipped losses: passes over each step's samples (1: REINFORCE's "
+                            "gradient)", min=1, max=8, value=cfg.ppo_epochs),
+        "clip_range": make(F, "clip range ε", "clipped losses: the ratio is clipped to [1 - ε, 1 + ε]",
+                            min=0.05, max=0.5, step=0.01, value=cfg.clip_range),
+        "epsilon_high": make(F, "clip high (DAPO)", "the upper clip 1 + ε_high (DAPO: 0.28); 0: ε", min=0,
+                              max=0.5, step=0.01, value=cfg.epsilon_high),
+        "importance_sampling_level": make(D, "ratio per", "token, or sequence (GSPO: one length-normalised "
+                                           "ratio per response)", options=IMPORTANCE_LEVELS,
+                                           value=cfg.importance_sampling_level),
         "sft_schedule": make(D, "SFT schedule (μ)", "none: SFT + λ RL; else μ SFT + (1 - μ) RL with μ constant, "
                               "chord (warm-up + cosine) or srft (μ exp(-entropy)); needs mode hybrid",
                               options=SFT_SCHEDULES, value=cfg.sft_schedule),

@@ -148,7 +148,9 @@ class Playground:
         c["lambda_rl"].disabled = c["lambda_schedule"].disabled = not mixed
         c["lambda_warmup_steps"].disabled = not mixed or c["lambda_schedule"].value != "linear"
         c["reward_mix"].disabled = c["reward_source"].value != "mix"
-        c["ppo_epochs"].disabled = c["clip_range"].disabled = c["policy_loss"].value != "ppo"
+        plain = c["loss_type"].value == "reinforce"  # no ratio: nothing to clip
+        for name in ("ppo_epochs", "clip_range", "epsilon_high", "importance_sampling_level"):
+            c[name].disabled = plain
         c["mu"].disabled = c["sft_schedule"].value == "none"
         c["switch_threshold"].disabled = not c["per_prompt_switch"].value
         c["num_beams"].disabled = c["sampler"].value != "beam"
