@@ -13,9 +13,9 @@ by job. Imports run only downward (``tests/test_layers.py`` checks it)::
       |
     trainer.py  checkpoint.py    the seed's step: sample -> score -> critic -> advantages -> update
       |
-    objective.py  variants/      the generator's objective | self-play, CHORD/SRFT/LUFFY/HPT mixes
+    objective.py  variants/      the generator's objective | self-play, CHORD/SRFT/LUFFY/HPT mixes, distillation
       |
-    rewards.py  generator.py  losses.py  discriminator.py  advantages.py  signals/
+    rewards.py  generator.py  losses.py  discriminator.py  warm_start.py  advantages.py  signals/
                                  the pieces of a step (signals/: the truthfulness reward)
       |
     data.py  models.py           examples from sources | model names -> models, LoRA
@@ -43,7 +43,7 @@ for _name in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 _MODULES = ("advantages", "checkpoint", "config", "data", "discriminator", "evaluate", "generator", "losses",
-            "models", "objective", "rewards", "trainer")
+            "models", "objective", "rewards", "trainer", "warm_start")
 _FOLDERS = ("core", "eval", "experiments", "fast", "integrations", "readers", "runtime", "signals", "ui", "variants")
 __all__ = [*_MODULES, *_FOLDERS, "quick_mode", "set_seed"]
 __version__ = "0.1.0"

@@ -26,26 +26,25 @@ from lab.runtime.tracking import REPORT_TO
 
 LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step": 4096,
           "samples_per_prompt": 256, "lora_r": 1024, "ppo_epochs": 100}  # larger is a typo, not a run
-MODES = ("sft", "rl", "hybrid", "selfplay")
+MODES = ("sft", "rl", "hybrid", "selfplay", "distill")
+DISTILL_TEACHERS = ("policy", "base")
 SCHEDULES = ("constant", "linear", "adaptive")
 BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
 LOSS_TYPES = ("reinforce", "ppo", "grpo", "dr_grpo", "dapo", "bnpo")  # TRL's names (lab.losses.policy_loss)
 IMPORTANCE_LEVELS = ("token", "sequence")
-SAMPLERS = ("nucleus", "beam")
-SFT_SCHEDULES = ("none", "constant", "chord", "srft")
-SFT_TOKEN_WEIGHTS = ("uniform", "phi")
+SAMPLERS, SFT_SCHEDULES, SFT_TOKEN_WEIGHTS = ("nucleus", "beam"), ("none", "constant", "chord", "srft"), ("uniform", "phi")
 REWARD_SOURCES = ("reward", "discriminator", "mix")
-DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive")
+DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive", "bradley_terry")
 RENAMED = {"policy_loss": "loss_type"}  # old field -> new: configs and checkpoints saved before still load
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-TRAIN_DISCRIMINATOR = ("auto", "always")
-PERPLEXITY_FORMS = ("scaled", "sketch")
+DTYPES, TRAIN_DISCRIMINATOR, PERPLEXITY_FORMS = ("auto", "float32", "bfloat16", "float16"), ("auto", "always"), \
+    ("scaled", "sketch")
 REWARD_NAMES = ("semantic", "perplexity", "rouge", "bleu", "repetition", "length", "truthfulness")
 CHOICES = {"mode": MODES, "lambda_schedule": SCHEDULES, "baseline": BASELINES, "reward_source": REWARD_SOURCES,
            "discriminator_loss": DISCRIMINATOR_LOSSES, "loss_type": LOSS_TYPES, "sampler": SAMPLERS,
            "quantization": QUANTIZATIONS, "dtype": DTYPES, "train_discriminator": TRAIN_DISCRIMINATOR,
            "sft_schedule": SFT_SCHEDULES, "sft_token_weight": SFT_TOKEN_WEIGHTS,
-           "perplexity_form": PERPLEXITY_FORMS, "importance_sampling_level": IMPORTANCE_LEVELS}  # field -> its valid values
+           "perplexity_form": PERPLEXITY_FORMS, "importance_sampling_level": IMPORTANCE_LEVELS,
+           "distill_teacher": DISTILL_TEACHERS}  # field -> its valid values
 SECTIONS = {  # section -> what its fields set, in the order of the fields (and of a step)
     "model": "the generator's backbone, where it runs, its LoRA adapter",
     "data": "the training rows (a source, a file or a mix) and a stream that grows",
@@ -132,6 +131,9 @@ class HybridConfig:
         "what phase B maximises: 'reward', 'discriminator' (adversarial), or a 'mix'")})
     reward_mix: float = field(default=0.5, metadata={"section": "reward", "help": (
         "'mix': weight of the discriminator's score, 0-1")})
+    naturalness_weight: float = field(default=0.0, metadata={"section": "reward", "help": (
+        "reward + w x sigmoid(D(x, y) - D(x, reference)), the odds a Bradley-Terry discriminator gives the "
+        "sample of passing for the reference: a naturalness term beside the true reward; 0-1")})
     baseline: str = field(default="critic", metadata={"section": "reward", "help": (
         "'critic' (the default, the seed's 'predicted reward': the discriminator's mean score of the "
         "prompt's other samples, unbiased; needs k >= 2), 'ema' (running mean: the D-free loop, "
@@ -149,7 +151,9 @@ class HybridConfig:
     discriminator_top_layers: int = field(default=8, metadata={"section": "discriminator", "help": (
         "its LoRA on the top N blocks only (0: all); backward stops there")})
     discriminator_loss: str = field(default="mse", metadata={"section": "discriminator", "help": (
-        "'mse' or 'mse+contrastive' (reference answers ranked above junk)")})
+        "'mse' (regress the reward), 'mse+contrastive' (also reference answers ranked above junk), or "
+        "'bradley_terry' (GAD: the reference above each of the prompt's samples; its score of a sample is "
+        "D(x, y) - D(x, reference), which reward_source='discriminator' maximises)")})
     contrastive_weight: float = field(default=1.0, metadata={"section": "discriminator", "help": (
         "weight of the contrastive term; 0.1-2")})
     discriminator_aux_weight: float = field(default=0.0, metadata={"section": "discriminator", "help": (
@@ -172,8 +176,9 @@ class HybridConfig:
         "start from scratch; 10-100")})
     # --- objective (the generator's loss) -----------------------------------------------
     mode: str = field(default="hybrid", metadata={"section": "objective", "help": (
-        "'sft' (phase A only), 'rl' (phase B only), 'hybrid' (both), or 'selfplay' (phase B against a "
-        "frozen snapshot, rewarded by the discriminator's preference)")})
+        "'sft' (phase A only), 'rl' (phase B only), 'hybrid' (both), 'selfplay' (phase B against a "
+        "frozen snapshot, rewarded by the discriminator's preference), or 'distill' (its own samples, "
+        "reverse KL to a teacher: SDFT, or distill_from)")})
     lambda_rl: float = field(default=0.5, metadata={"section": "objective", "help": (
         "weight of the RL terms against SFT in mode 'hybrid'; 0-2 (mode 'rl' uses 1, 'sft' 0)")})
     loss_type: str = field(default="reinforce", metadata={"section": "objective", "help": (
@@ -206,6 +211,11 @@ class HybridConfig:
         "'per_prompt_switch': the reward a sample must reach for its prompt to count as solved; 0-1")})
     selfplay_refresh: int = field(default=10, metadata={"section": "objective", "help": (
         "'selfplay': copy the generator into the frozen opponent every N steps; 5-50")})
+    distill_teacher: str = field(default="policy", metadata={"section": "objective", "help": (
+        "'distill' without distill_from (SDFT): the teacher is the generator with its current adapter "
+        "('policy') or with adapters off ('base'), shown the reference answer before the prompt")})
+    distill_from: str | None = field(default=None, metadata={"section": "objective", "help": (
+        "'distill': a larger teacher model (Hub or local, the generator's tokenizer), shown the plain prompt")})
     # --- schedule (the SFT / RL mix over the steps; CHORD, SRFT) -------------------------
     lambda_schedule: str = field(default="constant", metadata={"section": "schedule", "help": (
         "'constant', 'linear' warm-up, or 'adaptive' (scaled by the discriminator's accuracy)")})
@@ -253,7 +263,7 @@ class HybridConfig:
         for name in ("top_p", "reward_mix", "clip_range", "epsilon_high", "mu", "mu_min", "switch_threshold", "replay_ratio"):
             checks.in_range(name, getattr(self, name), low=0.0, high=1.0, low_open=name in ("top_p", "clip_range"))
         for name in ("lambda_rl", "kl_coef", "entropy_coef", "max_grad_norm", "contrastive_weight",
-                     "discriminator_aux_weight"):
+                     "discriminator_aux_weight", "naturalness_weight"):
             checks.in_range(name, getattr(self, name), low=0.0)
         checks.weights("reward_weights", self.reward_weights, REWARD_NAMES)
         for name in str(self.report_to).split(","):
@@ -291,6 +301,16 @@ class HybridConfig:
         if self.mode == "selfplay" and self.reward_source != "reward":
             raise ValueError("mode='selfplay' is rewarded by the discriminator's preference between the two "
                              "players; leave reward_source='reward' (it trains the referee)")
+        relative = self.discriminator_loss == "bradley_terry"  # D's scores: how reference-like, not the reward
+        if relative and (self.mode not in ("rl", "hybrid") or (self.reward_source == "reward" and self.baseline in (
+                "critic", "discriminator_biased"))):
+            raise ValueError("discriminator_loss='bradley_terry' (GAD) scores how reference-like a sample is, not its "
+                             "reward: use it in mode 'rl' or 'hybrid', with reward_source='discriminator' or a "
+                             "baseline of the reward ('loo', 'group', 'ema')")
+        if self.naturalness_weight > 0 and not relative:
+            raise ValueError("naturalness_weight reads D's reference-vs-sample score: set discriminator_loss='bradley_terry'")
+        if self.mode == "distill" and self.loss_type != "reinforce":
+            raise ValueError("mode='distill' minimises a reverse KL, no ratio to clip: leave loss_type='reinforce'")
         if self.importance_sampling_level == "sequence" and self.loss_type == "reinforce":
             raise ValueError("importance_sampling_level='sequence' (GSPO) sets the ratio of a clipped loss; "
                              "choose loss_type='grpo' (GSPO's) or another clipped loss_type")
@@ -303,9 +323,12 @@ class HybridConfig:
     def discriminator_used(self) -> bool:
         """True when the run reads the discriminator's scores (so it must be trained), or
         ``train_discriminator='always'`` asks for it anyway."""
+        if self.mode == "distill":  # the teacher guides it; nothing reads a critic
+            return False
         return (self.train_discriminator == "always" or self.mode == "selfplay"
                 or self.baseline in ("critic", "discriminator_biased") or self.reward_source != "reward"
-                or self.lambda_schedule == "adaptive" or self.discriminator_aux_weight > 0)
+                or self.lambda_schedule == "adaptive" or self.discriminator_aux_weight > 0
+                or self.naturalness_weight > 0)
 
     @property
     def samples_per_step(self) -> int:
@@ -343,24 +366,19 @@ class HybridConfig:
         >>> HybridConfig.from_dict({"sampling": {"temperature": 0.8}, "run": {"seed": 3}}).seed
         3
         """
-        values = {RENAMED.get(key, key): ({RENAMED.get(k, k): v for k, v in value.items()}
-                                          if key in SECTIONS and isinstance(value, dict) else value)
-                  for key, value in values.items()}
         return cls(**{name: config_text.coerce(cls, name, value)
-                      for name, value in config_text.flat(cls, values).items()})
+                      for name, value in config_text.flat(cls, values, renamed=RENAMED).items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "HybridConfig":
-        """Read a JSON or YAML file (``.json``, ``.yaml``, ``.yml``), flat or by section; fields
-        it does not name keep their defaults."""
+        """Read a JSON or YAML file (.json, .yaml, .yml), flat or by section; the rest stays default."""
         return cls.from_dict(config_text.read_file(cls, path))
 
 
 # Presets change only what differs from the defaults (nanoGPT style).
 PRESETS: dict[str, dict] = {
     "default": {},
-    # the D-free hybrid: SFT + REINFORCE with an EMA baseline, no discriminator trained or read
-    # (faster; the seed's scheme without its critic)
+    # the D-free hybrid: SFT + REINFORCE, EMA baseline, no discriminator (faster; the seed without its critic)
     "fast": {"baseline": "ema", "discriminator_warmup_steps": 0},
     # CI / classroom: tiny batches, short answers.
     "quick": {"prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 16},
@@ -368,8 +386,7 @@ PRESETS: dict[str, dict] = {
     "bench": {"prompts_per_step": 4, "samples_per_prompt": 2, "max_new_tokens": 32},
     # a GPU run: larger batches and longer answers.
     "gpu": {"prompts_per_step": 16, "samples_per_prompt": 4, "max_new_tokens": 64},
-    # the sketch's suggested scale-up (needs the Hub once): GPT-2 Medium, LoRA r=16, dropout 0.1,
-    # its backbone in 8 bits on a GPU.
+    # the sketch's scale-up (needs the Hub once): GPT-2 Medium, LoRA r=16, dropout 0.1, 8-bit backbone on a GPU
     "gpt2-medium": {"model": "gpt2-medium", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1,
                     "quantization": "8bit", "prompts_per_step": 8, "samples_per_prompt": 4, "max_new_tokens": 64},
 }

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,3 +303,19 @@ def load_examples(source: str = "bundled", split: str = "train", columns: dict[s
         weights.append(weight)
     examples = sources.interleave(parts, weights, repeat=split == "train")
     return examples[:limit] if limit else examples
+
+
+def epoch_batch(examples: list, step: int, size: int, seed: int) -> list:
+    """The ``size`` examples of ``step`` (1-based): a seeded shuffle per epoch, so that any step's
+    batch is known from the step number alone (exact resume).
+
+    >>> epoch_batch(list("abcd"), 3, 2, seed=0) == epoch_batch(list("abcd"), 3, 2, seed=0)
+    True
+    """
+    picked, n = [], len(examples)
+    for position in range((step - 1) * size, step * size):
+        epoch, index = divmod(position, n)
+        order = list(range(n))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        picked.append(examples[order[index]])
+    return picked

@@ -11,31 +11,28 @@ Two things keep it cheap: the adapter sits on the top ``top_layers`` blocks only
 backward stops there), and responses to the same prompt share one pass over that prompt
 (its KV cache is reused: :func:`lab.generator.forward_after_prompts`).
 
-Training signals: regression on the reward (:func:`regression_loss`) and ranking of the
-reference answer above junk (:func:`contrastive_loss`, junk from :func:`make_junk`; the
-``fluent_wrong`` kind takes the wrong answers that travel with the examples, ``Example.wrong``).
+Training signals (``discriminator_loss``): regression on the reward (:func:`regression_loss`),
+ranking of the reference answer above junk (:func:`contrastive_loss`, junk from
+:func:`make_junk`; the ``fluent_wrong`` kind takes the wrong answers that travel with the
+examples, ``Example.wrong``), or GAD's Bradley-Terry loss, the reference above each of the
+generator's own samples (:func:`bradley_terry_loss`): then D's score of a sample is
+``D(x, y) - D(x, reference)``, how far it is from passing for the reference (:func:`critic_rows`).
+:mod:`lab.warm_start` trains it before the loop.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
-import shutil
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lab.advantages import pairwise_accuracy
 from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, right_pad
 from lab.fast.attention import training_attention
-from lab.generator import MAX_ANSWER_TOKENS, forward_after_prompts, sample
+from lab.generator import forward_after_prompts
 from lab.models import adapter_parameters, add_lora, disable_dropout, load, using_adapter
-from lab.runtime import hub
 from lab.runtime.distributed import OneProcess
 from lab.runtime.guards import finite_update
 
@@ -158,6 +155,18 @@ def contrastive_loss(good_scores: torch.Tensor, bad_scores: torch.Tensor) -> tor
     return F.softplus(bad_scores - good_scores).mean()
 
 
+def bradley_terry_loss(reference_scores: torch.Tensor, sample_scores: torch.Tensor, k: int) -> torch.Tensor:
+    """GAD's discriminator loss: each prompt's reference answer above each of its ``k`` samples,
+    ``-mean_ij log sigmoid(D(x_i, ref_i) - D(x_i, y_ij))``. ``reference_scores`` (B,),
+    ``sample_scores`` (B * k,), prompt-major. Its gradient pushes the reference's score up and
+    the samples' down until D tells them apart; the generator then gains by closing the gap.
+
+    >>> round(float(bradley_terry_loss(torch.tensor([1.0]), torch.tensor([1.0, 0.0]), k=2)), 4)
+    0.5032
+    """
+    return contrastive_loss(reference_scores.repeat_interleave(k), sample_scores)
+
+
 def make_junk(completion: str, other_completions: list[str], kind: str, rng: random.Random,
               wrong: tuple[str, ...] = ()) -> str:
     """A bad answer made from a good one.
@@ -215,6 +224,50 @@ def junk_for(references: list[str], rng: random.Random, wrong: list[tuple[str, .
                       else rng.choice(kinds), rng, bad) for ref, bad in zip(references, wrong, strict=True)]
 
 
+@dataclass
+class CriticRows:
+    """What one discriminator update reads (:func:`critic_rows`): rows ``(prompts, completions)``,
+    the first ``ranked`` of them the batch's reference answers, then the ``N`` samples."""
+
+    prompts: list[str]
+    completions: list[str]
+    targets: torch.Tensor  # (R,) the rewards to regress; NaN: a row only ranked
+    junk: list[str] | None  # junk[i] ranks below row i
+    pairs: list[tuple[int, int]] | None  # (better, worse) rows: each reference above its samples
+    aux: torch.Tensor | None  # (R,) the auxiliary head's targets, NaN: none
+    ranked: int = 0
+    relative: bool = False  # a sample's score is D(x, y) - D(x, its reference)
+
+    def critic(self, scores: torch.Tensor) -> torch.Tensor:
+        """The samples' scores (N,) from all rows' (R,); relative: minus their reference's."""
+        samples = scores[self.ranked:]  # (N,)
+        if not self.relative:
+            return samples
+        return samples - scores[:self.ranked].repeat_interleave(len(samples) // self.ranked)  # (N,)
+
+
+def critic_rows(loss: str, examples: list, prompts: list[str], completions: list[str], reward: torch.Tensor,
+                aux: torch.Tensor | None, rng: random.Random) -> CriticRows:
+    """The rows a ``discriminator_loss`` trains on, for a batch ``examples`` (B) and its samples
+    ``(prompts, completions)`` (N, prompt-major) with rewards (N,): ``mse`` the samples alone;
+    ``mse+contrastive`` the references first, each ranked above a junk answer (drawn from ``rng``),
+    then the samples; ``bradley_terry`` the references, each ranked above its own samples, none
+    regressed. ``aux`` (N,): the auxiliary head's targets."""
+    if loss == "mse":
+        return CriticRows(list(prompts), list(completions), reward, None, None, aux)
+    references, b = [e.completion for e in examples], len(examples)
+    rows = [e.prompt for e in examples] + list(prompts), references + list(completions)  # (B + N,) each
+    unknown = torch.full((b,), float("nan"))  # (B,) the references: ranked, not regressed
+    aux = None if aux is None else torch.cat([unknown, aux])  # (B + N,)
+    if loss == "mse+contrastive":
+        junk = junk_for(references, rng, wrong=[e.wrong for e in examples])
+        return CriticRows(*rows, torch.cat([unknown, reward]), junk, None, aux, ranked=b)
+    k = len(completions) // b
+    pairs = [(i, b + i * k + j) for i in range(b) for j in range(k)]
+    return CriticRows(*rows, torch.full((b + len(completions),), float("nan")), None, pairs, aux, ranked=b,
+                      relative=True)
+
+
 @torch.no_grad()
 def judge(disc: Discriminator, prompts: list[str], completions: list[str]) -> torch.Tensor:
     """Scores (N,) on the CPU, in eval mode, without an update: a frozen critic's judgement."""
@@ -234,7 +287,8 @@ def ranking_accuracy(disc: Discriminator, prompts: list[str], references: list[s
 def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: list[str],
                completions: list[str], targets, junk: list[str] | None = None,
                contrastive_weight: float = 1.0, junk_target: float | None = None,
-               aux_targets=None, aux_weight: float = 0.0, processes: OneProcess | None = None) -> dict:
+               aux_targets=None, aux_weight: float = 0.0, processes: OneProcess | None = None,
+               pairs: list[tuple[int, int]] | None = None) -> dict:
     """One update: ``MSE(D(x, y), R) + w * contrastive(D(x, y), D(x, junk))``, one batched forward.
 
     ``targets``: the rewards (N,) of ``completions``; a NaN target leaves its row out of the
@@ -244,6 +298,8 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     ``aux_targets`` (N,), ``aux_weight``: the auxiliary head regresses them too (NaN rows skipped),
     adding ``aux_weight * MSE(aux, aux_targets)``. ``processes``: the collectives of the update
     (None: this launch's; :class:`lab.runtime.distributed.OneProcess` keeps it to this process).
+    ``pairs``: ``(better, worse)`` row indices into ``completions + junk`` to rank instead of
+    ``junk[i]`` below row ``i`` (the Bradley-Terry loss: each reference above its samples).
     Returns the losses, ``scores`` (N,), the predictions for ``completions`` before the
     update (detached), and ``skipped``: True when the loss or gradient was not finite and
     nothing moved (:func:`lab.runtime.guards.finite_update`). :class:`lab.trainer.HybridTrainer` calls
@@ -260,7 +316,10 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     regressed = ~targets.isnan()  # (N or N + M,)
     predicted = scores[:len(targets)]
     mse = regression_loss(predicted[regressed], targets[regressed]) if regressed.any() else scores.new_zeros(())
-    contrastive = contrastive_loss(scores[:m], scores[n:]) if m else scores.new_zeros(())
+    pairs = pairs if pairs is not None else [(i, n + i) for i in range(m)]
+    better, worse = (torch.tensor(side, dtype=torch.long, device=scores.device) for side in zip(*pairs)) \
+        if pairs else (None, None)
+    contrastive = contrastive_loss(scores[better], scores[worse]) if pairs else scores.new_zeros(())
     loss = mse + contrastive_weight * contrastive
     aux_mse = scores.new_zeros(())
     if use_aux:
@@ -272,120 +331,3 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
     stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss, processes=processes)  # not if not finite
     return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(), "aux_mse": aux_mse.item(),
             "scores": scores[:n].detach(), "skipped": not stepped}
-
-
-# --- warm start: the notebook 03 recipe before the loop --------------------------------------
-def warm_start(disc: Discriminator, model, tokenizer, reward, examples: list, steps: int, batch_size: int,
-               k: int, lr: float, seed: int, contrastive_weight: float = 1.0, **sample_options) -> dict:
-    """Train ``disc`` for ``steps`` steps before the loop, so that its first scores already mean
-    something: on ``4 * batch_size`` training prompts (a quarter held out), the reference answer
-    and ``k`` answers of the untrained generator regress their true reward (``reward``, TRL's
-    signature), and each reference ranks above a junk answer (:func:`train_step`). Its own
-    optimizer (AdamW, ``lr``) and random streams (seeded by ``seed``, the caller's untouched), so a
-    run that loads a cached warm start continues exactly as one that computed it. Returns the
-    held-out prompts' ranking accuracies: reference above junk (``ref_vs_junk``) and the samples of
-    a prompt in the reward's order (``sample_ranking``), and the first and last losses."""
-    rng, pool = random.Random(seed), list(examples[:4 * batch_size])
-    n_train = len(pool) - len(pool) // 4 if len(pool) > 1 else 1  # the first prompts train, the rest are held out
-    with torch.random.fork_rng(devices=_devices(model)):
-        torch.manual_seed(seed)
-        samples = sample(model, tokenizer, [e.prompt for e in pool], k=k, **sample_options)
-    prompts = [e.prompt for e in pool]
-    answers = [tokenizer.decode(ids[:MAX_ANSWER_TOKENS]) for ids in  # as SFT cuts them: within the context
-               tokenizer([e.completion for e in pool], add_special_tokens=False)["input_ids"]]
-    references = [e.completion for e in pool] + [e.completion for e in pool for _ in range(k)]  # (U + U * k,)
-    true = torch.tensor(reward(prompts + samples.prompts, answers + samples.completions, references=references).total)
-    ref_true, sample_true = true[:len(pool)], true[len(pool):].view(len(pool), k)  # (U,), (U, k)
-    optimizer, losses = torch.optim.AdamW(disc.parameters_to_train(), lr=lr), []
-    disc.train()
-    for step in range(steps):
-        picked = [(step * batch_size + i) % n_train for i in range(min(batch_size, n_train))]  # prompt indices
-        references = [answers[i] for i in picked]
-        junk = junk_for(references, rng, wrong=[pool[i].wrong for i in picked])
-        rows = [i * k + j for i in picked for j in range(k)]  # their samples
-        out = train_step(disc, optimizer, [prompts[i] for i in picked] + [samples.prompts[r] for r in rows],
-                         references + [samples.completions[r] for r in rows],
-                         torch.cat([ref_true[picked], sample_true[picked].flatten()]), junk=junk,
-                         contrastive_weight=contrastive_weight,  # references (ranked above junk), then samples
-                         processes=OneProcess())  # every process warms up alone: no collective to wait on
-        losses.append(out["loss"])
-    held = range(n_train, len(pool)) if n_train < len(pool) else range(len(pool))
-    rows = [i * k + j for i in held for j in range(k)]
-    scores = judge(disc, [samples.prompts[r] for r in rows], [samples.completions[r] for r in rows])  # (H * k,)
-    return {"steps": steps, "prompts": n_train, "held_out": len(held), "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-            "ref_vs_junk": ranking_accuracy(disc, [prompts[i] for i in held], [answers[i] for i in held],
-                                            junk_for([answers[i] for i in held], rng, wrong=[pool[i].wrong for i in held])),
-            "sample_ranking": pairwise_accuracy(scores, sample_true[list(held)].flatten(), k=k)}
-
-
-def _devices(model) -> list[int]:
-    """The CUDA devices whose random streams a forked block must restore."""
-    device = model_device(model)
-    return [device.index or 0] if device.type == "cuda" else []
-
-
-def weights(disc: Discriminator) -> dict[str, torch.Tensor]:
-    """Its trainable state as named tensors (adapter + heads), for a safetensors file."""
-    from peft import get_peft_model_state_dict
-
-    tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(disc.backbone, adapter_name=disc.adapter).items()}
-    return {**tensors, **{f"heads.{k}": v for k, v in disc.state_dict().items()}}
-
-
-def load_weights(disc: Discriminator, tensors: dict[str, torch.Tensor]) -> None:
-    """Set the adapter and heads from :func:`weights`' tensors."""
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(disc.backbone, {k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")},
-                              adapter_name=disc.adapter)
-    disc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("heads.")})
-
-
-WARM_START_KEYS = ("model", "discriminator_model", "quantization", "lora_r", "lora_alpha", "lora_dropout",
-                   "discriminator_lora_r", "discriminator_top_layers", "discriminator_aux_weight", "contrastive_weight",
-                   "lr_discriminator", "discriminator_warmup_steps", "prompts_per_step", "samples_per_prompt",
-                   "max_new_tokens", "temperature", "top_p", "max_prompt_tokens", "seed")  # what its result depends on
-
-
-def warm_start_for(config, disc: Discriminator, model, tokenizer, reward, examples: list, write: bool = True) -> dict:
-    """The warm start a :class:`lab.config.HybridConfig` asks for, on the first ``4 B`` of
-    ``examples``, through the cache (:func:`cached_warm_start`)."""
-    pool = examples[:4 * config.prompts_per_step]
-    key = {**{name: getattr(config, name) for name in WARM_START_KEYS}, "reward": repr(reward),
-           "dtype": str(next(model.parameters()).dtype), "device": model_device(model).type,
-           "texts": [(e.prompt, e.completion, list(e.wrong)) for e in pool]}
-    return cached_warm_start(disc, key, write=write, model=model, tokenizer=tokenizer, reward=reward, examples=pool,
-                             steps=config.discriminator_warmup_steps, batch_size=config.prompts_per_step,
-                             k=config.samples_per_prompt, lr=config.lr_discriminator, seed=config.seed,
-                             contrastive_weight=config.contrastive_weight, max_new_tokens=config.max_new_tokens,
-                             temperature=config.temperature, top_p=config.top_p,
-                             max_prompt_tokens=config.max_prompt_tokens)
-
-
-def warm_start_dir() -> Path:
-    """Where warm starts are cached: ``discriminator-warm-start/`` in the kit's cache."""
-    return hub.cache_dir() / "discriminator-warm-start"
-
-
-def cached_warm_start(disc: Discriminator, key: dict, write: bool = True, **options) -> dict:
-    """:func:`warm_start`, or its cached result: ``key`` (every setting and text it depends on)
-    names a folder in the kit's cache (:func:`lab.runtime.hub.cache_dir`) holding the trained
-    weights (safetensors) and the report; ``write=False`` (another process writes) only reads.
-    The report says whether it was ``cached``."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = warm_start_dir() / digest
-    if (folder / "report.json").is_file():
-        load_weights(disc, load_file(folder / "weights.safetensors"))
-        return {**json.loads((folder / "report.json").read_text()), "cached": True}
-    report = warm_start(disc, **options)
-    if write:  # written aside, then renamed: a reader never sees half a folder
-        staging = folder.with_name(f".{digest}-{os.getpid()}")
-        staging.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights(disc).items()}, staging / "weights.safetensors")
-        (staging / "report.json").write_text(json.dumps(report))
-        try:
-            staging.rename(folder)
-        except OSError:  # another run wrote it first
-            shutil.rmtree(staging, ignore_errors=True)
-    return {**report, "cached": False}

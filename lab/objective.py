@@ -30,7 +30,7 @@ import torch
 from lab import generator, losses
 from lab.advantages import lambda_at
 from lab.runtime import distributed
-from lab.variants import mixing
+from lab.variants import distill, mixing
 from lab.runtime.guards import finite_update
 from lab.core.tensors import right_pad
 from lab.fast.attention import training_attention
@@ -50,6 +50,7 @@ class GeneratorBatch:
     sft_mask: torch.Tensor | None = None  # (B,) bool, HPT: True = SFT for this prompt, False = RL
     ref_logprobs: torch.Tensor | None = None  # (N, T') the base's (lab.rewards.BasePass); None: KL computes them
     token_normalizer: float | None = None  # 'dapo': the step's response tokens per process and minibatch
+    teacher_logprobs: torch.Tensor | None = None  # (N, T, V) 'distill': the teacher's; the RL term is the reverse KL
 
     def select(self, prompts: list[int]) -> "GeneratorBatch":
         """The same batch restricted to the prompts ``prompts`` (indices) and their samples."""
@@ -60,7 +61,8 @@ class GeneratorBatch:
                               None if self.responses is None else [self.responses[i] for i in rows],
                               None if self.advantages is None else self.advantages[rows], old, self.k,
                               None if self.sft_mask is None else self.sft_mask[prompts],
-                              None if self.ref_logprobs is None else self.ref_logprobs[rows], self.token_normalizer)
+                              None if self.ref_logprobs is None else self.ref_logprobs[rows], self.token_normalizer,
+                              None if self.teacher_logprobs is None else self.teacher_logprobs[rows])
 
 
 def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, mu: float | None = None,
@@ -88,9 +90,8 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, m
     conts, cont_mask = right_pad([t for g in groups for t, _ in g], pad_id, batch.prompt_ids.device)  # (B*r, T)
     temps = torch.tensor([t for g in groups for _, t in g])  # (B*r,)
     index = torch.arange(n_prompts).repeat_interleave(r)  # (B*r,) row -> its prompt
-    out = generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, cont_mask, index,
-                                          with_entropy=use_rl, entropy_grad=cfg.entropy_coef > 0,
-                                          temperature=temps)
+    logits = generator.continuation_logits(model, batch.prompt_ids, batch.prompt_mask, conts, cont_mask, index)
+    out = generator.score_logits(logits, conts, cont_mask.bool(), temps, use_rl, cfg.entropy_coef > 0)  # (B*r, T)
     sft = rl_terms = torch.zeros((), device=conts.device)
     if use_sft:
         per_prompt = out.tokens.view(n_prompts, r, -1)[:, 0]  # (B, T)
@@ -104,15 +105,18 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, m
             sft = processes.pooled_mean(losses.mean_nll(per_prompt, on, mixing.phi_weights(per_prompt)), on.sum())
             logs["loss_sft_phi"] = sft.item()
     if use_rl:
-        def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T) -> (N, T), row b * k + j
-            return x.view(n_prompts, r, -1)[:, int(use_sft):].reshape(n_prompts * k, -1)
+        def sample_rows(x: torch.Tensor) -> torch.Tensor:  # (B * r, T, ...) -> (N, T, ...), row b * k + j
+            return x.view(n_prompts, r, *x.shape[1:])[:, int(use_sft):].reshape(n_prompts * k, *x.shape[1:])
 
         tokens, on = sample_rows(out.tokens), sample_rows(cont_mask)  # (N, T) each
         n_tokens = on.sum().clamp(min=1)
         advantages = batch.advantages.to(tokens)  # (N,)
         if batch.sft_mask is not None:  # HPT: the prompts being imitated take no RL step
             advantages = advantages * (~batch.sft_mask).repeat_interleave(k).to(advantages)  # (N,)
-        if cfg.loss_type == "reinforce":
+        if batch.teacher_logprobs is not None:  # on-policy distillation: the teacher's distribution, not a reward
+            rl, _ = distill.reverse_kl(sample_rows(logits), _fit(batch.teacher_logprobs, tokens.shape[1]), on)
+            logs["kl_teacher"] = processes.pooled_mean(rl, on.sum()).item()
+        elif cfg.loss_type == "reinforce":
             rl = losses.reinforce_loss(tokens.sum(-1), advantages)
         else:  # a clipped ratio against the sampling policy (1 on the first pass over fresh samples)
             old = tokens.detach() if batch.old_logprobs is None else _fit(batch.old_logprobs, tokens.shape[1])
@@ -137,8 +141,9 @@ def generator_loss(model, batch: GeneratorBatch, cfg, lam: float, pad_id: int, m
 
 
 def _fit(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Cut or zero-pad the columns of (N, T') to ``width``: batches pad to their own longest row."""
-    return x[:, :width] if x.shape[1] >= width else torch.nn.functional.pad(x, (0, width - x.shape[1]))
+    """Cut or zero-pad the columns T' of (N, T', ...) to ``width``: batches pad to their own longest row."""
+    pad = [0, 0] * (x.dim() - 2) + [0, width - x.shape[1]]  # (N, T') or (N, T', V): the T' columns only
+    return x[:, :width] if x.shape[1] >= width else torch.nn.functional.pad(x, pad)
 
 
 @torch.no_grad()
@@ -198,11 +203,11 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
 
 
 def rl_weight(cfg, step: int, critic_accuracy: float | None) -> float:
-    """``lambda``, the RL weight at ``step``: 0 in SFT, 1 in RL and self-play and under an
+    """``lambda``, the RL weight at ``step``: 0 in SFT, 1 in RL, self-play and distill and under an
     ``sft_schedule`` (whose ``mu`` then sets the mix), else :func:`lab.advantages.lambda_at`."""
     if cfg.mode == "sft":
         return 0.0
-    if cfg.mode in ("rl", "selfplay") or cfg.sft_schedule != "none":
+    if cfg.mode in ("rl", "selfplay", "distill") or cfg.sft_schedule != "none":
         return 1.0
     return lambda_at(step, cfg.lambda_schedule, cfg.lambda_rl, cfg.lambda_warmup_steps, critic_accuracy)
 
@@ -217,12 +222,20 @@ def sft_weight(cfg, step: int) -> float | None:
 
 def rl_target(cfg, reward: torch.Tensor, critic: torch.Tensor) -> torch.Tensor:
     """What the RL phase maximises (N,), by ``reward_source``: the reward, the discriminator's
-    score, or a mix of both."""
+    score, or a mix of both; plus ``naturalness_weight`` x the odds a Bradley-Terry discriminator
+    gives the sample of passing for its reference, ``sigmoid(D(x, y) - D(x, ref))``.
+
+    >>> from lab.config import HybridConfig
+    >>> cfg = HybridConfig(discriminator_loss="bradley_terry", baseline="loo", naturalness_weight=0.5)
+    >>> rl_target(cfg, torch.tensor([0.6]), torch.tensor([0.0]))  # 0.6 + 0.5 * sigmoid(0)
+    tensor([0.8500])
+    """
     if cfg.reward_source == "discriminator":
         return critic.clone()
-    if cfg.reward_source == "mix":
-        return (1 - cfg.reward_mix) * reward + cfg.reward_mix * critic
-    return reward
+    target = (1 - cfg.reward_mix) * reward + cfg.reward_mix * critic if cfg.reward_source == "mix" else reward
+    if cfg.naturalness_weight > 0:
+        target = target + cfg.naturalness_weight * torch.sigmoid(critic)  # (N,)
+    return target
 
 
 def check_model(model, cfg) -> None:

@@ -29,14 +29,15 @@ from lab import checkpoint, discriminator, generator, models, objective, rewards
 from lab.config import HybridConfig
 from lab.core.seeding import set_seed
 from lab.core.tensors import encode
-from lab.data import Example, check_source, load_examples
+from lab.data import Example, check_source, epoch_batch, load_examples
 from lab.discriminator import Discriminator
 from lab.rewards import Perplexity, Reward, RewardOutput
 from lab.runtime import distributed, rng, tracking
 from lab.runtime.history import reward_entries, sample_log, timed
 from lab.runtime.guards import skipped_part, stop_on_signals
-from lab.variants import mixing, selfplay
+from lab.variants import distill, mixing, selfplay
 from lab.variants.stream import JsonlStream, mix_in
+from lab.warm_start import warm_start_for
 
 Callback = Callable[["HybridTrainer", dict], None]
 
@@ -64,8 +65,8 @@ class HybridTrainer:
         set_seed(config.seed)
         self.device = distributed.setup(models.pick_device(config.device))  # launched: this process's device
         self.processes = distributed.hooks()  # the collectives of several processes; in one, the identity
-        self.processes.check_share(config.prompts_per_step, config.ppo_minibatches if config.loss_type == "ppo"
-                                   else 1)  # each process's share of the prompts, and PPO's minibatches of it
+        self.processes.check_share(config.prompts_per_step, config.ppo_minibatches  # each process's prompts, and
+                                   if config.loss_type != "reinforce" else 1)  # the clipped losses' minibatches
         if examples is None:
             check_source(config.dataset, config.dataset_columns)  # a bad dataset fails before the model loads
         if model is None:
@@ -86,9 +87,11 @@ class HybridTrainer:
         self.reward = reward if reward is not None else Reward(
             config.reward_weights, model=self.model, tokenizer=tokenizer, corpus=config.truthfulness_corpus,
             form=config.perplexity_form)
-        self.warm_start = discriminator.warm_start_for(  # the critic's first scores already mean something
+        self.warm_start = warm_start_for(  # the critic's first scores already mean something
             config, self.disc, self.model, tokenizer, self.reward, self.examples, write=self.processes.is_main) \
             if config.discriminator_used and config.discriminator_warmup_steps and config.mode != "sft" else None
+        self.teacher = distill.Teacher.for_config(config, self.model, tokenizer, self.device) \
+            if config.mode == "distill" else None  # on-policy distillation's teacher (SDFT: the generator itself)
         self._perplexity = Perplexity(self.model, tokenizer, max_prompt_tokens=config.max_prompt_tokens) \
             if config.discriminator_aux_weight > 0 else None  # the critic's side task: the base's perplexity
         self.queue: deque[Example] = deque()  # fed or streamed examples not trained on yet
@@ -109,16 +112,8 @@ class HybridTrainer:
 
     # --- data -------------------------------------------------------------------------
     def batch(self, step: int) -> list[Example]:
-        """The ``B`` examples of ``step`` (1-based) from the fixed dataset: a seeded shuffle per
-        epoch, so any step's batch is known from the step number alone (exact resume)."""
-        size, n = self.config.prompts_per_step, len(self.examples)
-        picked = []
-        for position in range((step - 1) * size, step * size):
-            epoch, index = divmod(position, n)
-            order = list(range(n))
-            random.Random(self.config.seed * 100_003 + epoch).shuffle(order)
-            picked.append(self.examples[order[index]])
-        return picked
+        """The ``B`` examples of ``step`` (1-based) from the fixed dataset (:func:`lab.data.epoch_batch`)."""
+        return epoch_batch(self.examples, step, self.config.prompts_per_step, self.config.seed)
 
     def feed(self, examples: list[Example]) -> None:
         """Queue new examples (online learning): each is trained on once, in arrival order,
@@ -189,37 +184,38 @@ class HybridTrainer:
         return scored, torch.tensor(scored.total, dtype=torch.float32), shared
 
     def _critic(self, rollout: Rollout, reward: torch.Tensor, batch: list[Example], row: dict) -> torch.Tensor:
-        """3. One step of the discriminator (:func:`lab.discriminator.train_step`): regress the samples'
-        reward; with ``mse+contrastive`` rank each reference above a junk answer (``Example.wrong`` too);
-        with ``discriminator_aux_weight`` also predict each response's perplexity; frozen after
-        ``freeze_discriminator_after`` steps it only judges. Returns its pre-update scores (N,) or (2N,)."""
+        """3. One step of the discriminator (:func:`lab.discriminator.train_step`) on the rows its loss
+        reads (:func:`lab.discriminator.critic_rows`: the samples' rewards; references above junk;
+        or GAD's references above the samples); with ``discriminator_aux_weight`` it also predicts
+        each response's perplexity; frozen after ``freeze_discriminator_after`` steps it only judges.
+        Returns its pre-update scores of the samples (N,) or (2N,)."""
         cfg, prompts, completions = self.config, rollout.prompts, rollout.completions
-        if cfg.freeze_discriminator_after and self.step_count > cfg.freeze_discriminator_after:
-            critic = discriminator.judge(self.disc, prompts, completions)  # (N,) it only judges
+        frozen = cfg.freeze_discriminator_after and self.step_count > cfg.freeze_discriminator_after
+        relative = cfg.discriminator_loss == "bradley_terry"  # its scores are relative to the reference's
+        aux = self._perplexity.nll(prompts, completions) if self._perplexity is not None and not frozen else None
+        rows = discriminator.critic_rows("mse" if frozen and not relative else cfg.discriminator_loss, batch,
+                                         prompts, completions, reward, aux, self.rng)
+        if frozen:
+            critic = rows.critic(discriminator.judge(self.disc, rows.prompts, rows.completions))  # (N,) it only judges
             row.update(d_pred=float(critic.mean()), d_frozen=1,
                        d_accuracy=adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt))
             return critic
         self.disc.train()
-        aux = self._perplexity.nll(prompts, completions) if self._perplexity is not None else None  # (N,) NaN: empty
-        junk, ranked = None, 0
-        if cfg.discriminator_loss == "mse+contrastive":  # references first: junk[i] ranks below row i
-            references, wrong = [e.completion for e in batch], [e.wrong for e in batch]
-            junk, ranked = discriminator.junk_for(references, self.rng, wrong=wrong), len(references)
-            prompts, completions = [e.prompt for e in batch] + prompts, references + completions  # (B + N,)
-            reward = torch.cat([torch.full((ranked,), float("nan")), reward])  # (B + N,) NaN: ranked only
-            aux = None if aux is None else torch.cat([torch.full((ranked,), float("nan")), aux])
         for update in range(cfg.discriminator_steps):  # the first update's scores are the critic's (pre-update)
-            step = discriminator.train_step(self.disc, self.opt_disc, prompts, completions, reward, junk=junk,
-                                            contrastive_weight=cfg.contrastive_weight, aux_targets=aux,
-                                            aux_weight=cfg.discriminator_aux_weight)
+            step = discriminator.train_step(self.disc, self.opt_disc, rows.prompts, rows.completions, rows.targets,
+                                            junk=rows.junk, contrastive_weight=cfg.contrastive_weight,
+                                            aux_targets=rows.aux, aux_weight=cfg.discriminator_aux_weight,
+                                            pairs=rows.pairs)
             out = step if update == 0 else {**step, "scores": out["scores"]}
-        critic, reward = out["scores"][ranked:].float().cpu(), reward[ranked:]  # (N,) the samples' rows
+        critic = rows.critic(out["scores"].float().cpu())  # (N,) the samples' rows
         accuracy = adv.pairwise_accuracy(critic, reward, k=cfg.samples_per_prompt)  # within each prompt
         if accuracy == accuracy:  # a running mean: 0.8 * the previous one + 0.2 * this step's
             prev = self.critic_accuracy
             self.critic_accuracy = accuracy if prev is None else 0.8 * prev + 0.2 * accuracy
         row.update(d_loss=out["loss"], d_mse=out["mse"], d_contrastive=out["contrastive"],
                    d_accuracy=accuracy, d_pred=float(critic.mean()), d_skipped=int(out["skipped"]))
+        if relative:  # the GAN's score: how often a sample passes for its reference
+            row["d_fooled"] = float((critic > 0).float().mean())
         if aux is not None:
             row["d_aux_mse"] = out["aux_mse"]
         return critic
@@ -239,8 +235,8 @@ class HybridTrainer:
             target = objective.rl_target(cfg, reward, critic)  # the reward, the critic's score, or a mix
         everyone = self.processes.gather(target)  # (W * N,) every process's: the EMA is state shared by all
         ema = float(everyone.mean()) if self.ema_baseline is None else self.ema_baseline  # first step: batch mean
-        advantage, base = adv.advantages(target, cfg.baseline, samples.k, ema=ema, critic=critic,
-                                         scale=cfg.scale_rewards)
+        advantage, base = adv.advantages(target, "ema" if cfg.mode == "distill" else cfg.baseline, samples.k,
+                                         ema=ema, critic=critic, scale=cfg.scale_rewards)  # distill: only logged
         self.ema_baseline = adv.ema_update(self.ema_baseline, everyone, cfg.ema_decay)
         sft_mask = None
         if cfg.per_prompt_switch:  # HPT: imitate the prompts the policy fails, explore the others
@@ -270,7 +266,9 @@ class HybridTrainer:
         gen_batch = objective.GeneratorBatch(
             prompt_ids, prompt_mask, targets, samples.responses() if use_rl else None, advantage,
             k=samples.k if use_rl else 1, sft_mask=sft_mask,
-            ref_logprobs=base.at_temperature if use_rl and base is not None else None)  # (N, T') the KL's, computed
+            ref_logprobs=base.at_temperature if use_rl and base is not None else None,  # (N, T') the KL's, computed
+            teacher_logprobs=self.teacher.logprobs([e.prompt for e in batch], [e.completion for e in batch],
+                                                   samples.responses()) if self.teacher and use_rl else None)
         logs = objective.update(self.model, self.opt_gen, self.gen_params, gen_batch, cfg, lam,
                                 self.tokenizer.pad_token_id, objective.sft_weight(cfg, self.step_count), self.processes)
         if cfg.mode == "selfplay" and self.step_count % cfg.selfplay_refresh == 0:

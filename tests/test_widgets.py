@@ -76,6 +76,15 @@ def test_config_has_the_experiment_knobs():
     assert not panel.controls["selfplay_refresh"].disabled and panel.controls["mu"].disabled
     panel.controls["scale_rewards"].value = False  # clicking a checkbox counts too
     assert panel.config().scale_rewards is False
+    panel.set(mode="hybrid", loss_type="dapo", epsilon_high=0.28, importance_sampling_level="sequence")
+    assert (panel.config().loss_type, panel.config().epsilon_high) == ("dapo", 0.28)
+    assert panel.config().importance_sampling_level == "sequence"
+    panel.set(mode="rl", loss_type="reinforce", importance_sampling_level="token", baseline="loo",
+              discriminator_loss="bradley_terry", naturalness_weight=0.5)
+    assert (panel.config().discriminator_loss, panel.config().naturalness_weight) == ("bradley_terry", 0.5)
+    assert panel.controls["distill_teacher"].disabled and not panel.controls["naturalness_weight"].disabled
+    panel.set(mode="distill", naturalness_weight=0.0, discriminator_loss="mse", distill_teacher="base")
+    assert (panel.config().mode, panel.config().distill_teacher) == ("distill", "base")
 
 
 def test_the_discriminator_sampling_and_data_knobs_reach_the_config():

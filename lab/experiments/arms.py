@@ -134,6 +134,7 @@ STEPS = Derived("the run's steps", lambda config, steps: steps)
 TRAIN_STREAM = Derived("the training file, read as a growing stream", stream_source)
 CHORD = {**HYBRID, "sft_schedule": "chord", "mu_warmup_steps": TENTH_RUN, "mu_decay_steps": STEPS}  # mu: 0.5
 
+GAD = {"reward_source": "discriminator", "discriminator_loss": "bradley_terry"}  # arXiv 2511.10643
 ARMS: dict[str, Arm] = {
     "base": Arm("the untrained model (generation settings only)"),
     "sft": Arm("SFT only: cross-entropy on the reference answers (the reference arm)", {"mode": "sft"}),
@@ -176,6 +177,13 @@ ARMS: dict[str, Arm] = {
                                 "(compare with adversarial, whose D keeps learning online)",
                                 {**HYBRID, "reward_source": "discriminator", "baseline": "ema",
                                  "freeze_discriminator_after": QUARTER_RUN}),
+    "gad": Arm("GAD: RL only, the generator maximises a Bradley-Terry D's score, D(x, y) - D(x, reference), "
+               "while D learns to rank each reference above the samples", {"mode": "rl", **GAD}),
+    "natural": Arm("hybrid, reward + 0.5 x a Bradley-Terry D's odds that the sample passes for its reference "
+                   "(naturalness beside the true reward; compare with gad and mix)",
+                   {**HYBRID, "baseline": "loo", "discriminator_loss": "bradley_terry", "naturalness_weight": 0.5}),
+    "sdft": Arm("SDFT: its own samples, reverse KL to itself shown the reference answer (no reward, no D)",
+                {"mode": "distill"}),
     "mix": Arm("hybrid, reward = mix of the true reward and D's score (reward_mix)",
                {**HYBRID, "reward_source": "mix"}),
     "contrastive_d": Arm("mix, D also trained to rank references above junk (compare with mix)",

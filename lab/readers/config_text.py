@@ -120,11 +120,11 @@ def _mapping(text: str) -> dict:
     return value
 
 
-def flat(config: type, values: dict, where: str = "") -> dict:
+def flat(config: type, values: dict, where: str = "", renamed: dict | None = None) -> dict:
     """``values`` as ``{field: value}``: a section's mapping is spread out. An unknown field or
     section, a field under another section, or a field given twice raises a ``ValueError`` that
     says which (prefixed by ``where``). A section that is also a field's name (``model``) is
-    read as the section when its value is a mapping.
+    read as the section when its value is a mapping. ``renamed``: old field name -> new, read as the new.
 
     >>> from lab.config import HybridConfig
     >>> flat(HybridConfig, {"sampling": {"temperature": 0.8}, "lr": 1e-4})
@@ -140,6 +140,7 @@ def flat(config: type, values: dict, where: str = "") -> dict:
     for key, value in values.items():
         if key in grouped and isinstance(value, dict):
             for name, inner in value.items():
+                name = (renamed or {}).get(name, name)
                 if home.get(name) != key:
                     hint = f"it is in section {home[name]!r}" if name in home else f"its fields: {', '.join(grouped[key])}"
                     raise ValueError(f"{where}config section {key!r} has no field {name!r}; {hint}")
@@ -148,7 +149,7 @@ def flat(config: type, values: dict, where: str = "") -> dict:
             raise ValueError(f"{where}Unknown config section {key!r}; the sections are {', '.join(grouped)} "
                              "(or name the fields flat)")
         else:
-            items.append((key, value))
+            items.append(((renamed or {}).get(key, key), value))
     unknown = sorted({name for name, _ in items} - set(home))
     if unknown:
         raise ValueError(f"{where}Unknown config field(s) {unknown}; known fields: {', '.join(sorted(home))}")

@@ -12,7 +12,7 @@ import math
 import ipywidgets as W
 
 from lab.config import (
-    BASELINES, DISCRIMINATOR_LOSSES, IMPORTANCE_LEVELS, LOSS_TYPES, MODES, PERPLEXITY_FORMS, REWARD_NAMES,
+    BASELINES, DISCRIMINATOR_LOSSES, DISTILL_TEACHERS, IMPORTANCE_LEVELS, LOSS_TYPES, MODES, PERPLEXITY_FORMS, REWARD_NAMES,
     REWARD_SOURCES, SAMPLERS, SCHEDULES, SFT_SCHEDULES, SFT_TOKEN_WEIGHTS, TRAIN_DISCRIMINATOR, HybridConfig,
 )
 
@@ -53,7 +53,11 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
     S, F, D, C = W.IntSlider, W.FloatSlider, W.Dropdown, W.Checkbox
     return {
         "mode": make(D, "mode", "sft: phase A only; rl: phase B only; hybrid: both; selfplay: RL against a "
-                      "frozen snapshot, rewarded by the discriminator's preference", options=MODES, value=cfg.mode),
+                      "frozen snapshot, rewarded by the discriminator's preference; distill: its own samples, "
+                      "reverse KL to a teacher (SDFT: itself shown the reference)", options=MODES, value=cfg.mode),
+        "distill_teacher": make(D, "SDFT teacher", "distill: the generator with its adapter (policy) or without "
+                                 "(base), shown the reference answer", options=DISTILL_TEACHERS,
+                                 value=cfg.distill_teacher),
         "lambda_rl": make(F, "λ (RL weight)", "weight of the RL terms against SFT (hybrid mode)",
                            min=0, max=2, step=0.05, value=cfg.lambda_rl),
         "lambda_schedule": make(D, "λ schedule", "constant; linear warm-up; adaptive (critic accuracy)",
@@ -69,7 +73,11 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
                                     "self-play, adaptive λ); always: also for its curves",
                                     options=TRAIN_DISCRIMINATOR, value=cfg.train_discriminator),
         "discriminator_loss": make(D, "D loss", "mse: regress the reward; mse+contrastive: also rank reference "
-                                   "answers above junk", options=DISCRIMINATOR_LOSSES, value=cfg.discriminator_loss),
+                                   "answers above junk; bradley_terry (GAD): rank the reference above each sample",
+                                   options=DISCRIMINATOR_LOSSES, value=cfg.discriminator_loss),
+        "naturalness_weight": make(F, "naturalness w", "reward + w x the odds a Bradley-Terry D gives a sample of "
+                                   "passing for the reference", min=0, max=1, step=0.05,
+                                   value=cfg.naturalness_weight),
         "freeze_discriminator_after": make(S, "freeze D after", "stop updating D after this many steps (0: never); "
                                            "the reward-hacking experiment", min=0, max=200,
                                            value=cfg.freeze_discriminator_after),

@@ -272,6 +272,32 @@ def compare(runs, metric: str = "reward", window: int = 5, labels: list[str] | N
     return finish(ax, f"{metric} by run (rolling mean over {window})", metric, drawn)
 
 
+def token_heatmap(views: dict, tokens: list[list[str]], field: str = "weight", rows: int | None = 8) -> Figure:
+    """One heatmap per view (name -> :class:`lab.eval.token_view.TokenView`, e.g. a loss type),
+    side by side on the same rollouts: ``field`` per response token (rows: responses, at most
+    ``rows``; columns: token positions), 0 at the centre of a red-blue scale; a clipped token
+    (no gradient) is crossed. ``tokens``: each response's token texts, written in the cells."""
+    names = list(views)
+    shown = min(len(tokens), rows or len(tokens))
+    _, axes = subplots(1, len(names), figsize=(3.3 * len(names), 0.45 * shown + 1.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = getattr(views[name], field)[:shown]  # (rows, T)
+        centre = 1.0 if field == "ratio" else 0.0  # no change / no weight: white
+        limit = np.nanmax(np.abs(values - centre)) or 1.0
+        ax.imshow(values, cmap="RdBu", vmin=centre - limit, vmax=centre + limit, aspect="auto")
+        clipped = views[name].clipped[:shown]
+        for i, row in enumerate(tokens[:shown]):
+            for t, text in enumerate(row[:values.shape[1]]):
+                ax.text(t, i, text.replace("Ġ", " ").replace("Ċ", "\\n")[:6], ha="center", va="center", fontsize=5)
+                if clipped[i, t] == 1:
+                    ax.plot(t, i, "x", color="k", markersize=9, alpha=0.6)
+        title = f"{name}: loss {views[name].loss:+.3f}" if field == "weight" else name
+        ax.set(title=title, xlabel="response token", ylabel="response (prompt-major)" if ax is axes[0][0] else None)
+        ax.set_yticks(range(shown))
+    axes[0][0].figure.suptitle(f"{field} per token (x: clipped, no gradient)")
+    return axes[0][0].figure
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG (another suffix picks another format), creating folders; returns the path."""
     path = Path(path)

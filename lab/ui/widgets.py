@@ -155,6 +155,8 @@ class Playground:
         c["switch_threshold"].disabled = not c["per_prompt_switch"].value
         c["num_beams"].disabled = c["sampler"].value != "beam"
         c["selfplay_refresh"].disabled = c["mode"].value != "selfplay"
+        c["distill_teacher"].disabled = c["mode"].value != "distill"
+        c["naturalness_weight"].disabled = c["discriminator_loss"].value != "bradley_terry"
         if not self.running and self.config() is not None:
             self._say(f"ready: press Run ({len(self.runs)} run(s) so far)")
 
