@@ -74,7 +74,7 @@ class HybridConfig:
         "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1' ...")})
     dtype: str = field(default="auto", metadata={"section": "model", "help": (
         "weights: 'auto' (bf16 where the hardware multiplies it natively: CUDA GPUs with bf16, CPUs "
-        "with AVX512-BF16 or AMX; else fp32; the LAB_DTYPE environment variable overrides 'auto'), "
+        "with AVX512-BF16 or AMX; fp16 + a gradient scaler on other CUDA GPUs (T4); else fp32; LAB_DTYPE overrides), "
         "'float32', 'bfloat16', or 'float16' (CUDA only); LoRA adapters and heads stay fp32")})
     quantization: str = field(default="none", metadata={"section": "model", "help": (
         "'none'; '8bit' / '4bit' (QLoRA, NF4): the frozen backbone through bitsandbytes, on a CUDA GPU only; "
@@ -384,8 +384,9 @@ PRESETS: dict[str, dict] = {
     "quick": {"prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 16},
     # the benchmark's shape: B x k = 8 samples a step, 32 new tokens.
     "bench": {"prompts_per_step": 4, "samples_per_prompt": 2, "max_new_tokens": 32},
-    # a GPU run: larger batches and longer answers.
+    # a GPU run: larger batches and longer answers; t4: Colab's free GPU (16 GB, no bf16: fp16 + gradient scaler)
     "gpu": {"prompts_per_step": 16, "samples_per_prompt": 4, "max_new_tokens": 64},
+    "t4": {"prompts_per_step": 8, "samples_per_prompt": 4, "max_new_tokens": 64},
     # the sketch's scale-up (needs the Hub once): GPT-2 Medium, LoRA r=16, dropout 0.1, 8-bit backbone on a GPU
     "gpt2-medium": {"model": "gpt2-medium", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1,
                     "quantization": "8bit", "prompts_per_step": 8, "samples_per_prompt": 4, "max_new_tokens": 64},

@@ -134,7 +134,8 @@ def cpu_has_bf16() -> bool:
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = "auto") -> torch.dtype:
     """The weights' dtype: ``auto`` (or None) is bf16 where the hardware multiplies it natively
-    (CUDA GPUs with bf16, CPUs with AVX512-BF16/AMX), else fp32; the environment variable
+    (CUDA GPUs with bf16, CPUs with AVX512-BF16/AMX), fp16 on CUDA GPUs without bf16 (a T4: the
+    trainer adds a gradient scaler, :mod:`lab.runtime.precision`), else fp32; the environment variable
     ``LAB_DTYPE`` (``float32``, ``bfloat16``) overrides ``auto``. ``float16`` needs CUDA."""
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -142,8 +143,9 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = "auto") -
     if name == "auto":
         name = os.environ.get("LAB_DTYPE", "auto")
     if name == "auto":
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_bf16()
-        return torch.bfloat16 if native else torch.float32
+        if device.type == "cuda":  # bf16 where the GPU has it; else (a T4) fp16 with a gradient scaler
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
     if name not in DTYPES:
         raise ValueError(f"dtype={name!r} is not valid; choose 'auto', {', '.join(map(repr, DTYPES))} "
                          "(LAB_DTYPE takes the same names)")

@@ -32,7 +32,7 @@ from lab.core.tensors import encode
 from lab.data import Example, check_source, epoch_batch, load_examples
 from lab.discriminator import Discriminator
 from lab.rewards import Perplexity, Reward, RewardOutput
-from lab.runtime import distributed, rng, tracking
+from lab.runtime import distributed, precision, rng, tracking
 from lab.runtime.history import reward_entries, sample_log, timed
 from lab.runtime.guards import skipped_part, stop_on_signals
 from lab.variants import distill, mixing, selfplay
@@ -99,6 +99,8 @@ class HybridTrainer:
         self.gen_params = generator.generator_parameters(self.model)
         self.opt_gen = torch.optim.AdamW(self.gen_params, lr=config.lr)
         self.opt_disc = torch.optim.AdamW(self.disc.parameters_to_train(), lr=config.lr_discriminator)
+        self.scalers = precision.attach_all({"generator": (self.opt_gen, self.model),  # fp16 weights (a T4)
+                                             "discriminator": (self.opt_disc, self.disc.backbone)})
         self.step_count = 0
         self.ema_baseline: float | None = None
         self.critic_accuracy: float | None = None  # running pairwise accuracy of the critic
@@ -383,9 +385,9 @@ class HybridTrainer:
         self.model.set_adapter("generator")
 
     def _modules(self) -> dict[str, dict]:
-        """What keeps its own ``state_dict``: the optimizers, and the critic's heads (``weights``)."""
+        """What keeps its own ``state_dict``: the optimizers (and fp16's scalers), the critic's heads (``weights``)."""
         heads = {"head": self.disc.head, "aux_head": self.disc.aux}
-        return {"optimizers": {"generator": self.opt_gen, "discriminator": self.opt_disc},
+        return {"optimizers": {"generator": self.opt_gen, "discriminator": self.opt_disc, **self.scalers},
                 "weights": {name: head for name, head in heads.items() if head is not None}}
 
     def save(self, out_dir: str | Path) -> Path:

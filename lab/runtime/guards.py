@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from lab.runtime import distributed
+from lab.runtime import distributed, precision
 
 
 def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
@@ -20,7 +20,8 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
     gradient is not finite: then the gradients are dropped and neither the weights nor the
     optimizer's moments move. Under several processes (``processes``, by default this launch's
     :func:`lab.runtime.distributed.hooks`) the gradients are averaged across them before
-    clipping, and a non-finite loss on any process makes all of them skip. Returns
+    clipping, and a non-finite loss on any process makes all of them skip. An optimizer with a
+    gradient scaler (:mod:`lab.runtime.precision`, fp16 weights) backs off its scale instead. Returns
     ``(stepped, grad_norm)``; the norm is the one before clipping (``inf``/``nan`` when it is
     not finite).
 
@@ -32,20 +33,29 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
     [1.0, 1.0]
     """
     processes = distributed.hooks() if processes is None else processes
+    scaler = precision.scaler_for(optimizer)  # fp16 weights: the loss scaled up, the gradients down
     optimizer.zero_grad(set_to_none=True)
     finite = math.isfinite(loss.item())
     if finite:
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
     if not processes.all_finite(finite):  # several processes skip together: none waits alone below
         optimizer.zero_grad(set_to_none=True)
         return False, float("nan")
     params = list(params)
     processes.average_gradients(params)  # several processes: the mean gradient, before clipping
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # the true gradients, for the norm and the clip
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
     if not math.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()  # an overflow: the scale backs off
         return False, norm
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     return True, norm
 
 
