@@ -22,6 +22,7 @@ LAYERS = [
     ["lab.evaluate", "lab.eval"],
     ["lab.ui"],
     ["lab.experiments", "lab.integrations"],
+    ["lab.ui.widgets", "lab.ui.controls"],  # the playground: an app on top, its what-if runs an ablation
     ["lab.__main__"],
 ]
 # Imported inside functions on purpose: each needs an optional dependency (trl, ipywidgets) that a

@@ -230,3 +230,16 @@ def test_a_default_run_shows_both_discriminator_panels_with_data(played):
     titles = [ax.get_title() for ax in plots.dashboard(first.history).axes]
     panels = [t for t in titles if t.startswith(("Discriminator", "Predicted vs true"))]
     assert len(panels) == 2 and not [t for t in panels if "(no data)" in t], titles
+
+
+def test_what_if_compares_the_panel_with_one_change_over_seeds_and_gives_a_paired_interval():
+    panel = make(steps=2)
+    panel.set(reward_weights=WEIGHTS, baseline="ema", discriminator_warmup_steps=0)
+    assert panel.what_if("lambda_rl", block=True) is None and "knob=value" in panel.status.value
+    table = panel.what_if("lr=5e-2", seeds=2, eval_limit=4, block=True)
+    assert list(table["metric"]) == ["greedy_semantic", "greedy_rouge_l"]
+    semantic = table.iloc[0]
+    assert (semantic["n_seeds"], semantic["n_prompts"]) == (2, 4)
+    assert semantic["boot_low"] <= semantic["diff"] <= semantic["boot_high"] and semantic["mde"] >= 0
+    assert "b - a =" in panel.what_if_view.value and "lr" in panel.what_if_view.value
+    assert "done" in panel.status.value and not panel.run_button.disabled

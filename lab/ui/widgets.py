@@ -7,9 +7,10 @@ done headless (as the tests and notebook 06 do)::
     panel = Playground(model="tiny-gpt2")          # in Jupyter: display(panel)
     run = panel.set(lambda_rl=0.0, steps=3).run(block=True)
     panel.history, panel.runs, panel.compare_figure("reward"), panel.save()
+    table = panel.what_if("lambda_rl=1.0", seeds=3, block=True)  # the paired difference, with a verdict
 
 Widgets carry CSS classes (``lab-run``, ``lab-stop``, ``lab-save``, ``lab-status``,
-``lab-dashboard``, ``lab-samples``, ``lab-compare``, ``lab-runs``) for browser tests.
+``lab-dashboard``, ``lab-samples``, ``lab-compare``, ``lab-runs``, ``lab-what-if``) for browser tests.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 
 from lab import quick_mode
 from lab.config import REWARD_NAMES, HybridConfig, preset
+from lab.experiments import whatif
 from lab.trainer import HybridTrainer
 from lab.ui import plots
 from lab.ui.controls import METRICS, STYLE, controls, fit, make, tabs
@@ -49,6 +51,7 @@ class Playground:
         self.runs: list[Run] = []
         self.callbacks: list = []  # extra ``fn(trainer, row)`` hooks, called after each step
         self.trainer = None  # the trainer of the latest run
+        self.what_if_table: pd.DataFrame | None = None  # the latest what-if's paired differences
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._draw_lock = threading.Lock()  # pyplot is not thread-safe
@@ -73,16 +76,24 @@ class Playground:
         self.compare_view = W.Image(format="png", layout=W.Layout(width="100%", max_width="720px",
                                                                   display="none"))
         self.runs_view = W.HTML(runs_table([]))
+        self.what_if_change = W.Text(value="lambda_rl=1.0", description="what if", style=STYLE,
+                                     tooltip="the panel's settings (a) against them with this change (b): knob=value")
+        self.what_if_seeds = make(W.IntSlider, "seeds", "seeds of each side; more seeds, smaller MDE", min=2, max=8,
+                                  value=2)
+        self.what_if_button = W.Button(description="Compare", icon="balance-scale",
+                                       tooltip="train both sides over the seeds, evaluate on held-out prompts")
+        self.what_if_view = W.HTML()
         for widget, name in ((self.run_button, "run"), (self.stop_button, "stop"),
                              (self.save_button, "save"), (self.status, "status"),
                              (self.dashboard, "dashboard"), (self.samples_view, "samples"),
                              (self.compare_view, "compare"), (self.runs_view, "runs"),
-                             (self.metric, "metric")):
+                             (self.metric, "metric"), (self.what_if_view, "what-if")):
             widget.add_class(f"lab-{name}")
 
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.save_button.on_click(lambda _: self.save())
+        self.what_if_button.on_click(lambda _: self.what_if(self.what_if_change.value, self.what_if_seeds.value))
         self.metric.observe(lambda _: self._draw_runs(), names="value")
         for widget in (*self.controls.values(), *self.weights.values()):
             widget.observe(lambda _: self._changed(), names="value")
@@ -98,9 +109,10 @@ class Playground:
         knobs = [grid([*(self.weights.values() if section == "reward" else ()), *(self.controls[n] for n in names)])
                  for section, names in sections.items()]
         controls = W.Tab(knobs, titles=[section.capitalize() for section in sections])
+        what_if = W.VBox([W.HBox([self.what_if_change, self.what_if_seeds, self.what_if_button]), self.what_if_view])
         views = W.Tab([self.dashboard, self.samples_view,
-                       W.VBox([self.metric, self.compare_view, self.runs_view])],
-                      titles=("Dashboard", "Samples", "Runs"))
+                       W.VBox([self.metric, self.compare_view, self.runs_view]), what_if],
+                      titles=("Dashboard", "Samples", "Runs", "What if"))
         title = W.HTML("<b>LoRA-GAN playground</b>: set the knobs, press <b>Run</b>; "
                        "every run of this session is kept under <i>Runs</i>.")
         buttons = W.HBox([self.run_button, self.stop_button, self.save_button, self.status])
@@ -188,6 +200,56 @@ class Playground:
         self.run_button.disabled, self.stop_button.disabled, self.save_button.disabled = True, False, True
         self._thread.start()
         return self.wait() if block else None
+
+    def what_if(self, change: str | dict, seeds: int = 2, steps: int | None = None, eval_limit: int = 12,
+                block: bool = False) -> pd.DataFrame | None:
+        """Compare the panel's settings (a) with them plus ``change`` (b: ``"knob=value"`` or a dict)
+        over ``seeds`` seeds of ``steps`` steps each (default: the panel's), on ``eval_limit`` held-out
+        prompts: :func:`lab.experiments.whatif.what_if` in the background, its expected minutes in the
+        status line before it starts, its verdict in the What-if tab. ``block=True`` returns the table."""
+        if self.running:
+            self._say("a run is in progress: press Stop or wait", error=True)
+            return None
+        a = self.config()
+        if a is None:
+            return None
+        try:
+            if isinstance(change, str):
+                name, sep, value = change.partition("=")
+                if not sep:
+                    raise ValueError(f"write the change as knob=value (e.g. lambda_rl=1.0), not {change!r}")
+                change = {name.strip(): value.strip()}
+            b = HybridConfig.from_dict({**a.to_dict(), **change})
+        except ValueError as err:
+            self._say(f"what if: {html.escape(str(err))}", error=True)
+            return None
+        steps = steps or self.controls["steps"].value
+        minutes = whatif.expected_minutes(a, b, steps, seeds, eval_limit)
+        self._say(f"what if {html.escape(str(change))}: 2 sides x {seeds} seeds x {steps} steps, "
+                  f"about {minutes:.0f} min …")
+        self._error, self.what_if_table = None, None
+        self._thread = threading.Thread(target=self._compare, args=(a, b, steps, seeds, eval_limit, change),
+                                        name="lab-what-if", daemon=True)
+        self.run_button.disabled = self.what_if_button.disabled = True
+        self._thread.start()
+        if block:
+            self.wait()
+            return self.what_if_table
+        return None
+
+    def _compare(self, a: HybridConfig, b: HybridConfig, steps: int, seeds: int, eval_limit: int, change) -> None:
+        try:
+            table = self.what_if_table = whatif.what_if(a, b, steps, seeds, eval_limit, log=lambda line: self._say(
+                f"what if: {html.escape(line)}"))
+            lines = "".join(f"<li>{html.escape(v)}</li>" for v in table["verdict"])
+            self.what_if_view.value = (f"<b>b = a with {html.escape(str(change))}</b>, {seeds} seeds x {steps} "
+                                       f"steps, {eval_limit} held-out prompts, paired per prompt:<ul>{lines}</ul>")
+            self._say("what if: done (see the What if tab)")
+        except Exception as err:  # shown in the status line; wait() re-raises it
+            self._error = err
+            self._say(f"what if: error: {html.escape(f'{type(err).__name__}: {err}')}", error=True)
+        finally:
+            self.run_button.disabled = self.what_if_button.disabled = False
 
     def wait(self, timeout: float | None = None) -> Run | None:
         """Block until the run in progress ends; returns the latest :class:`Run`."""
