@@ -42,11 +42,30 @@ from scipy import stats as sps
 CONFIDENCE = 0.95
 
 
-def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+RANGES = {"semantic": (-1.0, 1.0), "bertscore": (-1.0, 1.0), "rouge_l": (0.0, 1.0), "bleu": (0.0, 1.0),
+          "meteor": (0.0, 1.0), "distinct_1": (0.0, 1.0), "distinct_2": (0.0, 1.0), "self_bleu": (0.0, 1.0),
+          "truthfulness": (0.0, 1.0), "mc1": (0.0, 1.0), "mc2": (0.0, 1.0)}  # a metric's possible values
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """The values ``metric`` can take (``greedy_`` / ``sampled_`` prefixes allowed), None if unbounded.
+
+    >>> metric_range("sampled_distinct_2"), metric_range("greedy_ppl")
+    ((0.0, 1.0), None)
+    """
+    name = metric.split("_", 1)[1] if metric.startswith(("greedy_", "sampled_")) else metric
+    return RANGES.get(name)
+
+
+def mean_ci(values, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """``(mean, low, high)``: the t-interval of the mean; NaN bounds with fewer than 2 values.
+    ``bounds``: the values' range (:func:`metric_range`); the interval is cut to it, since the mean
+    cannot leave it (with 2 seeds a t-interval of a [0, 1] metric can reach from -0.2 to 1.3).
 
     >>> [round(x, 3) for x in mean_ci([1.0, 2.0, 3.0])]
     [2.0, -0.484, 4.484]
+    >>> [round(x, 3) for x in mean_ci([0.2, 0.9], bounds=(0.0, 1.0))]
+    [0.55, 0.0, 1.0]
     >>> mean_ci([0.5])
     (0.5, nan, nan)
     """
@@ -60,6 +79,8 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float
     if sem == 0:  # every seed gave the same value: a zero-width interval
         return mean, mean, mean
     low, high = sps.t.interval(confidence, len(x) - 1, loc=mean, scale=sem)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return mean, float(low), float(high)
 
 
@@ -92,7 +113,7 @@ def summarize_results(results: pd.DataFrame, reference: str = "sft", confidence:
     wide = results.pivot_table(index=["arm", "metric"], columns="seed", values="value", aggfunc="mean")
     rows = []
     for (arm, metric), by_seed in wide.iterrows():
-        mean, low, high = mean_ci(by_seed.to_numpy(), confidence)
+        mean, low, high = mean_ci(by_seed.to_numpy(), confidence, metric_range(metric))  # within its range
         row = dict(arm=arm, metric=metric, n_seeds=int(by_seed.notna().sum()), mean=mean,
                    ci_low=low, ci_high=high, diff=math.nan, diff_low=math.nan, diff_high=math.nan,
                    n_pairs=0, significant=False)

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lab.eval.stats import mean_ci
+from lab.eval.stats import mean_ci, metric_range
 from lab.ui import plots
 
 
@@ -52,7 +52,7 @@ def plot_quality_diversity(results: pd.DataFrame, x: str = "sampled_distinct_2",
         if x not in part or y not in part:
             continue
         ax.scatter(part[x], part[y], color=color, alpha=0.35, s=18)
-        (mx, lx, hx), (my, ly, hy) = mean_ci(part[x]), mean_ci(part[y])
+        (mx, lx, hx), (my, ly, hy) = mean_ci(part[x], bounds=metric_range(x)), mean_ci(part[y], bounds=metric_range(y))
         ax.errorbar(mx, my, xerr=np.nan_to_num([[mx - lx], [hx - mx]]), yerr=np.nan_to_num([[my - ly], [hy - my]]),
                     fmt="o", color=color, capsize=3, label=arm)
         drawn = True
