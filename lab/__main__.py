@@ -215,7 +215,7 @@ def cmd_ablate(args) -> int:
     common, per_arm = arms.split_sets([*args.set, *shortcuts])
     run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
                  eval_limit=args.limit, eval_data=args.data, eval_columns=args.columns,
-                 custom_arms=custom, arm_sets=per_arm, **common)
+                 custom_arms=custom, arm_sets=per_arm, curve_every=args.curve_every, **common)
     return 0
 
 
@@ -306,6 +306,8 @@ def parser() -> argparse.ArgumentParser:
                     "preset < --set KEY < arm < --set ARM.KEY; a --set KEY that an arm of the run changes "
                     "is an error")
     ab.add_argument("--limit", type=_count(1), help="prompts to evaluate (quick 12, full all)")
+    ab.add_argument("--curve-every", type=_count(0), metavar="N", help="also evaluate each trained arm's greedy "
+                    "answers every N steps: learning curves (default: the preset's; calibrate 10, others 0)")
     ab.add_argument("--model", help="the generator for every arm (auto, gpt2, tiny-gpt2 ...): --set model=NAME")
     ab.add_argument("--dataset", help="training data (config field dataset; default bundled)")
     _data_flags(ab, "the held-out split of the training dataset")

@@ -370,3 +370,19 @@ def test_presets_name_their_default_arms_and_a_rerun_refuses_a_changed_arm_not_a
         ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["fast_lr"], custom_arms=custom))
     spelled_out = {"fast_lr": arms.Arm("x", {"lr": 1e-3, "train_discriminator": "auto"})}  # a default, spelled out
     ablation._check_resume(tmp_path, ablation.settings_for("quick", arms=["fast_lr"], custom_arms=spelled_out))
+
+
+def test_learning_curves_evaluate_every_n_steps_without_changing_the_training(tmp_path):
+    with_curves, without = tmp_path / "curves", tmp_path / "plain"
+    options = dict(arms=["base", "hybrid"], seeds=1, steps=2, eval_limit=3, log=lambda line: None,
+                   discriminator_warmup_steps=0, n_boot=100, **TINY)
+    ablation.run_ablation(with_curves, curve_every=1, **options)
+    ablation.run_ablation(without, **options)
+    curve = pd.read_csv(with_curves / "runs" / "hybrid_seed0" / "curve.csv")
+    assert curve["step"].tolist() == [1, 2] and curve["greedy_semantic"].between(-1, 1).all()
+    assert not (with_curves / "runs" / "base_seed0" / "curve.csv").exists()  # untrained: its one evaluation
+    trained = [pd.read_csv(folder / "runs" / "hybrid_seed0" / "history.csv") for folder in (with_curves, without)]
+    assert trained[0]["loss"].tolist() == pytest.approx(trained[1]["loss"].tolist())  # forked streams: same training
+    learning = pd.read_csv(with_curves / "learning_curves.csv")
+    assert set(learning["arm"]) == {"base", "hybrid"} and (with_curves / "learning_greedy_semantic.png").is_file()
+    assert ablation.settings_for("calibrate")["curve_every"] == 10

@@ -73,6 +73,11 @@ ABLATION_PRESETS = {
                             "train_discriminator": "always",
                             "prompts_per_step": 4, "samples_per_prompt": 2,
                             "max_new_tokens": 20, "lr": 5e-4}},
+    # the budget calibration (issue 24): held-out greedy quality every 10 steps of SFT and the default
+    # hybrid, 3 seeds: where SFT leaves the base model and where the curves flatten
+    "calibrate": {"seeds": 3, "steps": 120, "eval_limit": 40, "curve_every": 10, "arms": ["base", "sft", "hybrid"],
+                  "config": {"model": "auto", "dtype": "float32", "prompts_per_step": 4, "samples_per_prompt": 2,
+                             "max_new_tokens": 16, "lr": 5e-4}},
     # a GPU: 5 seeds, longer runs, the whole held-out split
     "full": {"seeds": 5, "steps": 100, "eval_limit": None, "arms": None,  # None: every built-in arm
              "config": {"model": "auto", "prompts_per_step": 8, "samples_per_prompt": 4,
@@ -84,13 +89,15 @@ UNPAIRED = ("greedy_disc", "sampled_disc", "train_seconds", "eval_seconds")  # e
 def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, steps: int | None = None,
                  eval_limit: int | None = None, eval_data: str | None = None,
                  eval_columns: dict[str, str] | None = None, *, custom_arms: dict[str, Arm] | None = None,
-                 arm_sets: dict[str, dict] | None = None, **config) -> dict:
+                 arm_sets: dict[str, dict] | None = None, curve_every: int | None = None, **config) -> dict:
     """The ablation's settings: a preset with overrides. ``config``: HybridConfig fields set for
     every arm (``--set key=value``); ``custom_arms``: arms beside the built-in ones (``--arms-file``);
     ``arm_sets``: ``{arm: {field: value}}`` (``--set ARM.key=value``). Layers and the conflict
     rule: :mod:`lab.experiments.arms`. ``arms``: names, or ``all`` (every built-in and custom arm); default:
     the preset's arms plus the custom ones. ``eval_data``: evaluate on this source or local file
-    (``eval_columns``: its column names) instead of the held-out split of ``config["dataset"]``."""
+    (``eval_columns``: its column names) instead of the held-out split of ``config["dataset"]``.
+    ``curve_every``: evaluate each trained arm's greedy answers every N steps too (a learning curve
+    per run, ``curve.csv``; default: the preset's, 0 for none)."""
     if preset not in ABLATION_PRESETS:
         raise ValueError(f"Unknown ablation preset {preset!r}; choose {', '.join(ABLATION_PRESETS)}")
     base = ABLATION_PRESETS[preset]
@@ -102,15 +109,16 @@ def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, ste
     if unknown:
         raise ValueError(f"Unknown arm(s) {unknown}; known arms: {', '.join(registry)} (or all)")
     n_seeds = base["seeds"] if seeds is None else seeds
-    if n_seeds < 1 or (steps is not None and steps < 1):
-        raise ValueError("--seeds and --steps must be at least 1")
+    if n_seeds < 1 or (steps is not None and steps < 1) or (curve_every or 0) < 0:
+        raise ValueError("--seeds and --steps must be at least 1, --curve-every at least 0")
     for key in config:
         arm_registry.check_field(key, f"--set {key}")
     settings = {"preset": preset, "arms": arms, "seeds": list(range(n_seeds)),
                 "steps": base["steps"] if steps is None else steps,
                 "eval_limit": base["eval_limit"] if eval_limit is None else eval_limit,
                 "eval_data": None if eval_data is None else str(eval_data), "eval_columns": eval_columns,
-                "config": {**base["config"], **config}, "set": dict(config)}
+                "config": {**base["config"], **config}, "set": dict(config),
+                "curve_every": base.get("curve_every", 0) if curve_every is None else curve_every}
     HybridConfig.from_dict(settings["config"])  # validate now, not after an hour
     settings["arm_definitions"] = arm_registry.define(arms, registry, settings["config"], settings["steps"],
                                                       config, arm_sets)
@@ -167,7 +175,8 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
         extra = 1.15 if config.kl_coef > 0 or config.loss_type == "ppo" else 1.0
         sequences = config.prompts_per_step * config.samples_per_prompt * (2 if config.mode == "selfplay" else 1)
         step += COST["sampled_per_token"] * sequences * config.max_new_tokens * extra
-    return COST["setup"] + arm_steps(settings, arm) * step + 2 * decoding
+    curves = arm_steps(settings, arm) // settings["curve_every"] if settings.get("curve_every") else 0
+    return COST["setup"] + arm_steps(settings, arm) * step + (2 + curves) * decoding  # curves: greedy only
 
 
 def expected_jobs(settings: dict, jobs) -> dict[tuple, float]:
@@ -201,7 +210,7 @@ def _check_resume(out: Path, settings: dict) -> dict:
     path = out / "ablation.json"
     if path.exists():
         old = json.loads(path.read_text())
-        for key in ("steps", "eval_limit", "eval_data", "eval_columns", "config"):
+        for key in ("steps", "eval_limit", "eval_data", "eval_columns", "config", "curve_every"):
             if old.get(key) != settings[key]:
                 raise ValueError(f"{out} holds an ablation with {key}={old.get(key)!r}, not {settings[key]!r}; "
                                  "use another --out, or the same settings to continue it")
@@ -254,7 +263,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                  steps: int | None = None, eval_limit: int | None = None, log=print,
                  eval_data: str | None = None, eval_columns: dict[str, str] | None = None,
                  custom_arms: dict[str, Arm] | None = None, arm_sets: dict[str, dict] | None = None,
-                 n_boot: int = 2000, **config) -> pd.DataFrame:
+                 n_boot: int = 2000, curve_every: int | None = None, **config) -> pd.DataFrame:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
     folder, return the summary (:func:`lab.eval.stats.summarize_results`). Arguments: :func:`settings_for`;
     ``n_boot``: bootstrap resamples of the paired statistics (:mod:`lab.experiments.report`).
@@ -263,7 +272,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     ``arms`` names it, and is skipped, with the reason in the log and the report, when it came
     from the preset's arms or ``all``."""
     settings = settings_for(preset, arms, seeds, steps, eval_limit, eval_data, eval_columns,
-                            custom_arms=custom_arms, arm_sets=arm_sets, **config)
+                            custom_arms=custom_arms, arm_sets=arm_sets, curve_every=curve_every, **config)
     settings["skipped"] = _unavailable_arms(settings, named=[a for a in arms or [] if a != "all"])
     for arm, reason in settings["skipped"].items():
         log(f"{arm}: skipped, {reason}")
@@ -306,9 +315,12 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             frame, train_s = pd.concat([base_greedy, sampled], ignore_index=True), 0.0
         else:
             trainer = HybridTrainer(config, verbose=False)
-            trainer.run(arm_steps(settings, arm), progress=False)
-            train_s = time.perf_counter() - t0
             examples = examples or _examples(settings, config, trainer.tokenizer)
+            curve = LearningCurve(examples, settings["curve_every"])
+            trainer.run(arm_steps(settings, arm), progress=False, callbacks=[curve] if curve.every else [])
+            train_s = time.perf_counter() - t0 - curve.seconds  # the curve's evaluations are not training
+            if curve.rows:
+                pd.DataFrame(curve.rows).to_csv(folder / "curve.csv", index=False)
             frame = evaluate.evaluate_trainer(trainer, examples)
             trainer.history.to_csv(folder / "history.csv", index=False)
             samples = trainer.samples  # fresh samples: reward and D's pre-update score (lab.eval.diagnostics)
@@ -340,6 +352,26 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     return summary
 
 
+class LearningCurve:
+    """A trainer callback: every ``every`` steps, the held-out ``examples``' greedy answers scored
+    (:func:`lab.evaluate.evaluate_trainer`; its decoding forks the random streams, so the run trains
+    exactly as without it): one row per evaluation, ``step`` and the mean of each metric."""
+
+    METRICS = ("semantic", "rouge_l", "bleu", "distinct_2")
+
+    def __init__(self, examples: list, every: int):
+        self.examples, self.every, self.rows, self.seconds = examples, every, [], 0.0
+
+    def __call__(self, trainer, row: dict) -> None:
+        if row["step"] % self.every:
+            return
+        start = time.perf_counter()
+        frame = evaluate.evaluate_trainer(trainer, self.examples, decodings=("greedy",))
+        self.rows.append({"step": row["step"], **{f"greedy_{m}": float(frame[m].mean()) for m in self.METRICS
+                                                   if m in frame}})
+        self.seconds += time.perf_counter() - start
+
+
 # --- figures (drawn by lab.ui.plots) ----------------------------------------------------------
 def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
     """Per arm, ``(config, history averaged over seeds by step)`` from ``out``; an arm without
@@ -360,3 +392,24 @@ def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None
     curves = arm_curves(out, arms)
     for metric in ("reward", "loss_sft"):
         plots.save(figures.plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")
+    learning = learning_curves(out, results)
+    if not learning.empty:
+        learning.to_csv(out / "learning_curves.csv", index=False)
+        for metric in ("greedy_semantic", "greedy_rouge_l"):
+            plots.save(figures.plot_learning_curves(learning, metric), out / f"learning_{metric}.png")
+
+
+def learning_curves(out: Path, results: pd.DataFrame) -> pd.DataFrame:
+    """Every run's ``curve.csv`` stacked (``arm, seed, step`` and the metrics); an untrained arm
+    (base) joins as its final greedy values at step 0, a flat reference line."""
+    frames = [pd.read_csv(path).assign(arm=path.parent.name.rsplit("_seed", 1)[0],
+                                       seed=int(path.parent.name.rsplit("_seed", 1)[1]))
+              for path in sorted(Path(out).glob("runs/*/curve.csv"))]
+    if not frames:
+        return pd.DataFrame()
+    curves = pd.concat(frames, ignore_index=True)
+    base = results[(results["arm"] == "base") & results["metric"].isin(curves.columns)]
+    if not base.empty:
+        flat = base.pivot_table(index="seed", columns="metric", values="value").reset_index().assign(arm="base", step=0)
+        curves = pd.concat([flat, curves], ignore_index=True)
+    return curves

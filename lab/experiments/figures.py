@@ -60,6 +60,33 @@ def plot_quality_diversity(results: pd.DataFrame, x: str = "sampled_distinct_2",
                         drawn, xlabel=f"{x} (diversity)")
 
 
+def plot_learning_curves(curves: pd.DataFrame, metric: str = "greedy_semantic") -> Figure:
+    """Held-out ``metric`` against training steps, per arm: the mean over seeds with its 95% CI
+    band (each seed a faint line); an arm evaluated only once (base) is a dashed level.
+
+    ``curves``: :func:`lab.experiments.ablation.learning_curves`' frame (``arm, seed, step``, metrics).
+    """
+    ax = plots.axes_or_new(None, figsize=(7, 4.2))
+    drawn = False
+    for arm, color in plots.colors(dict.fromkeys(curves["arm"])).items():
+        part = curves[curves["arm"] == arm].dropna(subset=[metric])
+        if part.empty:
+            continue
+        if part["step"].nunique() == 1:  # the untrained model: one level
+            ax.axhline(part[metric].mean(), color=color, linestyle="--", label=f"{arm} (untrained)")
+            drawn = True
+            continue
+        for _, seed in part.groupby("seed"):
+            ax.plot(seed["step"], seed[metric], color=color, alpha=0.2, linewidth=0.8)
+        steps = sorted(part["step"].unique())
+        cis = [mean_ci(part.loc[part["step"] == s, metric], bounds=metric_range(metric)) for s in steps]
+        ax.plot(steps, [c[0] for c in cis], "o-", color=color, label=arm, markersize=3)
+        ax.fill_between(steps, [c[1] for c in cis], [c[2] for c in cis], color=color, alpha=0.15)
+        drawn = True
+    return plots.finish(ax, f"held-out {metric} over training (mean of seeds, 95% CI)", metric, drawn,
+                        xlabel="training step")
+
+
 def plot_curves(runs, metric: str = "reward", labels: list[str] | None = None) -> Figure:
     """Training curves of several arms via :func:`lab.ui.plots.compare`, smoothed over a tenth of the steps.
 
