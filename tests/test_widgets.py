@@ -100,6 +100,8 @@ def test_the_discriminator_sampling_and_data_knobs_reach_the_config():
     assert config.lr_discriminator == pytest.approx(1e-3) and config.freeze_discriminator_after == 5
     assert (config.perplexity_form, config.max_grad_norm, config.temperature, config.top_p, config.dataset) == \
         ("sketch", 0.5, 0.9, 0.8, "factual")
+    assert config.discriminator_model is None  # the empty box: D shares the generator's backbone
+    assert panel.set(discriminator_model=" tiny-gpt2 ").config().discriminator_model == "tiny-gpt2"
 
 
 def test_tabs_follow_the_config_sections():

@@ -155,6 +155,8 @@ def controls(cfg: HybridConfig, steps: int) -> dict[str, W.Widget]:
                     step=0.1, value=cfg.lr, readout_format=".1e"),
         "model": make(W.Text, "model", "'auto', 'smollm2-135m', 'tiny-gpt2' or a Hub causal-LM id",
                        value=cfg.model),
+        "discriminator_model": make(W.Text, "D model", "empty: D shares the generator's backbone; a model name "
+                                    "(e.g. a larger one): D on its own model", value=cfg.discriminator_model or ""),
         "steps": make(S, "steps", "training steps of one run", min=1, max=200, value=steps),
         "prompts_per_step": make(S, "prompts a step (B)", "prompts per step", min=1, max=16,
                                   value=cfg.prompts_per_step),

@@ -127,6 +127,7 @@ class Playground:
         line) when the combination is invalid."""
         values = {name: w.value for name, w in self.controls.items() if name != "steps"}
         values["model"] = values["model"].strip()
+        values["discriminator_model"] = values["discriminator_model"].strip() or None  # empty: the shared backbone
         weights = {name: w.value for name, w in self.weights.items() if w.value}
         values["reward_weights"] = weights or {name: 0.0 for name in self.weights}
         try:
