@@ -141,6 +141,8 @@ def test_playground_runs_in_jupyterlab(jupyter):
                 "() => /(stopped|done) · step/.test(document.querySelector('.lab-status').innerText)",
                 timeout=300_000, polling=1000)
             assert "error" not in page.locator(".lab-status").inner_text()
+            note = page.locator(".lab-dashboard-note").inner_text()  # the default Run trains and reads D
+            assert "Discriminator" not in note and "Predicted vs true" not in note, note
             panel.evaluate("el => el.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
             page.screenshot(path=SCREENSHOTS / "playground.png")

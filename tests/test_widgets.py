@@ -232,6 +232,8 @@ def test_a_default_run_shows_both_discriminator_panels_with_data(played):
     titles = [ax.get_title() for ax in plots.dashboard(first.history).axes]
     panels = [t for t in titles if t.startswith(("Discriminator", "Predicted vs true"))]
     assert len(panels) == 2 and not [t for t in panels if "(no data)" in t], titles
+    panel = played[0]  # the note under the dashboard names the empty panels (the browser test reads it)
+    assert "Discriminator" not in panel.dashboard_note.value and "Predicted" not in panel.dashboard_note.value
 
 
 def test_what_if_compares_the_panel_with_one_change_over_seeds_and_gives_a_paired_interval():

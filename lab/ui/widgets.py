@@ -10,7 +10,7 @@ done headless (as the tests and notebook 06 do)::
     table = panel.what_if("lambda_rl=1.0", seeds=3, block=True)  # the paired difference, with a verdict
 
 Widgets carry CSS classes (``lab-run``, ``lab-stop``, ``lab-save``, ``lab-status``,
-``lab-dashboard``, ``lab-samples``, ``lab-compare``, ``lab-runs``, ``lab-what-if``) for browser tests.
+``lab-dashboard``, ``lab-dashboard-note``, ``lab-samples``, ``lab-compare``, ``lab-runs``, ``lab-what-if``) for browser tests.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Playground:
         self.status = W.HTML()
         self.dashboard = W.Image(format="png", layout=W.Layout(width="100%", max_width="1000px",
                                                                display="none"))
+        self.dashboard_note = W.HTML()  # which panels have no data yet (the browser test reads it)
         self.samples_view = W.HTML(samples_table(None))
         self.metric = W.Dropdown(options=METRICS, value="reward", description="metric", style=STYLE)
         self.compare_view = W.Image(format="png", layout=W.Layout(width="100%", max_width="720px",
@@ -85,7 +86,8 @@ class Playground:
         self.what_if_view = W.HTML()
         for widget, name in ((self.run_button, "run"), (self.stop_button, "stop"),
                              (self.save_button, "save"), (self.status, "status"),
-                             (self.dashboard, "dashboard"), (self.samples_view, "samples"),
+                             (self.dashboard, "dashboard"), (self.dashboard_note, "dashboard-note"),
+                             (self.samples_view, "samples"),
                              (self.compare_view, "compare"), (self.runs_view, "runs"),
                              (self.metric, "metric"), (self.what_if_view, "what-if")):
             widget.add_class(f"lab-{name}")
@@ -110,7 +112,7 @@ class Playground:
                  for section, names in sections.items()]
         controls = W.Tab(knobs, titles=[section.capitalize() for section in sections])
         what_if = W.VBox([W.HBox([self.what_if_change, self.what_if_seeds, self.what_if_button]), self.what_if_view])
-        views = W.Tab([self.dashboard, self.samples_view,
+        views = W.Tab([W.VBox([self.dashboard, self.dashboard_note]), self.samples_view,
                        W.VBox([self.metric, self.compare_view, self.runs_view]), what_if],
                       titles=("Dashboard", "Samples", "Runs", "What if"))
         title = W.HTML("<b>LoRA-GAN playground</b>: set the knobs, press <b>Run</b>; "
@@ -325,7 +327,10 @@ class Playground:
 
     def _draw(self, trainer) -> None:
         with self._draw_lock:
-            self.dashboard.value = png(self.dashboard_figure())
+            figure = self.dashboard_figure()
+            self.dashboard.value = png(figure)
+        empty = [ax.get_title().replace(" (no data)", "") for ax in figure.axes if ax.get_title().endswith("(no data)")]
+        self.dashboard_note.value = f"panels without data yet: {', '.join(empty)}" if empty else "every panel has data"
         self.dashboard.layout.display = None
         self.samples_view.value = samples_table(trainer.samples)
         self._last_draw = time.perf_counter()
