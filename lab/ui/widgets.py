@@ -187,13 +187,17 @@ class Playground:
             return self.trainer.history
         return self.runs[-1].history if self.runs else pd.DataFrame()
 
-    def run(self, block: bool = False) -> Run | None:
-        """Start a run with the widgets' settings in a background thread. ``block=True``
-        waits and returns its :class:`Run` (re-raising a training error)."""
+    def _idle_config(self) -> HybridConfig | None:
+        """The panel's config when nothing is running and it is valid; else None, the reason said."""
         if self.running:
             self._say("a run is in progress: press Stop or wait", error=True)
             return None
-        config = self.config()
+        return self.config()
+
+    def run(self, block: bool = False) -> Run | None:
+        """Start a run with the widgets' settings in a background thread. ``block=True``
+        waits and returns its :class:`Run` (re-raising a training error)."""
+        config = self._idle_config()
         if config is None:
             return None
         self._stop.clear()
@@ -210,10 +214,7 @@ class Playground:
         over ``seeds`` seeds of ``steps`` steps each (default: the panel's), on ``eval_limit`` held-out
         prompts: :func:`lab.experiments.whatif.what_if` in the background, its expected minutes in the
         status line before it starts, its verdict in the What-if tab. ``block=True`` returns the table."""
-        if self.running:
-            self._say("a run is in progress: press Stop or wait", error=True)
-            return None
-        a = self.config()
+        a = self._idle_config()
         if a is None:
             return None
         try:
