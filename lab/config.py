@@ -26,8 +26,7 @@ from lab.runtime.tracking import REPORT_TO
 
 LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step": 4096,
           "samples_per_prompt": 256, "lora_r": 1024, "ppo_epochs": 100}  # larger is a typo, not a run
-MODES = ("sft", "rl", "hybrid", "selfplay", "distill")
-DISTILL_TEACHERS = ("policy", "base")
+MODES, DISTILL_TEACHERS = ("sft", "rl", "hybrid", "selfplay", "distill"), ("policy", "base")
 SCHEDULES = ("constant", "linear", "adaptive")
 BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
 LOSS_TYPES = ("reinforce", "ppo", "grpo", "dr_grpo", "dapo", "bnpo")  # TRL's names (lab.losses.policy_loss)
@@ -155,7 +154,7 @@ class HybridConfig:
         "'bradley_terry' (GAD: the reference above each of the prompt's samples; its score of a sample is "
         "D(x, y) - D(x, reference), which reward_source='discriminator' maximises)")})
     contrastive_weight: float = field(default=1.0, metadata={"section": "discriminator", "help": (
-        "weight of the contrastive term; 0.1-2")})
+        "weight of the ranking term (mse+contrastive: references above junk; bradley_terry: its loss); 0.1-2")})
     discriminator_aux_weight: float = field(default=0.0, metadata={"section": "discriminator", "help": (
         "weight of an auxiliary head that predicts the response's perplexity (mean NLL under the base "
         "model) beside the reward; 0 disables; 0.1-1")})
@@ -302,13 +301,14 @@ class HybridConfig:
             raise ValueError("mode='selfplay' is rewarded by the discriminator's preference between the two "
                              "players; leave reward_source='reward' (it trains the referee)")
         relative = self.discriminator_loss == "bradley_terry"  # D's scores: how reference-like, not the reward
-        if relative and (self.mode not in ("rl", "hybrid") or (self.reward_source == "reward" and self.baseline in (
-                "critic", "discriminator_biased"))):
+        if relative and (self.mode not in ("rl", "hybrid") or self.contrastive_weight == 0 or (
+                self.reward_source == "reward" and self.baseline in ("critic", "discriminator_biased"))):
             raise ValueError("discriminator_loss='bradley_terry' (GAD) scores how reference-like a sample is, not its "
-                             "reward: use it in mode 'rl' or 'hybrid', with reward_source='discriminator' or a "
-                             "baseline of the reward ('loo', 'group', 'ema')")
-        if self.naturalness_weight > 0 and not relative:
-            raise ValueError("naturalness_weight reads D's reference-vs-sample score: set discriminator_loss='bradley_terry'")
+                             "reward: use it in mode 'rl' or 'hybrid' with contrastive_weight > 0 (its weight), and "
+                             "reward_source='discriminator' or a baseline of the reward ('loo', 'group', 'ema')")
+        if self.naturalness_weight > 0 and (not relative or self.reward_source == "discriminator"):
+            raise ValueError("naturalness_weight adds D's reference-vs-sample score to the true reward: set "
+                             "discriminator_loss='bradley_terry' and reward_source 'reward' or 'mix'")
         if self.mode == "distill" and self.loss_type != "reinforce":
             raise ValueError("mode='distill' minimises a reverse KL, no ratio to clip: leave loss_type='reinforce'")
         if self.importance_sampling_level == "sequence" and self.loss_type == "reinforce":

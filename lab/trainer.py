@@ -101,8 +101,7 @@ class HybridTrainer:
         self.opt_disc = torch.optim.AdamW(self.disc.parameters_to_train(), lr=config.lr_discriminator)
         self.scalers = precision.attach_all({"generator": (self.opt_gen, self.model),  # fp16 weights (a T4)
                                              "discriminator": (self.opt_disc, self.disc.backbone)})
-        self.step_count = 0
-        self.ema_baseline: float | None = None
+        self.step_count, self.ema_baseline = 0, None  # steps done; the EMA baseline (None: not seen a reward yet)
         self.critic_accuracy: float | None = None  # running pairwise accuracy of the critic
         self.rng = random.Random(config.seed + self.processes.rank)  # junk negatives
         self.rows, self.sample_rows = [], []  # one history row per step; one samples-log row per response
@@ -269,7 +268,7 @@ class HybridTrainer:
             prompt_ids, prompt_mask, targets, samples.responses() if use_rl else None, advantage,
             k=samples.k if use_rl else 1, sft_mask=sft_mask,
             ref_logprobs=base.at_temperature if use_rl and base is not None else None,  # (N, T') the KL's, computed
-            teacher_logprobs=self.teacher.logprobs([e.prompt for e in batch], [e.completion for e in batch],
+            teacher_logprobs=self.teacher.logprobs(prompt_ids, prompt_mask, [e.completion for e in batch],
                                                    samples.responses()) if self.teacher and use_rl else None)
         logs = objective.update(self.model, self.opt_gen, self.gen_params, gen_batch, cfg, lam,
                                 self.tokenizer.pad_token_id, objective.sft_weight(cfg, self.step_count), self.processes)
@@ -370,7 +369,8 @@ class HybridTrainer:
             selfplay.freeze(self.model)
         for group, parts in self._modules().items():
             for name, part in parts.items():
-                part.load_state_dict(state[group][name])
+                if name in state[group]:  # a scaler absent from an older (or not fp16) checkpoint starts fresh
+                    part.load_state_dict(state[group][name])
         plain = state["state"]
         self.step_count, self.ema_baseline = plain["step"], plain["ema_baseline"]
         self.critic_accuracy, self.nonfinite_in_a_row = plain["critic_accuracy"], int(plain["nonfinite_in_a_row"])

@@ -82,7 +82,7 @@ def distill_loss(trainer, teacher: distill.Teacher) -> float:
     responses = samples.responses()
     gen = objective.GeneratorBatch(prompt_ids, prompt_mask, None, responses, torch.zeros(len(responses)),
                                    k=samples.k, teacher_logprobs=teacher.logprobs(
-                                       [e.prompt for e in batch], [e.completion for e in batch], responses))
+                                       prompt_ids, prompt_mask, [e.completion for e in batch], responses))
     loss, logs = objective.generator_loss(trainer.model, gen, trainer.config, 1.0, trainer.tokenizer.pad_token_id)
     assert loss.item() == pytest.approx(logs["kl_teacher"])
     return logs["kl_teacher"]
@@ -106,6 +106,16 @@ def test_sdft_trains_on_its_own_samples_without_a_discriminator(examples):
     assert "loss_sft" not in rows[0] and rows[0]["reward"] == rows[0]["reward"]  # the reward is still measured
 
 
+def test_the_teacher_reads_the_students_prompt_tokens_after_the_demonstration(examples):
+    trainer = make(examples, mode="distill")
+    prompt = trainer.tokenizer("### Prompt:\nQ?\n\n### Response:\n")["input_ids"]
+    own = distill.Teacher(trainer.model, trainer.tokenizer, "generator", conditioned=False, max_prompt_tokens=64)
+    assert own.context_ids(prompt, "A.") == prompt  # distill_from: exactly the student's context
+    shown = trainer.teacher.context_ids(prompt, "A.")
+    assert shown[-len(prompt):] == prompt and len(shown) > len(prompt)  # the demonstration, then the prompt
+    assert trainer.tokenizer.decode(shown[:-len(prompt)]) == distill.DEMONSTRATION.format(reference="A.")
+
+
 def test_a_teacher_with_another_tokenizer_or_none_offline_gets_one_clear_error(examples, monkeypatch, no_network):
     with pytest.raises(Exception, match="cannot be loaded|not.*cached|offline"):
         make(examples, mode="distill", distill_from="someone/not-cached-7b")
@@ -116,3 +126,12 @@ def test_a_teacher_with_another_tokenizer_or_none_offline_gets_one_clear_error(e
     monkeypatch.setattr(distill, "load", lambda *args: (model, tokenizer))
     with pytest.raises(ValueError, match="must share the tokenizer"):
         make(examples, mode="distill", distill_from="other-family")
+
+
+@pytest.mark.parametrize("changes", [
+    dict(discriminator_loss="bradley_terry", baseline="loo", contrastive_weight=0.0),  # D would never learn
+    dict(discriminator_loss="bradley_terry", reward_source="discriminator", naturalness_weight=0.5),  # ignored
+])
+def test_a_bradley_terry_setting_that_would_do_nothing_is_refused(changes):
+    with pytest.raises(ValueError, match="bradley_terry"):
+        HybridConfig(**changes)

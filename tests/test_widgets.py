@@ -247,3 +247,15 @@ def test_what_if_compares_the_panel_with_one_change_over_seeds_and_gives_a_paire
     assert semantic["boot_low"] <= semantic["diff"] <= semantic["boot_high"] and semantic["mde"] >= 0
     assert "b - a =" in panel.what_if_view.value and "lr" in panel.what_if_view.value
     assert "done" in panel.status.value and not panel.run_button.disabled
+
+
+def test_a_greyed_out_knob_cannot_make_the_config_invalid():
+    panel = make()
+    panel.set(loss_type="grpo", importance_sampling_level="sequence").set(loss_type="reinforce")
+    assert panel.controls["importance_sampling_level"].disabled  # the clipped losses' knob, greyed out ...
+    assert panel.config().importance_sampling_level == "token"  # ... and read as its default
+    from lab.experiments import whatif
+
+    a = panel.config()
+    with pytest.raises(ValueError, match="dataset differ"):
+        whatif.expected_minutes(a, a.replace(dataset="factual"))

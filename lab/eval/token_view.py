@@ -65,7 +65,7 @@ def _logprobs(model, batch: objective.GeneratorBatch, temperature: float, pad_id
 def rollouts(trainer, step: int = 1, lr: float | None = None) -> Rollouts:
     """Sample the batch of ``step`` with ``trainer``'s generator (``k >= 2`` per prompt), score it
     with its reward, take the group advantages and one REINFORCE update (at ``lr``, default the
-    trainer's); the trainer's generator moves, nothing else of it does."""
+    trainer's): the trainer's generator, its optimizer's moments and the random streams move."""
     cfg, tok = trainer.config, trainer.tokenizer
     batch = trainer.batch(step)
     samples = generator.sample(trainer.model, tok, [e.prompt for e in batch], k=cfg.samples_per_prompt,
@@ -79,7 +79,8 @@ def rollouts(trainer, step: int = 1, lr: float | None = None) -> Rollouts:
     for group in trainer.opt_gen.param_groups:
         group["lr"] = lr or cfg.lr
     objective.update(trainer.model, trainer.opt_gen, trainer.gen_params, gen, cfg.replace(
-        loss_type="reinforce", kl_coef=0.0, entropy_coef=0.0, sft_schedule="none", mode="rl"), 1.0, tok.pad_token_id)
+        loss_type="reinforce", importance_sampling_level="token", kl_coef=0.0, entropy_coef=0.0, sft_schedule="none",
+        mode="rl"), 1.0, tok.pad_token_id)
     for group in trainer.opt_gen.param_groups:
         group["lr"] = cfg.lr
     after = _logprobs(trainer.model, gen, cfg.temperature, tok.pad_token_id)

@@ -172,7 +172,8 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
         return decoding * (1 if share_base_greedy else 2)
     step = COST["sft_per_prompt"] * config.prompts_per_step if config.mode in ("sft", "hybrid") else 0.0
     if config.mode != "sft":
-        extra = 1.15 if config.kl_coef > 0 or config.loss_type == "ppo" else 1.0
+        passes = config.loss_type != "reinforce" and (config.ppo_epochs > 1 or config.ppo_minibatches > 1)
+        extra = 1.15 if config.kl_coef > 0 or passes else 1.0
         sequences = config.prompts_per_step * config.samples_per_prompt * (2 if config.mode == "selfplay" else 1)
         step += COST["sampled_per_token"] * sequences * config.max_new_tokens * extra
     curves = arm_steps(settings, arm) // settings["curve_every"] if settings.get("curve_every") else 0
@@ -211,7 +212,7 @@ def _check_resume(out: Path, settings: dict) -> dict:
     if path.exists():
         old = json.loads(path.read_text())
         for key in ("steps", "eval_limit", "eval_data", "eval_columns", "config", "curve_every"):
-            if old.get(key) != settings[key]:
+            if old.get(key, 0 if key == "curve_every" else None) != settings[key]:  # folders from before curves
                 raise ValueError(f"{out} holds an ablation with {key}={old.get(key)!r}, not {settings[key]!r}; "
                                  "use another --out, or the same settings to continue it")
         defined = old.get("arm_definitions", {})

@@ -72,7 +72,7 @@ def plot_learning_curves(curves: pd.DataFrame, metric: str = "greedy_semantic") 
         part = curves[curves["arm"] == arm].dropna(subset=[metric])
         if part.empty:
             continue
-        if part["step"].nunique() == 1:  # the untrained model: one level
+        if (part["step"] == 0).all():  # the untrained model (base): one level
             ax.axhline(part[metric].mean(), color=color, linestyle="--", label=f"{arm} (untrained)")
             drawn = True
             continue

@@ -24,14 +24,27 @@ from lab.experiments.arms import Arm
 METRICS = ("greedy_semantic", "greedy_rouge_l")
 
 
+DATA = ("dataset", "dataset_columns", "chat_template")  # both sides' data: trained on and evaluated on
+
+
 def _arms(a: HybridConfig, b: HybridConfig) -> dict[str, Arm]:
-    return {name: Arm(f"what-if side {name}", {k: v for k, v in config.to_dict().items() if k != "seed"})
+    return {name: Arm(f"what-if side {name}", {k: v for k, v in config.to_dict().items() if k not in ("seed", *DATA)})
             for name, config in (("a", a), ("b", b))}
 
 
 def _settings(a: HybridConfig, b: HybridConfig, steps: int, seeds: int, eval_limit: int) -> dict:
-    return ablation.settings_for("quick", arms=["a", "b"], seeds=seeds, steps=steps, eval_limit=eval_limit,
-                                 custom_arms=_arms(a, b))
+    return ablation.settings_for("quick", **_options(a, b, steps, seeds, eval_limit))
+
+
+def _options(a: HybridConfig, b: HybridConfig, steps: int, seeds: int, eval_limit: int) -> dict:
+    """The ablation's arguments: the two sides as custom arms, their common data for every arm (held-out
+    prompts from its held-out split)."""
+    changed = [name for name in DATA if getattr(a, name) != getattr(b, name)]
+    if changed:
+        raise ValueError(f"a what-if compares two ways of training on the same data; {', '.join(changed)} differ: "
+                         "evaluate each dataset with its own ablation (python -m lab ablate --dataset ...)")
+    return dict(arms=["a", "b"], seeds=seeds, steps=steps, eval_limit=eval_limit, custom_arms=_arms(a, b),
+                **{name: getattr(a, name) for name in DATA})
 
 
 def expected_minutes(a: HybridConfig, b: HybridConfig, steps: int = 20, seeds: int = 2, eval_limit: int = 12) -> float:
@@ -67,8 +80,7 @@ def what_if(a: HybridConfig, b: HybridConfig, steps: int = 20, seeds: int = 2, e
     on :data:`METRICS` with a ``verdict`` column. ``out``: the ablation folder (default: a new
     temporary one; the same folder continues an interrupted comparison)."""
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lab-what-if-"))
-    ablation.run_ablation(out, "quick", arms=["a", "b"], seeds=seeds, steps=steps, eval_limit=eval_limit,
-                          custom_arms=_arms(a, b), log=log, n_boot=n_boot)
+    ablation.run_ablation(out, "quick", log=log, n_boot=n_boot, **_options(a, b, steps, seeds, eval_limit))
     results = pd.read_csv(out / "results.csv")
     table = stats.paired_table(diagnostics.per_prompt(out, results), results, METRICS, reference="a", n_boot=n_boot)
     return table.assign(verdict=[verdict(row) for _, row in table.iterrows()])

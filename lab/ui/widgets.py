@@ -127,7 +127,8 @@ class Playground:
     def config(self) -> HybridConfig | None:
         """The :class:`HybridConfig` the widgets show; ``None`` (the reason in the status
         line) when the combination is invalid."""
-        values = {name: w.value for name, w in self.controls.items() if name != "steps"}
+        values = {name: w.value if not w.disabled else getattr(self.base, name)  # a greyed-out knob: its default
+                  for name, w in self.controls.items() if name != "steps"}
         values["model"] = values["model"].strip()
         values["discriminator_model"] = values["discriminator_model"].strip() or None  # empty: the shared backbone
         weights = {name: w.value for name, w in self.weights.items() if w.value}
@@ -213,7 +214,8 @@ class Playground:
         """Compare the panel's settings (a) with them plus ``change`` (b: ``"knob=value"`` or a dict)
         over ``seeds`` seeds of ``steps`` steps each (default: the panel's), on ``eval_limit`` held-out
         prompts: :func:`lab.experiments.whatif.what_if` in the background, its expected minutes in the
-        status line before it starts, its verdict in the What-if tab. ``block=True`` returns the table."""
+        status line before it starts, its verdict in the What-if tab (it runs to its end: Stop is for
+        runs). Both sides train on the panel's dataset. ``block=True`` returns the table."""
         a = self._idle_config()
         if a is None:
             return None
@@ -224,11 +226,12 @@ class Playground:
                     raise ValueError(f"write the change as knob=value (e.g. lambda_rl=1.0), not {change!r}")
                 change = {name.strip(): value.strip()}
             b = HybridConfig.from_dict({**a.to_dict(), **change})
+            steps = steps or self.controls["steps"].value
+            minutes = whatif.expected_minutes(a, b, steps, seeds, eval_limit)
         except ValueError as err:
             self._say(f"what if: {html.escape(str(err))}", error=True)
             return None
-        steps = steps or self.controls["steps"].value
-        minutes = whatif.expected_minutes(a, b, steps, seeds, eval_limit)
+        self.what_if_view.value = ""  # no stale verdict beside a new question
         self._say(f"what if {html.escape(str(change))}: 2 sides x {seeds} seeds x {steps} steps, "
                   f"about {minutes:.0f} min …")
         self._error, self.what_if_table = None, None

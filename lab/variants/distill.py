@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from lab import generator
-from lab.core.tensors import encode, model_device, right_pad
+from lab.core.tensors import eval_mode, left_pad, model_device, right_pad
 from lab.models import load
 
-DEMONSTRATION = "Here is an example of a good answer:\n{reference}\n\n"  # before the prompt: it still ends where the answer starts
+DEMONSTRATION = "Here is an example of a good answer:\n{reference}\n\n"  # before the prompt, which ends where the answer starts
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor,
@@ -75,29 +75,33 @@ class Teacher:
         adapter = "generator" if config.distill_teacher == "policy" else None
         return cls(model, tokenizer, adapter, conditioned=True, max_prompt_tokens=config.max_prompt_tokens)
 
-    def contexts(self, prompts: list[str], references: list[str]) -> list[str]:
-        """What the teacher reads before the answer: the prompt, after the reference if conditioned.
-
-        >>> Teacher(None, None, None, True, 64).contexts(["Q?"], ["A."])
-        ['Here is an example of a good answer:\\nA.\\n\\nQ?']
-        """
+    def context_ids(self, prompt_ids: list[int], reference: str) -> list[int]:
+        """What the teacher reads before the answer: the student's prompt tokens exactly, after the
+        demonstration of ``reference`` if conditioned (after a leading BOS, which stays first)."""
         if not self.conditioned:
-            return list(prompts)
-        return [DEMONSTRATION.format(reference=ref) + prompt for prompt, ref in zip(prompts, references, strict=True)]
+            return list(prompt_ids)
+        demo = self.tokenizer(DEMONSTRATION.format(reference=reference), add_special_tokens=False)["input_ids"]
+        demo = demo[:self.max_prompt_tokens]  # a long reference: its start
+        bos = self.tokenizer.bos_token_id
+        head = 1 if prompt_ids and bos is not None and prompt_ids[0] == bos else 0
+        return list(prompt_ids[:head]) + demo + list(prompt_ids[head:])
 
     @torch.no_grad()
-    def logprobs(self, prompts: list[str], references: list[str], responses: list[list[int]]) -> torch.Tensor:
+    def logprobs(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, references: list[str],
+                 responses: list[list[int]]) -> torch.Tensor:
         """Log-probs (N, T, V) of every next token at each of the ``responses``' positions (N token
-        lists, ``N / B`` per prompt, prompt-major), right-padded as the objective pads them."""
+        lists, ``N / B`` per prompt, prompt-major), right-padded as the objective pads them. ``prompt_ids``,
+        ``prompt_mask`` (B, P): the prompts exactly as the student saw them (left-padded)."""
         device = model_device(self.model)
-        ids, mask = encode(self.tokenizer, self.contexts(prompts, references),  # room for the demonstration
-                           2 * self.max_prompt_tokens, device)  # (B, P)
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]  # B unpadded prompts
+        ids, mask = left_pad([self.context_ids(row, ref) for row, ref in zip(rows, references, strict=True)],
+                             self.tokenizer.pad_token_id, device)  # (B, P')
         conts, cont_mask = right_pad(responses, self.tokenizer.pad_token_id, device)  # (N, T)
-        index = torch.arange(len(prompts), device=device).repeat_interleave(len(responses) // len(prompts))  # (N,)
+        index = torch.arange(len(rows), device=device).repeat_interleave(len(responses) // len(rows))  # (N,)
         if self.adapter is None and hasattr(self.model, "disable_adapter"):
             adapters = self.model.disable_adapter()  # the base: the generator's backbone, adapters off
         else:
             adapters = contextlib.nullcontext()  # the current adapter, or a teacher of its own
-        with adapters:
+        with adapters, eval_mode(self.model):  # no dropout: the teacher's distribution, not a noisy draw
             logits = generator.continuation_logits(self.model, ids, mask, conts, cont_mask, index)  # (N, T, V)
         return F.log_softmax(logits.float(), dim=-1)
