@@ -51,6 +51,7 @@ from lab.ui import plots
 from lab.eval import stats
 from lab.experiments.report import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
 from lab.experiments.arms import ARMS, Arm
+from lab.experiments.curves import LearningCurve, learning_curves
 from lab.config import HybridConfig
 from lab.trainer import HybridTrainer
 
@@ -353,26 +354,6 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     return summary
 
 
-class LearningCurve:
-    """A trainer callback: every ``every`` steps, the held-out ``examples``' greedy answers scored
-    (:func:`lab.evaluate.evaluate_trainer`; its decoding forks the random streams, so the run trains
-    exactly as without it): one row per evaluation, ``step`` and the mean of each metric."""
-
-    METRICS = ("semantic", "rouge_l", "bleu", "distinct_2")
-
-    def __init__(self, examples: list, every: int):
-        self.examples, self.every, self.rows, self.seconds = examples, every, [], 0.0
-
-    def __call__(self, trainer, row: dict) -> None:
-        if row["step"] % self.every:
-            return
-        start = time.perf_counter()
-        frame = evaluate.evaluate_trainer(trainer, self.examples, decodings=("greedy",))
-        self.rows.append({"step": row["step"], **{f"greedy_{m}": float(frame[m].mean()) for m in self.METRICS
-                                                   if m in frame}})
-        self.seconds += time.perf_counter() - start
-
-
 # --- figures (drawn by lab.ui.plots) ----------------------------------------------------------
 def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
     """Per arm, ``(config, history averaged over seeds by step)`` from ``out``; an arm without
@@ -398,19 +379,3 @@ def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None
         learning.to_csv(out / "learning_curves.csv", index=False)
         for metric in ("greedy_semantic", "greedy_rouge_l"):
             plots.save(figures.plot_learning_curves(learning, metric), out / f"learning_{metric}.png")
-
-
-def learning_curves(out: Path, results: pd.DataFrame) -> pd.DataFrame:
-    """Every run's ``curve.csv`` stacked (``arm, seed, step`` and the metrics); an untrained arm
-    (base) joins as its final greedy values at step 0, a flat reference line."""
-    frames = [pd.read_csv(path).assign(arm=path.parent.name.rsplit("_seed", 1)[0],
-                                       seed=int(path.parent.name.rsplit("_seed", 1)[1]))
-              for path in sorted(Path(out).glob("runs/*/curve.csv"))]
-    if not frames:
-        return pd.DataFrame()
-    curves = pd.concat(frames, ignore_index=True)
-    base = results[(results["arm"] == "base") & results["metric"].isin(curves.columns)]
-    if not base.empty:
-        flat = base.pivot_table(index="seed", columns="metric", values="value").reset_index().assign(arm="base", step=0)
-        curves = pd.concat([flat, curves], ignore_index=True)
-    return curves

@@ -64,7 +64,7 @@ def plot_learning_curves(curves: pd.DataFrame, metric: str = "greedy_semantic") 
     """Held-out ``metric`` against training steps, per arm: the mean over seeds with its 95% CI
     band (each seed a faint line); an arm evaluated only once (base) is a dashed level.
 
-    ``curves``: :func:`lab.experiments.ablation.learning_curves`' frame (``arm, seed, step``, metrics).
+    ``curves``: :func:`lab.experiments.curves.learning_curves`' frame (``arm, seed, step``, metrics).
     """
     ax = plots.axes_or_new(None, figsize=(7, 4.2))
     drawn = False
