@@ -47,3 +47,18 @@ def test_benchmark_numbers_come_from_its_json():
     for key, digits in (("speedup_samples_per_s", 2), ("speedup_vs_trl", 2), ("rl_speedup_vs_trl", 2),
                         ("resident_param_ratio", 2)):
         assert f"{bench[key]:.{digits}f}" in section, key
+
+
+def test_the_discriminator_comparison_comes_from_its_reports():
+    folder = ROOT / "reports/gan-default-2026-12-06"
+    import pandas as pd
+
+    paired = pd.read_csv(folder / "paired_vs_hybrid_no_d.csv").set_index(["arm", "metric"])
+    section = README[README.index("### Does reading the discriminator help?"):README.index("## Reliability")]
+    for arm in ("sft", "hybrid", "mix", "hybrid_critic_cold"):
+        row = paired.loc[(arm, "greedy_semantic")]
+        quoted = f"{row['diff']:+.3f} [{row['boot_low']:+.3f}, {row['boot_high']:+.3f}], MDE {row['mde']:.3f}"
+        assert quoted in section, (arm, quoted)
+    base = pd.read_csv(folder / "paired.csv").set_index(["arm", "metric"]).loc[("base", "greedy_semantic")]
+    assert f"{base['diff']:+.3f} [{base['boot_low']:+.3f}, {base['boot_high']:+.3f}]" in section
+    assert "--steps 60" in section and json.loads((folder / "ablation.json").read_text())["steps"] == 60
