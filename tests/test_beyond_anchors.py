@@ -135,3 +135,13 @@ def test_a_teacher_with_another_tokenizer_or_none_offline_gets_one_clear_error(e
 def test_a_bradley_terry_setting_that_would_do_nothing_is_refused(changes):
     with pytest.raises(ValueError, match="bradley_terry"):
         HybridConfig(**changes)
+
+
+def test_a_teacher_with_another_output_width_is_refused_at_load(examples, monkeypatch):
+    from lab import models
+
+    model, tokenizer = models.load("tiny-gpt2", "cpu")
+    model.resize_token_embeddings(len(tokenizer) + 8)  # the same tokenizer, a padded output layer
+    monkeypatch.setattr(distill, "load", lambda *args: (model, tokenizer))
+    with pytest.raises(ValueError, match="same output vocabulary"):
+        make(examples, mode="distill", distill_from="padded-teacher")

@@ -70,6 +70,10 @@ class Teacher:
                 raise ValueError(f"distill_from={config.distill_from!r} has another tokenizer than the generator "
                                  f"{config.model!r}; the reverse KL compares next-token distributions token by token, "
                                  "so the teacher must share the tokenizer (a larger model of the same family)")
+            widths = (teacher.get_output_embeddings().weight.shape[0], model.get_output_embeddings().weight.shape[0])
+            if widths[0] != widths[1]:
+                raise ValueError(f"distill_from={config.distill_from!r} predicts {widths[0]} tokens, the generator "
+                                 f"{widths[1]}: the reverse KL needs the same output vocabulary")
             teacher.eval().requires_grad_(False)
             return cls(teacher, tokenizer, None, conditioned=False, max_prompt_tokens=config.max_prompt_tokens)
         adapter = "generator" if config.distill_teacher == "policy" else None
