@@ -33,6 +33,7 @@ from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, r
 from lab.fast.attention import training_attention
 from lab.generator import forward_after_prompts
 from lab.models import adapter_parameters, add_lora, disable_dropout, load, using_adapter
+from lab.runtime import precision
 from lab.runtime.distributed import OneProcess
 from lab.runtime.guards import finite_update
 
@@ -328,6 +329,8 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
         if known.any():
             aux_mse = regression_loss(aux[:n][known], aux_targets[known])
         loss = loss + aux_weight * aux_mse
+    overflows = precision.overflows(optimizer)
     stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss, processes=processes)  # not if not finite
+    skipped = not stepped and precision.overflows(optimizer) == overflows  # fp16's scaler backing off: no failure
     return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(), "aux_mse": aux_mse.item(),
-            "scores": scores[:n].detach(), "skipped": not stepped}
+            "scores": scores[:n].detach(), "skipped": skipped}

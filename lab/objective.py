@@ -29,7 +29,7 @@ import torch
 
 from lab import generator, losses
 from lab.advantages import lambda_at
-from lab.runtime import distributed
+from lab.runtime import distributed, precision
 from lab.variants import distill, mixing
 from lab.runtime.guards import finite_update
 from lab.core.tensors import right_pad
@@ -185,7 +185,7 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
     if clipped and cfg.loss_type == "dapo":  # TRL: the generation batch's tokens / processes / minibatches
         tokens = sum(len(r) for r in batch.responses)
         batch.token_normalizer = max(1.0, processes.mean_value(float(tokens)) / parts)
-    passes = []
+    passes, overflows = [], precision.overflows(optimizer)
     for epoch in range(epochs):
         for prompts in torch.arange(len(batch.prompt_ids)).tensor_split(parts):
             part = batch if parts == 1 else batch.select(prompts.tolist())
@@ -195,7 +195,10 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
             passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not stepped))
     first = [p for p in passes if p["epoch"] == 0]
     out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key not in ("epoch", "skipped")}
-    out["skipped_updates"] = sum(p["skipped"] for p in passes)
+    overflows = precision.overflows(optimizer) - overflows  # fp16's scaler backing off: not a failed update
+    out["skipped_updates"] = sum(p["skipped"] for p in passes) - overflows
+    if overflows:
+        out["scaler_overflows"] = overflows
     for key in ("clip_frac", "approx_kl"):
         if key in first[0]:
             out[key] = sum(p[key] for p in passes) / len(passes)

@@ -30,7 +30,7 @@ def steps(scaled: bool, grad_scale: float = 1.0):
     optimizer = torch.optim.SGD([w], lr=0.1)
     scaler = precision.register(optimizer, torch.amp.GradScaler("cpu", init_scale=1024.0)) if scaled else None
     stepped, norm = finite_update(optimizer, [w], (w * w).sum() * grad_scale, max_norm=10.0)
-    return w.detach(), stepped, norm, scaler
+    return w.detach(), stepped, norm, scaler, optimizer
 
 
 def test_the_scaler_steps_exactly_as_without_it_and_reports_the_true_gradient_norm():
@@ -40,5 +40,23 @@ def test_the_scaler_steps_exactly_as_without_it_and_reports_the_true_gradient_no
 
 
 def test_an_overflow_skips_the_step_and_backs_off_the_scale():
-    w, stepped, norm, scaler = steps(True, grad_scale=1e36)  # the scaled gradient overflows fp32
+    w, stepped, norm, scaler, optimizer = steps(True, grad_scale=1e36)  # the scaled gradient overflows fp32
     assert not stepped and w.tolist() == [1.0, -2.0] and scaler.get_scale() == 512.0
+    assert precision.overflows(optimizer) == 1  # counted apart: the run's non-finite guard ignores it
+
+
+def test_a_scaler_overflow_is_not_a_skipped_update_of_the_generator(examples):
+    from lab import objective
+    from tiny import make
+
+    trainer = make(examples, mode="sft", baseline="ema")
+    precision.register(trainer.opt_gen, torch.amp.GradScaler("cpu", init_scale=1e38))  # the first step overflows
+    batch = trainer.batch(1)
+    prompt_ids, prompt_mask = trainer.tokenizer([e.prompt for e in batch], return_tensors="pt", padding=True).values()
+    from lab import generator
+
+    gen = objective.GeneratorBatch(prompt_ids, prompt_mask, generator.answer_tokens(
+        trainer.tokenizer, [e.completion for e in batch]), None, None)
+    logs = objective.update(trainer.model, trainer.opt_gen, trainer.gen_params, gen, trainer.config, 0.0,
+                            trainer.tokenizer.pad_token_id)
+    assert logs["skipped_updates"] == 0 and logs["scaler_overflows"] == 1

@@ -50,6 +50,7 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.update()  # an overflow: the scale backs off
+            precision.record_overflow(optimizer)
         return False, norm
     if scaler is None:
         optimizer.step()
