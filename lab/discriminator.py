@@ -33,7 +33,6 @@ from lab.core.tensors import eval_mode, group_prompts, left_pad, model_device, r
 from lab.fast.attention import training_attention
 from lab.generator import forward_after_prompts
 from lab.models import adapter_parameters, add_lora, disable_dropout, load, using_adapter
-from lab.runtime import precision
 from lab.runtime.distributed import OneProcess
 from lab.runtime.guards import finite_update
 
@@ -263,10 +262,18 @@ def critic_rows(loss: str, examples: list, prompts: list[str], completions: list
     if loss == "mse+contrastive":
         junk = junk_for(references, rng, wrong=[e.wrong for e in examples])
         return CriticRows(*rows, torch.cat([unknown, reward]), junk, None, aux, ranked=b)
-    k = len(completions) // b
-    pairs = [(i, b + i * k + j) for i in range(b) for j in range(k)]
-    return CriticRows(*rows, torch.full((b + len(completions),), float("nan")), None, pairs, aux, ranked=b,
-                      relative=True)
+    return CriticRows(*rows, torch.full((b + len(completions),), float("nan")), None,
+                      reference_pairs(b, len(completions) // b), aux, ranked=b, relative=True)
+
+
+def reference_pairs(b: int, k: int) -> list[tuple[int, int]]:
+    """The Bradley-Terry pairs ``(better, worse)`` of rows laid out as ``b`` references, then their
+    ``b * k`` samples (prompt-major): each reference above each of its own samples.
+
+    >>> reference_pairs(2, 2)
+    [(0, 2), (0, 3), (1, 4), (1, 5)]
+    """
+    return [(i, b + i * k + j) for i in range(b) for j in range(k)]
 
 
 @torch.no_grad()
@@ -329,8 +336,7 @@ def train_step(disc: Discriminator, optimizer: torch.optim.Optimizer, prompts: l
         if known.any():
             aux_mse = regression_loss(aux[:n][known], aux_targets[known])
         loss = loss + aux_weight * aux_mse
-    overflows = precision.overflows(optimizer)
-    stepped, _ = finite_update(optimizer, disc.parameters_to_train(), loss, processes=processes)  # not if not finite
-    skipped = not stepped and precision.overflows(optimizer) == overflows  # fp16's scaler backing off: no failure
+    update = finite_update(optimizer, disc.parameters_to_train(), loss, processes=processes)  # not if not finite
+    skipped = not (update.stepped or update.overflow)  # fp16's scaler backing off is no failure
     return {"loss": loss.item(), "mse": mse.item(), "contrastive": contrastive.item(), "aux_mse": aux_mse.item(),
             "scores": scores[:n].detach(), "skipped": skipped}

@@ -103,7 +103,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     adv = advantages.detach().to(logprobs)[:, None]  # (N, 1)
     unclipped, clipped = ratio * adv, ratio.clamp(1 - epsilon_low, 1 + epsilon_high) * adv  # (N, T)
     per_token = -torch.min(unclipped, clipped) * on  # (N, T)
-    lengths = on.sum(-1).clamp(min=1)  # (N,)
+    lengths, count = on.sum(-1).clamp(min=1), on.sum().clamp(min=1)  # (N,), the batch's response tokens
     if loss_type == "ppo":
         loss = per_token.sum(-1).mean()
     elif loss_type == "grpo":
@@ -113,12 +113,10 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
             raise ValueError("loss_type='dr_grpo' divides by N * max_tokens: pass max_tokens (max_new_tokens)")
         loss = per_token.sum() / (len(on) * max_tokens)
     elif loss_type in ("bnpo", "dapo"):
-        count = on.sum().clamp(min=1) if loss_type == "bnpo" or normalizer is None else normalizer
-        loss = per_token.sum() / count
+        loss = per_token.sum() / (count if loss_type == "bnpo" or normalizer is None else normalizer)
     else:
         raise ValueError(f"Unknown clipped loss_type {loss_type!r}; choose ppo, grpo, dr_grpo, bnpo or dapo")
     with torch.no_grad():
-        count = on.sum().clamp(min=1)
         is_clipped = (clipped < unclipped) & on.bool()  # (N, T) the clipped branch won: no gradient
         stats = {"clip_frac": float(is_clipped.sum() / count),
                  "approx_kl": float((((ratio - 1) - log_ratio) * on).sum() / count),

@@ -29,7 +29,7 @@ import torch
 
 from lab import generator, losses
 from lab.advantages import lambda_at
-from lab.runtime import distributed, precision
+from lab.runtime import distributed
 from lab.variants import distill, mixing
 from lab.runtime.guards import finite_update
 from lab.core.tensors import right_pad
@@ -159,13 +159,15 @@ def _base_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, r
 
 
 @torch.no_grad()
-def sampling_logprobs(model, batch: GeneratorBatch, temperature: float, pad_id: int) -> torch.Tensor:
-    """Per-token log-probs (N, T) of ``batch.responses`` under the current policy, no gradient:
-    the ``old_logprobs`` of PPO epochs, taken before the first update of a step."""
+def sampling_logprobs(model, batch: GeneratorBatch, temperature: float, pad_id: int,
+                      with_entropy: bool = False) -> generator.LogProbs:
+    """Per-token log-probs (N, T) of ``batch.responses`` under the current policy (and the entropy
+    with ``with_entropy``), no gradient: the ``old_logprobs`` of PPO epochs, taken before the first
+    update of a step."""
     conts, mask = right_pad(batch.responses, pad_id, batch.prompt_ids.device)  # (N, T)
     index = torch.arange(len(batch.prompt_ids)).repeat_interleave(batch.k)  # (N,)
     return generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, mask, index,
-                                           temperature=temperature).tokens  # (N, T)
+                                           with_entropy=with_entropy, temperature=temperature)
 
 
 def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad_id: int,
@@ -181,23 +183,24 @@ def update(model, optimizer, params, batch: GeneratorBatch, cfg, lam: float, pad
     clipped = batch.responses is not None and lam > 0 and cfg.loss_type != "reinforce"
     epochs, parts = (cfg.ppo_epochs, cfg.ppo_minibatches) if clipped else (1, 1)
     if clipped and (epochs > 1 or parts > 1):  # later passes compare with the policy that sampled
-        batch.old_logprobs = sampling_logprobs(model, batch, cfg.temperature, pad_id)  # (N, T)
+        batch.old_logprobs = sampling_logprobs(model, batch, cfg.temperature, pad_id).tokens  # (N, T)
     if clipped and cfg.loss_type == "dapo":  # TRL: the generation batch's tokens / processes / minibatches
         tokens = sum(len(r) for r in batch.responses)
         batch.token_normalizer = max(1.0, processes.mean_value(float(tokens)) / parts)
-    passes, overflows = [], precision.overflows(optimizer)
+    passes = []
     for epoch in range(epochs):
         for prompts in torch.arange(len(batch.prompt_ids)).tensor_split(parts):
             part = batch if parts == 1 else batch.select(prompts.tolist())
             with training_attention(model):  # the kernel picked in the forward also runs the backward
                 loss, logs = generator_loss(model, part, cfg, lam, pad_id, mu, processes)
-            stepped, logs["grad_norm"] = finite_update(optimizer, params, loss, cfg.max_grad_norm, processes)
-            passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not stepped))
+            stepped, logs["grad_norm"], overflow = finite_update(optimizer, params, loss, cfg.max_grad_norm, processes)
+            passes.append(dict(logs, loss=loss.item(), epoch=epoch, skipped=not (stepped or overflow),
+                               overflow=overflow))  # fp16's scaler backing off: not a failed update
     first = [p for p in passes if p["epoch"] == 0]
-    out = {key: sum(p[key] for p in first) / len(first) for key in first[0] if key not in ("epoch", "skipped")}
-    overflows = precision.overflows(optimizer) - overflows  # fp16's scaler backing off: not a failed update
-    out["skipped_updates"] = sum(p["skipped"] for p in passes) - overflows
-    if overflows:
+    out = {key: sum(p[key] for p in first) / len(first) for key in first[0]
+           if key not in ("epoch", "skipped", "overflow")}
+    out["skipped_updates"] = sum(p["skipped"] for p in passes)
+    if overflows := sum(p["overflow"] for p in passes):
         out["scaler_overflows"] = overflows
     for key in ("clip_frac", "approx_kl"):
         if key in first[0]:

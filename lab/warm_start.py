@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from lab.advantages import pairwise_accuracy
 from lab.core.tensors import model_device
-from lab.discriminator import Discriminator, judge, junk_for, ranking_accuracy, train_step
+from lab.discriminator import Discriminator, judge, junk_for, ranking_accuracy, reference_pairs, train_step
 from lab.generator import MAX_ANSWER_TOKENS, sample
 from lab.runtime import hub
 from lab.runtime.distributed import OneProcess
@@ -62,7 +62,7 @@ def warm_start(disc: Discriminator, model, tokenizer, reward, examples: list, st
         targets, pairs = torch.cat([ref_true[picked], sample_true[picked].flatten()]), None  # (b + b * k,)
         if loss == "bradley_terry":  # each reference above its k samples and its junk; no reward regressed
             b = len(picked)
-            pairs = [(i, b + i * k + j) for i in range(b) for j in range(k)] + [(i, b + b * k + i) for i in range(b)]
+            pairs = reference_pairs(b, k) + [(i, b + b * k + i) for i in range(b)]  # junk rows follow the samples
             targets = torch.full_like(targets, float("nan"))
         out = train_step(disc, optimizer, [prompts[i] for i in picked] + [samples.prompts[r] for r in rows],
                          references + [samples.completions[r] for r in rows], targets, junk=junk,

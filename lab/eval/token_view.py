@@ -54,14 +54,6 @@ class TokenView(NamedTuple):
     entropy: np.ndarray
 
 
-def _logprobs(model, batch: objective.GeneratorBatch, temperature: float, pad_id: int) -> generator.LogProbs:
-    conts, mask = right_pad(batch.responses, pad_id, batch.prompt_ids.device)  # (N, T)
-    index = torch.arange(len(batch.prompt_ids)).repeat_interleave(batch.k)  # (N,)
-    with torch.no_grad():
-        return generator.continuation_logprobs(model, batch.prompt_ids, batch.prompt_mask, conts, mask, index,
-                                               with_entropy=True, temperature=temperature)
-
-
 def rollouts(trainer, step: int = 1, lr: float | None = None) -> Rollouts:
     """Sample the batch of ``step`` with ``trainer``'s generator (``k >= 2`` per prompt), score it
     with its reward, take the group advantages and one REINFORCE update (at ``lr``, default the
@@ -75,7 +67,7 @@ def rollouts(trainer, step: int = 1, lr: float | None = None) -> Rollouts:
     advantage, _ = baseline_advantages(rewards.float(), "group", samples.k)  # (N,)
     prompt_ids, prompt_mask = samples.prompt_tensors()
     gen = objective.GeneratorBatch(prompt_ids, prompt_mask, None, samples.responses(), advantage, k=samples.k)
-    before = _logprobs(trainer.model, gen, cfg.temperature, tok.pad_token_id)
+    before = objective.sampling_logprobs(trainer.model, gen, cfg.temperature, tok.pad_token_id, with_entropy=True)
     for group in trainer.opt_gen.param_groups:
         group["lr"] = lr or cfg.lr
     objective.update(trainer.model, trainer.opt_gen, trainer.gen_params, gen, cfg.replace(
@@ -83,7 +75,7 @@ def rollouts(trainer, step: int = 1, lr: float | None = None) -> Rollouts:
         mode="rl"), 1.0, tok.pad_token_id)
     for group in trainer.opt_gen.param_groups:
         group["lr"] = cfg.lr
-    after = _logprobs(trainer.model, gen, cfg.temperature, tok.pad_token_id)
+    after = objective.sampling_logprobs(trainer.model, gen, cfg.temperature, tok.pad_token_id)
     mask = right_pad(gen.responses, tok.pad_token_id)[1].float()  # (N, T)
     return Rollouts([tok.convert_ids_to_tokens(r) for r in gen.responses], before.tokens, after.tokens,
                     before.entropy, advantage, rewards, mask, samples.completions, cfg.max_new_tokens)

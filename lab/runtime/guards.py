@@ -7,28 +7,35 @@ import math
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from lab.runtime import distributed, precision
 
 
+class Update(NamedTuple):
+    """What :func:`finite_update` did."""
+
+    stepped: bool  # the weights moved
+    grad_norm: float  # before clipping; inf / nan when not finite
+    overflow: bool = False  # fp16's gradient scaler overflowed and backed off: its routine, not a failure
+
+
 def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
-                  max_norm: float = 0.0, processes: distributed.OneProcess | None = None) -> tuple[bool, float]:
+                  max_norm: float = 0.0, processes: distributed.OneProcess | None = None) -> Update:
     """Backward, clip to ``max_norm`` (0: no clipping) and step, unless the loss or the
     gradient is not finite: then the gradients are dropped and neither the weights nor the
     optimizer's moments move. Under several processes (``processes``, by default this launch's
     :func:`lab.runtime.distributed.hooks`) the gradients are averaged across them before
     clipping, and a non-finite loss on any process makes all of them skip. An optimizer with a
-    gradient scaler (:mod:`lab.runtime.precision`, fp16 weights) backs off its scale instead. Returns
-    ``(stepped, grad_norm)``; the norm is the one before clipping (``inf``/``nan`` when it is
-    not finite).
+    gradient scaler (:mod:`lab.runtime.precision`, fp16 weights) backs off its scale instead, and
+    says so (``overflow``): a skipped step that is no failure of the run. Returns an :class:`Update`.
 
     >>> w = torch.nn.Parameter(torch.ones(2))
     >>> opt = torch.optim.SGD([w], lr=0.1)
     >>> finite_update(opt, [w], (w * float("nan")).sum())
-    (False, nan)
+    Update(stepped=False, grad_norm=nan, overflow=False)
     >>> w.tolist()
     [1.0, 1.0]
     """
@@ -40,7 +47,7 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
         (loss if scaler is None else scaler.scale(loss)).backward()
     if not processes.all_finite(finite):  # several processes skip together: none waits alone below
         optimizer.zero_grad(set_to_none=True)
-        return False, float("nan")
+        return Update(False, float("nan"))
     params = list(params)
     processes.average_gradients(params)  # several processes: the mean gradient, before clipping
     if scaler is not None:
@@ -50,14 +57,13 @@ def finite_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.update()  # an overflow: the scale backs off
-            precision.record_overflow(optimizer)
-        return False, norm
+        return Update(False, norm, overflow=scaler is not None)
     if scaler is None:
         optimizer.step()
     else:
         scaler.step(optimizer)
         scaler.update()
-    return True, norm
+    return Update(True, norm)
 
 
 def skipped_part(row: dict) -> str | None:

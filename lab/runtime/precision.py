@@ -3,8 +3,8 @@
 With fp16 weights the backward's small gradients can underflow to 0. A
 ``torch.amp.GradScaler`` multiplies the loss before the backward and divides the gradients
 after it, backing off when they overflow; :func:`lab.runtime.guards.finite_update` applies the
-scaler of its optimizer, if one is attached (:func:`attach`), and counts its overflows
-(:func:`overflows`), which are not failures of the run. bf16 and fp32 need none.
+scaler of its optimizer, if one is attached (:func:`attach`), and reports its overflows apart
+(they are not failures of the run). bf16 and fp32 need none.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 
 INIT_SCALE = 2.0 ** 12  # LoRA gradients are small; 2**16 (torch's default) overflows the first steps
 _SCALERS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, torch.amp.GradScaler]" = weakref.WeakKeyDictionary()
-_OVERFLOWS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, int]" = weakref.WeakKeyDictionary()
 
 
 def needs_scaler(dtype: torch.dtype, device: torch.device) -> bool:
@@ -51,14 +50,3 @@ def register(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> 
 def scaler_for(optimizer: torch.optim.Optimizer) -> torch.amp.GradScaler | None:
     """The scaler attached to ``optimizer``, or None."""
     return _SCALERS.get(optimizer)
-
-
-def record_overflow(optimizer: torch.optim.Optimizer) -> None:
-    """Count a step the scaler skipped because its scaled gradients overflowed (its scale backs off)."""
-    _OVERFLOWS[optimizer] = _OVERFLOWS.get(optimizer, 0) + 1
-
-
-def overflows(optimizer: torch.optim.Optimizer) -> int:
-    """Steps of ``optimizer`` skipped by a scaler overflow so far: the scaler's routine, not a broken
-    run, so the non-finite guard does not count them (:func:`lab.objective.update`)."""
-    return _OVERFLOWS.get(optimizer, 0)
