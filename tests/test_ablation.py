@@ -386,3 +386,21 @@ def test_learning_curves_evaluate_every_n_steps_without_changing_the_training(tm
     learning = pd.read_csv(with_curves / "learning_curves.csv")
     assert set(learning["arm"]) == {"base", "hybrid"} and (with_curves / "learning_greedy_semantic.png").is_file()
     assert ablation.settings_for("calibrate")["curve_every"] == 10
+
+
+def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):
+    from lab.trainer import HybridTrainer
+
+    original = HybridTrainer.run
+
+    def stopped(self, steps, **kwargs):  # as SIGTERM does: the run ends after its first step
+        history = original(self, 1, **kwargs)
+        self.stop_reason = "SIGTERM"
+        return history
+
+    monkeypatch.setattr(HybridTrainer, "run", stopped)
+    logs = []
+    out = ablation.run_ablation(tmp_path, arms=["base", "sft"], seeds=1, steps=3, eval_limit=2, log=logs.append,
+                                n_boot=50, **TINY)
+    assert out is None and "sft seed 0: stopped by SIGTERM after 1 steps, not recorded" in logs[-1]
+    assert set(pd.read_csv(tmp_path / "results.csv")["arm"]) == {"base"}  # a rerun redoes sft

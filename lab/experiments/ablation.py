@@ -265,9 +265,10 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                  steps: int | None = None, eval_limit: int | None = None, log=print,
                  eval_data: str | None = None, eval_columns: dict[str, str] | None = None,
                  custom_arms: dict[str, Arm] | None = None, arm_sets: dict[str, dict] | None = None,
-                 n_boot: int = 2000, curve_every: int | None = None, **config) -> pd.DataFrame:
+                 n_boot: int = 2000, curve_every: int | None = None, **config) -> pd.DataFrame | None:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
-    folder, return the summary (:func:`lab.eval.stats.summarize_results`). Arguments: :func:`settings_for`;
+    folder, return the summary (:func:`lab.eval.stats.summarize_results`); a run that SIGINT or
+    SIGTERM stops is not recorded and the ablation returns None at once (a rerun continues). Arguments: :func:`settings_for`;
     ``n_boot``: bootstrap resamples of the paired statistics (:mod:`lab.experiments.report`).
 
     An arm whose model cannot be loaded here (``larger_d``'s Hub model offline) is an error when
@@ -320,6 +321,10 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             examples = examples or _examples(settings, config, trainer.tokenizer)
             curve = LearningCurve(examples, settings["curve_every"])
             trainer.run(arm_steps(settings, arm), progress=False, callbacks=[curve] if curve.every else [])
+            if trainer.stop_reason is not None:  # SIGINT / SIGTERM mid-run: not a finished run, so not recorded
+                log(f"[{i}/{len(jobs)}] {arm} seed {seed}: stopped by {trainer.stop_reason} after "
+                    f"{trainer.step_count} steps, not recorded; the same command continues from it")
+                return None
             train_s = time.perf_counter() - t0 - curve.seconds  # the curve's evaluations are not training
             if curve.rows:
                 pd.DataFrame(curve.rows).to_csv(folder / "curve.csv", index=False)
