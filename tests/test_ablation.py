@@ -7,7 +7,7 @@ import pytest
 
 from lab import __main__ as cli
 from lab import evaluate
-from lab.experiments import ablation, arms, report as ablation_report
+from lab.experiments import ablation, arms, claims, figures, report as ablation_report
 from lab.experiments.arms import ARMS
 from lab.runtime import hub
 
@@ -33,7 +33,7 @@ def test_writes_results_summary_report_and_plots(report):
         assert (out / name).is_file(), name
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == ["arm", "seed", "metric", "value"]
-    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 2  # two decodings + train/eval seconds
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 3  # two decodings + train/eval seconds, steps
     assert len(results) == 3 * 2 * per_run
     assert set(results.groupby(["arm", "seed"]).size()) == {per_run}
     assert {"greedy_semantic", "sampled_distinct_2", "sampled_ppl", "train_seconds"} <= set(results["metric"])
@@ -81,7 +81,8 @@ def test_report_has_the_paired_stability_hacking_and_claims_sections(report):
         assert heading in text, heading
     assert "| hybrid | greedy_semantic | " in text and "2 x 4 |" in text  # 2 seeds x 4 prompts, paired
     assert "95% bootstrap CI" in text and "per-seed t" in text and "MDE" in text
-    assert "*The hybrid generalises better than SFT* (hybrid - sft (no matched-compute SFT arm ran" in text
+    assert "*The hybrid generalises better than SFT* at equal steps (hybrid - sft, greedy_semantic): " in text
+    assert "(no SFT arm at matched compute or wall time ran: a hybrid win could be longer training)" in text
     assert "*It rewards truthfulness*: **not measured**" in text  # the bundled held-out rows are not factual
     assert "| hybrid | " in text.split("## Stability and collapse")[1].split("## Reward hacking")[0]
     paired = pd.read_csv(out / "paired.csv")
@@ -123,7 +124,7 @@ def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
     ablation.run_ablation(out, arms=["base", "sft", "hybrid"], seeds=2, steps=1, eval_limit=4, log=logs.append,
                           n_boot=200, **TINY)
     assert sum("skipped" in line for line in logs) == 6 and logs[0].startswith("expected wall time: 0 min for 0")
-    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 2)
+    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 3)
     with pytest.raises(ValueError, match="steps"):
         ablation.run_ablation(out, arms=["sft"], seeds=1, steps=2, eval_limit=4, log=logs.append, **TINY)
 
@@ -162,7 +163,7 @@ def test_settings_validation_and_arm_configs():
 
 def test_figures_come_from_plots(report):
     out, _ = report
-    curves = ablation.arm_curves(out, ["base", "sft"])
+    curves = figures.arm_curves(out, ["base", "sft"])
     assert curves[0][1].empty and curves[0][0]["model"] == "tiny-gpt2"  # base: no training
     assert list(curves[1][1]["step"]) == [1]  # sft: mean over seeds by step
     assert not hasattr(ablation, "plot_metrics") and not hasattr(ablation, "_figure")
@@ -213,7 +214,7 @@ def test_every_built_in_arm_and_a_custom_one_writes_rows_in_one_tiny_run(tmp_pat
     assert code == 0, err
     results = pd.read_csv(out / "results.csv")
     assert set(results["arm"]) == {*ARMS, "fast_lr"} and set(results["seed"]) == {0}
-    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 2
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 3
     assert set(results.groupby("arm").size()) == {per_run}  # every arm: one full set of rows
     config = {arm: json.loads((out / f"config_{arm}.json").read_text()) for arm in (*ARMS, "fast_lr")}
     for arm, spec in ARMS.items():  # each arm ran the changes it names; the --set fields hold for all
@@ -404,3 +405,36 @@ def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeyp
                                 n_boot=50, **TINY)
     assert out is None and "sft seed 0: stopped by SIGTERM after 1 steps, not recorded" in logs[-1]
     assert set(pd.read_csv(tmp_path / "results.csv")["arm"]) == {"base"}  # a rerun redoes sft
+
+
+def test_the_wall_time_matched_sft_arm_trains_as_long_as_the_hybrid_did_at_its_seed(tmp_path):
+    logs = []
+    ablation.run_ablation(tmp_path, arms=["sft", "hybrid", "sft_walltime"], seeds=1, steps=2, eval_limit=2,
+                          log=logs.append, n_boot=50, **TINY)
+    results = pd.read_csv(tmp_path / "results.csv").set_index(["arm", "metric"])["value"]
+    sft_step = pd.read_csv(tmp_path / "runs/sft_seed0/history.csv")["step_time"].mean()
+    steps = int(results[("sft_walltime", "steps")])
+    assert results[("sft", "steps")] == results[("hybrid", "steps")] == 2
+    assert steps == ablation.time_matched_steps(tmp_path, ablation.settings_for(
+        "quick", ["sft", "hybrid", "sft_walltime"], 1, 2, 2, **TINY), "sft_walltime", 0)
+    setup = results[("sft", "train_seconds")] - 2 * sft_step
+    assert abs(steps * sft_step + setup - results[("hybrid", "train_seconds")]) <= sft_step  # the same wall time
+    assert len(pd.read_csv(tmp_path / "runs/sft_walltime_seed0/history.csv")) == steps
+    report_text = (tmp_path / "report.md").read_text()
+    assert f"sft_walltime: steps by seed {steps}" in report_text and "equal training wall time" in report_text
+
+
+def test_the_wall_time_matched_arm_needs_its_hybrid_and_sft_first():
+    with pytest.raises(ValueError, match=r"list both before it \(--arms sft hybrid sft_walltime\)"):
+        ablation.settings_for("quick", ["sft_walltime", "hybrid", "sft"], **TINY)
+
+
+def test_the_claims_preset_plans_its_mde_before_it_runs():
+    settings = ablation.settings_for("claims")
+    assert len(settings["seeds"]) >= 5 and settings["eval_limit"] is None
+    assert {"base", "sft", "sft_walltime", "rl", "hybrid", "hybrid_no_d", "adversarial",
+            "adversarial_frozen_d"} <= set(settings["arms"])
+    assert ablation.arm_config(settings, "hybrid", 0).discriminator_used  # the default loop, with D
+    line = claims.planned(settings, 126)
+    assert line.startswith("planned MDE of hybrid - sft_walltime on greedy_semantic: 0.0")
+    assert float(line.split(": ")[1].split()[0]) <= 0.03  # the target for this comparison

@@ -222,6 +222,41 @@ def effective_df(*matrices, prompts: str = "shared") -> float:
     return total ** 2 / sum(v ** 2 / df for v, df in parts)
 
 
+def variance_components(x) -> tuple[float, float, float]:
+    """``(sd_seed, sd_prompt, sd_cell)`` of an (S, P) matrix of paired differences, S, P >= 2, by the
+    two-way model ``x_sp = mu + a_s + b_p + e_sp`` (method of moments, negative variances as 0).
+
+    >>> [round(v, 3) for v in variance_components([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]])]
+    [0.707, 1.0, 0.0]
+    """
+    x = np.asarray(x, dtype=float)
+    n_seeds, n_prompts = x.shape
+    rows, cols = x.mean(axis=1), x.mean(axis=0)
+    residual = x - rows[:, None] - cols[None, :] + x.mean()
+    cell = float((residual ** 2).sum()) / ((n_seeds - 1) * (n_prompts - 1))
+    seed = max(0.0, float(rows.var(ddof=1)) - cell / n_prompts)
+    prompt = max(0.0, float(cols.var(ddof=1)) - cell / n_seeds)
+    return math.sqrt(seed), math.sqrt(prompt), math.sqrt(cell)
+
+
+def planned_mde(sd_seed: float, sd_prompt: float, sd_cell: float, seeds: int, prompts: int,
+                confidence: float = CONFIDENCE, power: float = 0.8) -> float:
+    """The MDE a design of ``seeds`` x ``prompts`` should give for paired differences with these
+    :func:`variance_components` (from a pilot), before it runs: the variance of the mean at the seed
+    level ``sd_seed^2 / S + sd_cell^2 / (S P)`` and at the prompt level ``sd_prompt^2 / P +
+    sd_cell^2 / (S P)`` (the cell noise at both levels, as :func:`paired_bootstrap` draws it), with
+    their Welch-Satterthwaite ``df``.
+
+    >>> round(planned_mde(0.01, 0.05, 0.05, seeds=5, prompts=126), 4)
+    0.0207
+    """
+    cell = sd_cell ** 2 / (seeds * prompts)
+    parts = [(sd_seed ** 2 / seeds + cell, seeds - 1), (sd_prompt ** 2 / prompts + cell, prompts - 1)]
+    total = sum(v for v, _ in parts)
+    df = total ** 2 / sum(v ** 2 / d for v, d in parts if d > 0)
+    return mde(math.sqrt(total), df, confidence, power)
+
+
 def mde(se: float, df: float = math.inf, confidence: float = CONFIDENCE, power: float = 0.8) -> float:
     """Minimum detectable difference of a two-sided test at level ``1 - confidence`` with ``power``:
     ``MDE = (t_{df, 1 - alpha/2} + t_{df, power}) * SE`` (normal quantiles when ``df`` is infinite:

@@ -46,18 +46,19 @@ import pandas as pd
 
 from lab import evaluate, models
 from lab.experiments import arms as arm_registry
-from lab.experiments import figures, report
-from lab.ui import plots
+from lab.experiments import claims, figures, report
 from lab.eval import stats
 from lab.experiments.report import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
 from lab.experiments.arms import ARMS, Arm
-from lab.experiments.curves import LearningCurve, learning_curves
+from lab.experiments.curves import LearningCurve
 from lab.config import HybridConfig
 from lab.trainer import HybridTrainer
 
 QUICK_ARMS = ["base", "sft", "rl", "hybrid", "hybrid+kl", "hybrid_loo", "adversarial"]
 STANDARD_ARMS = ["base", "sft", "sft_matched", "rl", "hybrid", "hybrid_loo", "adversarial",
                  "adversarial_frozen_d"]  # claims 1-3 (hybrid_loo: its lower-variance baseline), item 4
+CLAIMS_ARMS = ["base", "sft", "rl", "hybrid", "sft_walltime", "hybrid_no_d", "adversarial",
+               "adversarial_frozen_d"]  # sft_walltime after the hybrid and sft runs it matches
 
 ABLATION_PRESETS = {
     # the CI-sized smoke run (its measured wall time: reports/quick-*/report.md)
@@ -79,12 +80,22 @@ ABLATION_PRESETS = {
     "calibrate": {"seeds": 3, "steps": 120, "eval_limit": 40, "curve_every": 10, "arms": ["base", "sft", "hybrid"],
                   "config": {"model": "auto", "dtype": "float32", "prompts_per_step": 4, "samples_per_prompt": 2,
                              "max_new_tokens": 16, "lr": 5e-4}},
+    # the seed's claims (issue 24) at the calibrated budget (reports/calibrate-2026-12-06: SFT clearly above
+    # base from ~30 steps on the bundled data; 40 here, as half the rows are factual), every held-out prompt,
+    # SFT at equal steps, tokens and wall time; "plan": the pilot's variance components of hybrid - sft
+    # (greedy semantic per prompt, reports/gan-default-2026-12-06: seed sd 0.000 from 3 seeds, floored
+    # at 0.01; prompt 0.000 and cell 0.052 over 12 prompts) for the planned MDE printed before it runs
+    "claims": {"seeds": 5, "steps": 40, "eval_limit": None, "arms": CLAIMS_ARMS,
+               "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5", "dtype": "float32",
+                          "prompts_per_step": 4, "samples_per_prompt": 2, "max_new_tokens": 16, "lr": 5e-4},
+               "plan": {"arm": "hybrid", "reference": "sft_walltime", "metric": "greedy_semantic",
+                        "sd_seed": 0.01, "sd_prompt": 0.0, "sd_cell": 0.052}},
     # a GPU: 5 seeds, longer runs, the whole held-out split
     "full": {"seeds": 5, "steps": 100, "eval_limit": None, "arms": None,  # None: every built-in arm
              "config": {"model": "auto", "prompts_per_step": 8, "samples_per_prompt": 4,
                         "max_new_tokens": 48, "lr": 2e-4}},
 }
-UNPAIRED = ("greedy_disc", "sampled_disc", "train_seconds", "eval_seconds")  # each arm's own critic; timings
+UNPAIRED = ("greedy_disc", "sampled_disc", "train_seconds", "eval_seconds", "steps")  # each arm's own critic; cost
 
 
 def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, steps: int | None = None,
@@ -119,7 +130,8 @@ def settings_for(preset: str = "quick", arms=None, seeds: int | None = None, ste
                 "eval_limit": base["eval_limit"] if eval_limit is None else eval_limit,
                 "eval_data": None if eval_data is None else str(eval_data), "eval_columns": eval_columns,
                 "config": {**base["config"], **config}, "set": dict(config),
-                "curve_every": base.get("curve_every", 0) if curve_every is None else curve_every}
+                "curve_every": base.get("curve_every", 0) if curve_every is None else curve_every,
+                **({"plan": base["plan"]} if "plan" in base else {})}
     HybridConfig.from_dict(settings["config"])  # validate now, not after an hour
     settings["arm_definitions"] = arm_registry.define(arms, registry, settings["config"], settings["steps"],
                                                       config, arm_sets)
@@ -133,8 +145,25 @@ def arm_config(settings: dict, arm: str, seed: int) -> HybridConfig:
 
 
 def arm_steps(settings: dict, arm: str) -> int:
-    """The steps ``arm`` trains: the experiment's, or its own (``sft_matched``: (1 + k)x)."""
+    """The steps ``arm`` trains: the experiment's, or its own (``sft_matched``: (1 + k)x); for an arm
+    that matches another's wall time, the experiment's (its real steps: :func:`time_matched_steps`)."""
     return settings["arm_definitions"][arm].get("steps", settings["steps"])
+
+
+def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
+    """The steps at which ``arm`` (``match_time``: another arm) trains as long as that arm did at ``seed``:
+    ``(its train_seconds - sft's setup seconds) / sft's seconds a step``, from ``results.csv`` and
+    the ``sft`` run's ``history.csv`` (``step_time``) at the same seed, measured on this machine."""
+    target = settings["arm_definitions"][arm]["match_time"]
+    results = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else pd.DataFrame(
+        columns=["arm", "seed", "metric", "value"])
+    seconds = results[(results["seed"] == seed) & (results["metric"] == "train_seconds")].set_index("arm")["value"]
+    history = out / "runs" / f"sft_seed{seed}" / "history.csv"
+    if target not in seconds or "sft" not in seconds or not history.exists():
+        raise ValueError(f"arm {arm!r} needs the {target!r} and 'sft' runs of seed {seed} in {out} first")
+    step_times = pd.read_csv(history)["step_time"]
+    setup = max(0.0, seconds["sft"] - step_times.sum())
+    return max(1, int(round((seconds[target] - setup) / step_times.mean())))
 
 
 # The expected wall time is a cost model, not a measurement of this run. Work scales with the
@@ -161,9 +190,10 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
     """Expected wall seconds of one (arm, seed): setup + steps x step cost + evaluation (:data:`COST`).
 
     A step costs ``sft_per_prompt * B`` for SFT (sft, hybrid) plus ``sampled_per_token * B * k *
-    max_new_tokens`` where it samples (x1.15 with a KL penalty, as calibrated; PPO's second pass
-    too, a guess); each decoding of the evaluation ``eval_fixed + eval_per_token * prompts *
-    max_new_tokens`` (the untrained model's greedy answers are shared by its seeds)."""
+    max_new_tokens`` where it samples (with the discriminator, as calibrated; x1.15 with a KL
+    penalty; PPO's second pass too, a guess); each decoding of the evaluation ``eval_fixed +
+    eval_per_token * prompts * max_new_tokens`` (the untrained model's greedy answers are shared
+    by its seeds). An arm matching another's wall time trains that arm's expected seconds."""
     config = arm_config(settings, arm, 0)
     prompts, factual = _heldout_size(settings["eval_limit"], eval_source(settings),
                                      tuple(sorted((settings["eval_columns"] or {}).items())))
@@ -171,14 +201,20 @@ def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) 
         + COST["eval_factual_per_prompt"] * factual / 2  # per decoding; choices are scored once a run
     if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
         return decoding * (1 if share_base_greedy else 2)
+    curves = arm_steps(settings, arm) // settings["curve_every"] if settings.get("curve_every") else 0
+    target = settings["arm_definitions"][arm].get("match_time", arm)
+    return COST["setup"] + arm_steps(settings, target) * _step_seconds(arm_config(settings, target, 0)) \
+        + (2 + curves) * decoding  # curves: greedy only
+
+
+def _step_seconds(config: HybridConfig) -> float:
     step = COST["sft_per_prompt"] * config.prompts_per_step if config.mode in ("sft", "hybrid") else 0.0
     if config.mode != "sft":
         passes = config.loss_type != "reinforce" and (config.ppo_epochs > 1 or config.ppo_minibatches > 1)
         extra = 1.15 if config.kl_coef > 0 or passes else 1.0
         sequences = config.prompts_per_step * config.samples_per_prompt * (2 if config.mode == "selfplay" else 1)
         step += COST["sampled_per_token"] * sequences * config.max_new_tokens * extra
-    curves = arm_steps(settings, arm) // settings["curve_every"] if settings.get("curve_every") else 0
-    return COST["setup"] + arm_steps(settings, arm) * step + (2 + curves) * decoding  # curves: greedy only
+    return step
 
 
 def expected_jobs(settings: dict, jobs) -> dict[tuple, float]:
@@ -231,12 +267,12 @@ def _check_resume(out: Path, settings: dict) -> dict:
     return settings
 
 
-def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_s: float) -> list[dict]:
+def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_s: float, steps: int) -> list[dict]:
     table = evaluate.summarize(frame).drop(columns="n")
     rows = [dict(arm=arm, seed=seed, metric=f"{decoding}_{metric}", value=value)
             for decoding, values in table.iterrows() for metric, value in values.items()]
-    return rows + [dict(arm=arm, seed=seed, metric="train_seconds", value=train_s),
-                   dict(arm=arm, seed=seed, metric="eval_seconds", value=eval_s)]
+    return rows + [dict(arm=arm, seed=seed, metric=name, value=value)
+                   for name, value in (("train_seconds", train_s), ("eval_seconds", eval_s), ("steps", steps))]
 
 
 def _examples(settings: dict, config: HybridConfig, tokenizer) -> list:
@@ -296,6 +332,9 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     expected = expected_jobs(settings, [job for job in jobs if job not in done])
     log(f"expected wall time: {sum(expected.values()) / 60:.0f} min for {len(expected)} of {len(jobs)} (arm, seed) "
         f"runs ({COST_NOTE}); refined after each run")
+    if settings.get("plan"):
+        log(claims.planned(settings, _heldout_size(settings["eval_limit"], eval_source(settings),
+                                                   tuple(sorted((settings["eval_columns"] or {}).items())))[0]))
     base, base_greedy, examples, pace = None, None, None, [0.0, 0.0]  # pace: seconds spent, expected
     for i, (arm, seed) in enumerate(jobs, 1):
         if (arm, seed) in done:
@@ -315,12 +354,14 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             if base_greedy is None:  # greedy answers of the untrained model are the same for every seed
                 base_greedy = evaluate.evaluate_model(model, tokenizer, examples, ("greedy",), **options)
             sampled = evaluate.evaluate_model(model, tokenizer, examples, ("sampled",), **options)
-            frame, train_s = pd.concat([base_greedy, sampled], ignore_index=True), 0.0
+            frame, train_s, steps = pd.concat([base_greedy, sampled], ignore_index=True), 0.0, 0
         else:
             trainer = HybridTrainer(config, verbose=False)
             examples = examples or _examples(settings, config, trainer.tokenizer)
             curve = LearningCurve(examples, settings["curve_every"])
-            trainer.run(arm_steps(settings, arm), progress=False, callbacks=[curve] if curve.every else [])
+            steps = time_matched_steps(out, settings, arm, seed) if "match_time" in settings["arm_definitions"][arm] \
+                else arm_steps(settings, arm)
+            trainer.run(steps, progress=False, callbacks=[curve] if curve.every else [])
             if trainer.stop_reason is not None:  # SIGINT / SIGTERM mid-run: not a finished run, so not recorded
                 log(f"[{i}/{len(jobs)}] {arm} seed {seed}: stopped by {trainer.stop_reason} after "
                     f"{trainer.step_count} steps, not recorded; the same command continues from it")
@@ -338,7 +379,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             gc.collect()
         eval_s = time.perf_counter() - t0 - train_s
         frame.to_csv(folder / "eval.csv", index=False)
-        rows = pd.DataFrame(_metric_rows(arm, seed, frame, train_s, eval_s))
+        rows = pd.DataFrame(_metric_rows(arm, seed, frame, train_s, eval_s, steps))
         rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
         sem = rows.set_index("metric")["value"].get("sampled_semantic", math.nan)
         pace[0], pace[1] = pace[0] + time.perf_counter() - t0, pace[1] + expected.pop((arm, seed))
@@ -349,7 +390,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     results = pd.read_csv(results_path)
     summary = stats.summarize_results(results, REFERENCE, unpaired=UNPAIRED)
     summary.to_csv(out / "summary.csv", index=False)
-    write_plots(out, results, summary)
+    figures.write_all(out, results, summary, KEY_METRICS)
     found = report.gather(out, results, REFERENCE, n_boot=n_boot)
     elapsed = time.perf_counter() - started
     write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
@@ -357,30 +398,3 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                       load=(load_start, os.getloadavg()[0])), found)
     log(f"ablation done in {elapsed / 60:.1f} min: {out / 'report.md'}")
     return summary
-
-
-# --- figures (drawn by lab.ui.plots) ----------------------------------------------------------
-def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
-    """Per arm, ``(config, history averaged over seeds by step)`` from ``out``; an arm without
-    histories (``base``) gets an empty one, so every arm keeps its colour."""
-    runs = []
-    for arm in arms:
-        histories = [pd.read_csv(p) for p in sorted((out / "runs").glob(f"{arm}_seed*/history.csv"))]
-        mean = pd.concat(histories).groupby("step").mean(numeric_only=True).reset_index() if histories \
-            else pd.DataFrame()
-        runs.append((json.loads((out / f"config_{arm}.json").read_text()), mean))
-    return runs
-
-
-def write_plots(out: Path, results: pd.DataFrame, summary: pd.DataFrame) -> None:
-    arms = list(dict.fromkeys(results["arm"]))
-    plots.save(figures.plot_metrics(summary, KEY_METRICS), out / "metrics.png")
-    plots.save(figures.plot_quality_diversity(results), out / "quality_diversity.png")
-    curves = arm_curves(out, arms)
-    for metric in ("reward", "loss_sft"):
-        plots.save(figures.plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")
-    learning = learning_curves(out, results)
-    if not learning.empty:
-        learning.to_csv(out / "learning_curves.csv", index=False)
-        for metric in ("greedy_semantic", "greedy_rouge_l"):
-            plots.save(figures.plot_learning_curves(learning, metric), out / f"learning_{metric}.png")

@@ -57,11 +57,14 @@ class Arm:
     """One arm: ``changes`` to the experiment's config; ``None``: the untrained model.
     ``steps_factor``: the arm trains ``round(steps_factor * steps)`` steps instead of the
     experiment's ``steps`` (a number, or :class:`Derived` from the experiment's config: the
-    matched-compute SFT arm's ``1 + samples_per_prompt``)."""
+    matched-compute SFT arm's ``1 + samples_per_prompt``). ``match_time``: the arm trains as long
+    (wall time) as that arm did at the same seed, its steps set then from the ``sft`` arm's
+    measured seconds a step (:func:`lab.experiments.ablation.time_matched_steps`)."""
 
     description: str
     changes: dict | None = None
     steps_factor: float | Derived = 1.0
+    match_time: str | None = None
 
     @property
     def trained(self) -> bool:
@@ -143,6 +146,9 @@ ARMS: dict[str, Arm] = {
     "rl": Arm("REINFORCE only, no SFT term (the default critic baseline)", {"mode": "rl"}),
     "hybrid": Arm("the default: SFT + lambda * REINFORCE, the warm-started discriminator as critic baseline",
                   dict(HYBRID)),
+    "sft_walltime": Arm("SFT at matched wall time: trains as long as the hybrid did at the same seed on this "
+                        "machine (steps = the hybrid's training seconds / SFT's measured seconds a step)",
+                        {"mode": "sft"}, match_time="hybrid"),
     "hybrid_no_d": Arm("the D-free hybrid (--preset fast): EMA baseline, no discriminator trained or read",
                        dict(D_FREE)),
     "hybrid_critic_cold": Arm("hybrid, the critic without its warm start (it starts from scratch in the loop)",
@@ -354,6 +360,10 @@ def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int,
                                  "set generation fields for every arm with --set KEY=VALUE")
             defined[name] = {"description": arm.description, "changes": None}
             continue
+        if arm.match_time and not {arm.match_time, "sft"} <= set(names[:names.index(name)]):
+            raise ValueError(f"arm {name!r} trains as long as {arm.match_time!r} did at the same seed, at the "
+                             f"'sft' arm's measured seconds a step: list both before it (--arms sft "
+                             f"{arm.match_time} {name})")
         given, arm_steps = per_arm.get(name, {}), arm.steps(steps, config)
         changes = {key: given[key] if key in given else value.fn(config, arm_steps) if isinstance(value, Derived)
                    else value for key, value in arm.changes.items()}
@@ -369,7 +379,8 @@ def define(names: list[str], registry: dict[str, Arm], config: dict, steps: int,
         except ValueError as err:
             raise ValueError(f"arm {name!r}: {err}") from None
         defined[name] = {"description": arm.description, "changes": changes,
-                         **({"steps": arm_steps} if arm_steps != steps else {})}
+                         **({"steps": arm_steps} if arm_steps != steps else {}),
+                         **({"match_time": arm.match_time} if arm.match_time else {})}
     return defined
 
 

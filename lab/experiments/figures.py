@@ -4,12 +4,16 @@ they read). Built from :mod:`lab.ui.plots`' helpers, so they look like every oth
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lab.eval.stats import mean_ci, metric_range
+from lab.experiments.curves import learning_curves
 from lab.ui import plots
 
 
@@ -166,3 +170,31 @@ def plot_hacking(curves: dict, labels: list[str] | None = None) -> Figure:
     plots.finish(right, "corr(D score, true reward) per step", "Pearson r", bool(curves))
     crowded_legend(fig, right)
     return fig
+
+
+# --- an ablation folder's figures ----------------------------------------------------------------
+def arm_curves(out: Path, arms) -> list[tuple[dict, pd.DataFrame]]:
+    """Per arm, ``(config, history averaged over seeds by step)`` from ``out``; an arm without
+    histories (``base``) gets an empty one, so every arm keeps its colour."""
+    runs = []
+    for arm in arms:
+        histories = [pd.read_csv(p) for p in sorted((out / "runs").glob(f"{arm}_seed*/history.csv"))]
+        mean = pd.concat(histories).groupby("step").mean(numeric_only=True).reset_index() if histories \
+            else pd.DataFrame()
+        runs.append((json.loads((out / f"config_{arm}.json").read_text()), mean))
+    return runs
+
+
+def write_all(out: Path, results: pd.DataFrame, summary: pd.DataFrame, key_metrics) -> None:
+    """Every figure of an ablation folder ``out`` (``metrics.png`` shows ``key_metrics``)."""
+    arms = list(dict.fromkeys(results["arm"]))
+    plots.save(plot_metrics(summary, key_metrics), out / "metrics.png")
+    plots.save(plot_quality_diversity(results), out / "quality_diversity.png")
+    curves = arm_curves(out, arms)
+    for metric in ("reward", "loss_sft"):
+        plots.save(plot_curves(curves, metric, labels=arms), out / f"curves_{metric}.png")
+    learning = learning_curves(out, results)
+    if not learning.empty:
+        learning.to_csv(out / "learning_curves.csv", index=False)
+        for metric in ("greedy_semantic", "greedy_rouge_l"):
+            plots.save(plot_learning_curves(learning, metric), out / f"learning_{metric}.png")

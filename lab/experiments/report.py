@@ -8,20 +8,7 @@ three claims.
 :func:`write_report` writes ``report.md`` (:func:`sections`: the evidence's part of it).
 :mod:`lab.experiments.ablation` runs the arms, then calls both.
 
-**The three claims and their tests** (decided before the run, so the verdict is not picked
-after seeing the numbers; each is "supported" when the 95% interval of the difference excludes
-0 in the claimed direction, "not supported" when it excludes 0 in the other direction, else
-"not detectable at this budget", stated with the minimum detectable difference):
-
-1. *The hybrid generalises better than SFT*: ``hybrid`` minus ``sft_matched`` (SFT with the
-   same compute; ``sft`` when that arm did not run) on ``greedy_semantic`` (meaning match with
-   the held-out references), paired per seed and prompt, cluster-bootstrap interval.
-2. *It is more stable than pure RL*: ``rl`` minus ``hybrid`` in the per-seed relative drop of
-   distinct-2 during training (:mod:`lab.eval.diagnostics`; > 0: RL lost more variety), paired
-   t-interval over seeds; the collapse flags and the reward curves' spread are shown beside it.
-3. *It rewards truthfulness*: ``hybrid`` minus ``sft`` on the first factual metric the results
-   hold (``mc2``, ``mc1``, ``truthfulness``; from a factual evaluation set); without one, the
-   report says the claim was not measured.
+The claims and their tests: :mod:`lab.experiments.claims`.
 """
 
 from __future__ import annotations
@@ -38,7 +25,7 @@ import torch
 from lab import evaluate
 from lab.experiments import arms as arm_registry
 from lab.eval import diagnostics
-from lab.experiments import figures
+from lab.experiments import claims, figures
 from lab.ui import plots
 from lab.eval import stats
 from lab.config import HybridConfig
@@ -46,8 +33,6 @@ from lab.models import resolve
 
 PAIRED_METRICS = ("greedy_semantic", "greedy_rouge_l", "sampled_semantic", "sampled_ppl", "sampled_distinct_2",
                   "sampled_self_bleu", "greedy_words")
-FACTUAL = ("mc2", "mc1", "truthfulness")  # factual metric names, in order of preference
-GENERALISATION = "greedy_semantic"
 REFERENCE = "sft"
 KEY_METRICS = ("greedy_semantic", "greedy_rouge_l", "sampled_semantic", "sampled_ppl",
                "sampled_distinct_2", "sampled_self_bleu")
@@ -65,48 +50,14 @@ def eval_source(settings: dict) -> str:
     return settings.get("eval_data") or HybridConfig.from_dict(settings["config"]).dataset
 
 
-def _factual_metric(results: pd.DataFrame) -> str | None:
-    names = set(results["metric"])
-    for name in FACTUAL:
-        for decoding in ("greedy", "sampled"):
-            if f"{decoding}_{name}" in names:
-                return f"{decoding}_{name}"
-    return None
-
-
-def _compare(prompts, results, arm, ref, metric, n_boot, seed) -> dict | None:
-    table = stats.paired_table(prompts, results[results["arm"].isin([arm, ref])], [metric], ref, n_boot, seed)
-    table = table[table["arm"] == arm]
-    return None if table.empty else table.iloc[0].to_dict()
-
-
-def verdict(row: dict | None, what: str, low_key="boot_low", high_key="boot_high") -> str:
-    """supported / not supported / not detectable at this budget (with the MDE), in one line."""
-    if row is None or row["n_seeds"] < 2:
-        return f"not testable here: {what} needs both arms with at least 2 seeds"
-    low, high = row[low_key], row[high_key]
-    if low != low:
-        low, high = row["t_low"], row["t_high"]
-    numbers = f"difference {row['diff'] if row['diff'] == row['diff'] else row['t_diff']:+.3f}, 95% CI " \
-              f"[{low:+.3f}, {high:+.3f}], MDE {row['mde']:.3f}"
-    if low == high:
-        return f"**not detectable at this budget**: the two arms gave the same values ({numbers})"
-    if low > 0:
-        return f"**supported** ({numbers})"
-    if high < 0:
-        return f"**not supported**: the opposite is significant ({numbers})"
-    return f"**not detectable at this budget** ({numbers}: a true difference smaller than the MDE " \
-           "is usually missed)"
-
-
-def gather(out: Path, results: pd.DataFrame, reference: str = "sft", metric: str = GENERALISATION,
+def gather(out: Path, results: pd.DataFrame, reference: str = "sft", metric: str = claims.GENERALISATION,
            n_boot: int = 2000, seed: int = 0) -> dict:
     """Compute every table (written as ``paired.csv``, ``movement.csv``, ``stability.csv``,
     ``hacking.csv``) and draw ``curves_reward_seeds.png`` and ``hacking.png``; returns them."""
     out = Path(out)
     arms = list(dict.fromkeys(results["arm"]))
     prompts = diagnostics.per_prompt(out, results)
-    metrics = [m for m in (*PAIRED_METRICS, *(f"{d}_{f}" for f in FACTUAL for d in ("greedy", "sampled")))
+    metrics = [m for m in (*PAIRED_METRICS, *(f"{d}_{f}" for f in claims.FACTUAL for d in ("greedy", "sampled")))
                if m in set(results["metric"])]
     paired = stats.paired_table(prompts, results, metrics, reference, n_boot, seed)
     runs = diagnostics.read_runs(out, arms)
@@ -120,30 +71,9 @@ def gather(out: Path, results: pd.DataFrame, reference: str = "sft", metric: str
                  for arm, seeds in runs.items()}
     plots.save(figures.plot_seed_bands(histories, "reward", labels=arms), out / "curves_reward_seeds.png")
     plots.save(figures.plot_hacking(diagnostics.hacking_curves(runs), labels=arms), out / "hacking.png")
-    claims = {}
-    matched = "sft_matched" if "sft_matched" in arms else reference
-    claims["generalisation"] = (matched, _compare(prompts, results, "hybrid", matched, metric, n_boot, seed)
-                                if "hybrid" in arms and matched in arms else None)
-    claims["stability"] = _stability_claim(stability_runs)
-    factual = _factual_metric(results)
-    claims["truthfulness"] = (factual, _compare(prompts, results, "hybrid", reference, factual, n_boot, seed)
-                              if factual and "hybrid" in arms and reference in arms else None)
+    found = claims.find(prompts, results, stability_runs, reference, metric, n_boot, seed)
     return dict(paired=paired, movement=moved, stability=stability, stability_runs=stability_runs,
-                hacking=hacking, hacking_runs=hacking_runs, claims=claims, reference=reference, metric=metric)
-
-
-def _stability_claim(per_run: pd.DataFrame) -> dict | None:
-    """rl minus hybrid in the per-seed relative distinct-2 drop: the paired t-interval over seeds."""
-    if per_run.empty or not {"rl", "hybrid"} <= set(per_run["arm"]):
-        return None
-    drop = per_run.pivot_table(index="seed", columns="arm", values="distinct_2_drop", dropna=False)
-    if not {"rl", "hybrid"} <= set(drop.columns):  # too few steps to compare early and late
-        return None
-    both = drop[["rl", "hybrid"]].dropna()
-    d = (both["rl"] - both["hybrid"]).to_numpy()
-    diff, low, high = stats.mean_ci(d)
-    return dict(n_seeds=len(d), diff=diff, boot_low=math.nan, boot_high=math.nan, t_diff=diff, t_low=low,
-                t_high=high, mde=stats.seed_t_mde(d))
+                hacking=hacking, hacking_runs=hacking_runs, claims=found, reference=reference, metric=metric)
 
 
 # --- Markdown --------------------------------------------------------------------------------
@@ -186,7 +116,7 @@ def sections(found: dict) -> list[str]:
                     [[r.arm, _f(r.greedy_words, "{:.1f}"), _f(r.sampled_words, "{:.1f}"),
                       _f(r.changed_vs_base, "{:.0%}"), _f(r.changed_vs_sft, "{:.0%}")] for r in moved.itertuples()])
     lines += ["", *stability_lines(found["stability"]), "", *hacking_lines(found["hacking"]), "",
-              *claim_lines(found["claims"], ref, found["metric"]), ""]
+              *claims.lines(found["claims"], ref, found["metric"]), ""]
     return lines
 
 
@@ -232,28 +162,6 @@ def hacking_lines(table: pd.DataFrame) -> list[str]:
         else "- No run shows D's score rising away from the true reward."
     return lines + _table(["arm", "corr(D, reward) early -> late", "gap early -> late", "D slope / step",
                            "reward slope / step", "seeds flagged"], rows) + ["", summary]
-
-
-def claim_lines(claims: dict, reference: str, metric: str) -> list[str]:
-    matched, general = claims["generalisation"]
-    factual, truth = claims["truthfulness"]
-    where = "sft_matched (SFT at matched compute)" if matched == "sft_matched" else \
-        f"{matched} (no matched-compute SFT arm ran: a hybrid win could be longer training)"
-    lines = ["## The sketch's three claims", "",
-             f"- *The hybrid generalises better than SFT* (hybrid - {where}, {metric}): "
-             + verdict(general, "the comparison"),
-             "- *It is more stable than pure RL* (rl - hybrid, relative distinct-2 drop during training, per-seed t): "
-             + verdict(claims["stability"], "the comparison", "t_low", "t_high")]
-    if factual:
-        lines.append(f"- *It rewards truthfulness* (hybrid - {reference}, {factual}): " + verdict(truth, "the comparison"))
-    else:
-        lines.append("- *It rewards truthfulness*: **not measured**: the results hold no factual metric (mc1, mc2, "
-                     "truthfulness); they exist only for factual evaluation rows (evaluate on a factual source, "
-                     "e.g. `--data factual`).")
-    lines.append("- A claim \"not detectable at this budget\" is not evidence that the arms are equal: more seeds "
-                 "or steps (the `full` preset on a GPU) narrow the interval; the MDE says how large an effect "
-                 "this run could have found.")
-    return lines
 
 
 # --- the whole report ----------------------------------------------------------------------------
@@ -336,6 +244,11 @@ def _skipped(settings: dict, arms: list[str]) -> list[str]:
             *(f"- **{arm}**: {why}" for arm, why in skipped.items()), ""]
 
 
+def _steps_by_seed(results: pd.DataFrame, arm: str) -> str:
+    rows = results[(results["arm"] == arm) & (results["metric"] == "steps")]
+    return ", ".join(f"{int(v)}" for v in rows["value"]) or "n/a"
+
+
 def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, timing: dict,
                  found: dict | None = None) -> None:
     """``out/report.md``: setup, results table, differences vs sft, plain conclusions, and
@@ -366,6 +279,9 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         f"- seeds: {', '.join(map(str, seeds))} (n = {len(seeds)}); steps per trained arm: {settings['steps']}"
         + "".join(f", {a}: {d['steps']}" for a, d in settings.get("arm_definitions", {}).items()
                   if "steps" in d and a in arms),
+        *(f"- {a}: steps by seed {_steps_by_seed(results, a)} ({d['description']})"
+          for a, d in settings.get("arm_definitions", {}).items() if "match_time" in d and a in arms),
+        *([f"- {claims.planned(settings, n_prompts)} (stated before the run)"] if settings.get("plan") else []),
         f"- B = {cfg.prompts_per_step} prompts a step, k = {cfg.samples_per_prompt} samples a prompt "
         f"(sft trains on the same B reference answers a step); lr {cfg.lr}; {cfg.max_new_tokens} new tokens",
         f"- evaluation: {n_prompts} prompts, {evaluate.describe_source(eval_source(settings), cfg.dataset)}; "
