@@ -6,8 +6,9 @@
 Runs ``--steps`` steps through ``trainer.run`` (the real loop, checkpoints every
 ``--checkpoint-every`` steps into a temporary run folder) and records after every step the
 process's resident memory (RSS), the step's wall time, the rows the trainer keeps in memory
-(``trainer.rows``, ``trainer.sample_rows``) and their size as JSON, and (every 25 steps) the
-number of objects the garbage collector tracks; on a GPU also the allocated CUDA memory.
+(``trainer.rows``, ``trainer.sample_rows``: the last ``--history-window`` steps', the rest in the
+run folder) and their size as JSON, and (every 25 steps) the number of objects the garbage
+collector tracks; on a GPU also the allocated CUDA memory.
 
 Growth is measured after warm-up (the first ``--warmup`` fraction of the steps): the median of
 the first 10% of the remaining steps against the median of the last 10% (``*_growth_pct``), and
@@ -98,7 +99,7 @@ def plot(frame, title: str, path: Path, warmup: int) -> None:
 
 def soak(steps: int, model: str, preset_name: str = "quick", device: str = "cpu", checkpoint_every: int = 50,
          warmup: float = 0.1, limit: float = 5.0, out: Path = ROOT / "reports", seed: int = 0,
-         shared: bool = False, log=print) -> dict:
+         shared: bool = False, log=print, history_window: int = 50) -> dict:
     import pandas as pd
     import torch
 
@@ -106,7 +107,8 @@ def soak(steps: int, model: str, preset_name: str = "quick", device: str = "cpu"
     from lab.trainer import HybridTrainer
 
     out.mkdir(parents=True, exist_ok=True)
-    config = preset(preset_name, model=model, device=device, seed=seed, checkpoint_every=checkpoint_every)
+    config = preset(preset_name, model=model, device=device, seed=seed, checkpoint_every=checkpoint_every,
+                    history_window=history_window)
     start = time.perf_counter()
     trainer = HybridTrainer(config, verbose=False)
     load_s = time.perf_counter() - start
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps ignored (default 0.1)")
     parser.add_argument("--limit", type=float, default=5.0, help="allowed growth in percent (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--history-window", type=int, default=50, help="history_window: steps of rows kept in "
+                        "memory, the rest in the run folder (default 50; 0: all in memory, as before 2026-12-06)")
     parser.add_argument("--shared", action="store_true", help="judge step time by the process's CPU "
                         "time, not wall time (other jobs on the same cores move wall times)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports", help="folder for the CSV, PNG, JSON")
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 20 or not 0 <= args.warmup < 0.9:
         parser.error("--steps must be >= 20 and --warmup in [0, 0.9)")
     summary = soak(args.steps, args.model, args.preset, args.device, args.checkpoint_every, args.warmup,
-                   args.limit, args.out, args.seed, args.shared)
+                   args.limit, args.out, args.seed, args.shared, history_window=args.history_window)
     print(f"RSS {summary['rss_mb_after_warmup']:.0f} -> {summary['rss_mb_end']:.0f} MiB "
           f"({summary['rss_growth_pct']:+.2f}%), step time {summary['step_s_after_warmup']:.3f} -> "
           f"{summary['step_s_end']:.3f} s ({summary['step_time_growth_pct']:+.2f}%), CPU per step "

@@ -11,7 +11,7 @@ leaves the previous checkpoint intact. It stores what the trainer hands over, it
 | ``head.safetensors`` ... | group ``weights``: the discriminator's head(s) |
 | ``optimizers.pt``, ``rng.pt`` | groups ``optimizers`` and ``rng`` (every random stream), read ``weights_only`` |
 | ``state.json``, ``config.json`` | groups ``state`` (step count, EMA baseline, critic accuracy ...) and ``config`` |
-| ``history.jsonl``, ``history.csv``, ``samples.csv`` | groups ``history`` and ``samples`` |
+| ``history.jsonl``, ``history.csv``, ``samples.csv`` | groups ``history`` and ``samples`` (with ``history_window``: the last steps', :mod:`lab.runtime.row_log`) |
 
 Adapters load with plain ``peft.PeftModel.from_pretrained(base, ".../generator")``
 (:func:`load_generator`).
@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from lab import models
 from lab.config import HybridConfig
-from lab.runtime import distributed
+from lab.runtime import distributed, row_log
 
 KEEP = 2  # complete checkpoints kept per run
 TORCH_GROUPS = ("optimizers", "rng")  # state_dict() groups of tensors and numbers: GROUP.pt, read weights_only
@@ -77,7 +77,12 @@ def save(trainer, out_dir: Path) -> Path:
         if final.exists():  # re-saving the same step (e.g. at the end of a run): set the old aside
             _discard(final)
         tmp.rename(final)  # the atomic moment: the checkpoint now exists, complete
-        write_history(state, out_dir)
+        if state["config"].get("history_window"):  # the rows not yet in the run's files; the rest are
+            done = row_log.last_step(out_dir)
+            row_log.append(out_dir, [r for r in state["history"] if r["step"] > done],
+                           [r for r in state["samples"] if r["step"] > done])
+        else:
+            write_history(state, out_dir)
         _atomic_write(out_dir / "config.json", _config_text(state["config"]))
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -210,14 +215,18 @@ def load(trainer_cls, path: Path, **kwargs):
         where = "history.jsonl"
         lines = (ckpt / where).read_text(encoding="utf-8").splitlines()
         state["history"] = [json.loads(line) for line in lines if line]
-        if [row.get("step") for row in state["history"]] != list(range(1, step + 1)):
-            raise ValueError(f"it does not hold steps 1..{step} once each")
+        steps = [row.get("step") for row in state["history"]]
+        first = steps[0] if steps and config.history_window else 1  # a window: the last steps' rows
+        if steps != list(range(first, step + 1)):
+            raise ValueError(f"it does not hold steps {first}..{step} once each")
         where = "samples.csv"
         samples = ckpt / where
         state["samples"] = pd.read_csv(samples, keep_default_na=False).to_dict("records") \
             if samples.stat().st_size > 1 else []
         where = "the state its files hold"
         trainer.load_state_dict(state)
+        if config.history_window and ckpt.parent.name == "checkpoints":  # the run's files: back to this step
+            row_log.truncate(ckpt.parent.parent, step)
     except _DAMAGE as err:
         raise ValueError(_damaged(ckpt, where, err)) from err
     return trainer

@@ -27,13 +27,11 @@ from lab.runtime.tracking import REPORT_TO
 LIMITS = {"max_new_tokens": 8192, "max_prompt_tokens": 131072, "prompts_per_step": 4096,
           "samples_per_prompt": 256, "lora_r": 1024, "ppo_epochs": 100}  # larger is a typo, not a run
 MODES, DISTILL_TEACHERS = ("sft", "rl", "hybrid", "selfplay", "distill"), ("policy", "base")
-SCHEDULES = ("constant", "linear", "adaptive")
 BASELINES = ("ema", "loo", "group", "critic", "discriminator_biased")
 LOSS_TYPES = ("reinforce", "ppo", "grpo", "dr_grpo", "dapo", "bnpo")  # TRL's names (lab.losses.policy_loss)
-IMPORTANCE_LEVELS = ("token", "sequence")
+SCHEDULES, IMPORTANCE_LEVELS = ("constant", "linear", "adaptive"), ("token", "sequence")
 SAMPLERS, SFT_SCHEDULES, SFT_TOKEN_WEIGHTS = ("nucleus", "beam"), ("none", "constant", "chord", "srft"), ("uniform", "phi")
-REWARD_SOURCES = ("reward", "discriminator", "mix")
-DISCRIMINATOR_LOSSES = ("mse", "mse+contrastive", "bradley_terry")
+REWARD_SOURCES, DISCRIMINATOR_LOSSES = ("reward", "discriminator", "mix"), ("mse", "mse+contrastive", "bradley_terry")
 RENAMED = {"policy_loss": "loss_type"}  # old field -> new: configs and checkpoints saved before still load
 DTYPES, TRAIN_DISCRIMINATOR, PERPLEXITY_FORMS = ("auto", "float32", "bfloat16", "float16"), ("auto", "always"), \
     ("scaled", "sketch")
@@ -52,7 +50,7 @@ SECTIONS = {  # section -> what its fields set, in the order of the fields (and 
     "discriminator": "the critic's model, adapter and loss, when and how much it trains, its warm start",
     "objective": "the generator's loss (mode, lambda, policy loss, KL, entropy, LUFFY, HPT, self-play)",
     "schedule": "how the SFT / RL mix moves over the steps (lambda's and mu's schedules)",
-    "run": "the optimiser step, the seed, checkpoints, the non-finite guard, experiment tracking",
+    "run": "the optimiser step, the seed, checkpoints, the history kept in memory, the non-finite guard, tracking",
 }
 
 
@@ -237,6 +235,8 @@ class HybridConfig:
     seed: int = field(default=0, metadata={"section": "run", "help": "seeds python, numpy, torch and the data order"})
     checkpoint_every: int = field(default=0, metadata={"section": "run", "help": (
         "save a checkpoint every N steps (0: only at the end)")})
+    history_window: int = field(default=0, metadata={"section": "run", "help": (
+        "history and samples rows kept in memory: the last N steps' (0: all; an output folder keeps every one)")})
     max_nonfinite_steps: int = field(default=3, metadata={"section": "run", "help": (
         "stop (saving the last good state) after this many steps in a row whose reward, loss or "
         "gradient was not finite; each such update is skipped; 1-10")})
@@ -251,7 +251,7 @@ class HybridConfig:
                      "max_new_tokens", "max_prompt_tokens", "lambda_warmup_steps", "ppo_epochs", "ppo_minibatches",
                      "max_nonfinite_steps", "num_beams", "selfplay_refresh", "mu_decay_steps", "discriminator_steps"):
             checks.whole(name, getattr(self, name), 1, LIMITS.get(name))
-        for name in ("checkpoint_every", "discriminator_top_layers", "seed", "mu_warmup_steps",
+        for name in ("checkpoint_every", "history_window", "discriminator_top_layers", "seed", "mu_warmup_steps",
                      "discriminator_lora_r", "freeze_discriminator_after", "discriminator_warmup_steps"):
             checks.whole(name, getattr(self, name), 0)
         for name in ("lr", "lr_discriminator"):
@@ -351,7 +351,7 @@ class HybridConfig:
         playground's tabs.
 
         >>> HybridConfig.sections()["run"]
-        ('lr', 'max_grad_norm', 'seed', 'checkpoint_every', 'max_nonfinite_steps', 'report_to')
+        ('lr', 'max_grad_norm', 'seed', 'checkpoint_every', 'history_window', 'max_nonfinite_steps', 'report_to')
         """
         return config_text.sections(cls)
 

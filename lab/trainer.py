@@ -32,7 +32,7 @@ from lab.core.tensors import encode
 from lab.data import Example, check_source, epoch_batch, load_examples
 from lab.discriminator import Discriminator
 from lab.rewards import Perplexity, Reward, RewardOutput
-from lab.runtime import distributed, precision, rng, tracking
+from lab.runtime import distributed, precision, rng, row_log, tracking
 from lab.runtime.history import reward_entries, sample_log, timed
 from lab.runtime.guards import skipped_part, stop_on_signals
 from lab.variants import distill, mixing, selfplay
@@ -106,8 +106,7 @@ class HybridTrainer:
         self.rng = random.Random(config.seed + self.processes.rank)  # junk negatives
         self.rows, self.sample_rows = [], []  # one history row per step; one samples-log row per response
         self.nonfinite_in_a_row = 0  # steps in a row that skipped an update (lab.runtime.guards.finite_update)
-        self.stop_reason: str | None = None  # why the last run() ended early: "request", "SIGTERM" ...
-        self._stop = False
+        self.stop_reason, self._stop = None, False  # why the last run() ended early: "request", "SIGTERM" ...
         self.processes.agree((sum(p.numel() for p in self.model.parameters()), len(self.examples)), "model, data")
         self.processes.seed_own_stream(config.seed)  # several processes: each samples its own stream
 
@@ -290,7 +289,7 @@ class HybridTrainer:
     # --- the run loop -------------------------------------------------------------------
     def run(self, steps: int | None, callbacks: list[Callback] = (), out_dir: str | Path | None = None,
             progress: bool = True) -> pd.DataFrame:
-        """Run ``steps`` more steps (``None``: until stopped); returns the whole history.
+        """Run ``steps`` more steps (``None``: until stopped); returns the history (:attr:`history`).
 
         Each callback is called as ``callback(trainer, row)`` after every step. :meth:`request_stop`
         (e.g. a widget's Stop button), SIGINT (Ctrl-C, a notebook interrupt) and SIGTERM end the run
@@ -301,7 +300,8 @@ class HybridTrainer:
         self._stop, self.stop_reason = False, None
         every, limit = self.config.checkpoint_every, self.config.max_nonfinite_steps
         track = tracking.RunTracker(self.config, out_dir, self.processes.is_main)  # report_to: TensorBoard ...
-        callbacks = [*callbacks, track]
+        window = row_log.Window(self.config.history_window, out_dir if self.processes.is_main else None)
+        callbacks = [*callbacks, track, window]  # window: history_window's rows to disk, the last N kept
         with stop_on_signals(self.request_stop), tqdm(total=steps, disable=not (progress and self.processes.is_main),
                                                       desc=f"{self.config.mode} run") as bar:
             done = 0
@@ -332,12 +332,12 @@ class HybridTrainer:
 
     @property
     def history(self) -> pd.DataFrame:
-        """One row per step so far."""
+        """One row per step so far (``history_window`` N: the last N; the run folder's files keep all)."""
         return pd.DataFrame(self.rows)
 
     @property
     def samples(self) -> pd.DataFrame:
-        """Every sampled response with its reward parts and the critic's prediction."""
+        """Every sampled response with its reward parts and the critic's prediction (as :attr:`history`)."""
         return pd.DataFrame(self.sample_rows)
 
     # --- state and checkpoints ----------------------------------------------------------
