@@ -33,7 +33,7 @@ def test_writes_results_summary_report_and_plots(report):
         assert (out / name).is_file(), name
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == ["arm", "seed", "metric", "value"]
-    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 3  # two decodings + train/eval seconds, steps
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 4  # two decodings + train/eval seconds, steps, peak RSS
     assert len(results) == 3 * 2 * per_run
     assert set(results.groupby(["arm", "seed"]).size()) == {per_run}
     assert {"greedy_semantic", "sampled_distinct_2", "sampled_ppl", "train_seconds"} <= set(results["metric"])
@@ -124,7 +124,7 @@ def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
     ablation.run_ablation(out, arms=["base", "sft", "hybrid"], seeds=2, steps=1, eval_limit=4, log=logs.append,
                           n_boot=200, **TINY)
     assert sum("skipped" in line for line in logs) == 6 and logs[0].startswith("expected wall time: 0 min for 0")
-    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 3)
+    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 4)
     with pytest.raises(ValueError, match="steps"):
         ablation.run_ablation(out, arms=["sft"], seeds=1, steps=2, eval_limit=4, log=logs.append, **TINY)
 
@@ -214,7 +214,7 @@ def test_every_built_in_arm_and_a_custom_one_writes_rows_in_one_tiny_run(tmp_pat
     assert code == 0, err
     results = pd.read_csv(out / "results.csv")
     assert set(results["arm"]) == {*ARMS, "fast_lr"} and set(results["seed"]) == {0}
-    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 3
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 4
     assert set(results.groupby("arm").size()) == {per_run}  # every arm: one full set of rows
     config = {arm: json.loads((out / f"config_{arm}.json").read_text()) for arm in (*ARMS, "fast_lr")}
     for arm, spec in ARMS.items():  # each arm ran the changes it names; the --set fields hold for all
@@ -438,3 +438,19 @@ def test_the_claims_preset_plans_its_mde_before_it_runs():
     line = claims.planned(settings, 126)
     assert line.startswith("planned MDE of hybrid - sft_walltime on greedy_semantic: 0.0")
     assert float(line.split(": ")[1].split()[0]) <= 0.03  # the target for this comparison
+
+
+def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):
+    logs = []
+    ablation.run_ablation(tmp_path, "atlas", arms=["sft", "hybrid", "hybrid_no_d"], seeds=2, steps=1, eval_limit=4,
+                          log=logs.append, n_boot=50, **TINY)
+    frame = pd.read_csv(tmp_path / "atlas.csv").set_index("arm")
+    assert list(frame.index) == ["sft", "hybrid_no_d"]  # every arm but the reference
+    row = frame.loc["hybrid_no_d"]
+    assert row["greedy_semantic_low"] <= row["greedy_semantic"] <= row["greedy_semantic_high"]
+    assert row["greedy_semantic_mde"] >= 0 and row["seconds_per_step"] > 0 and row["peak_rss_mb"] > 100
+    assert "greedy_mc2" in frame.columns  # half the held-out prompts are factual: truthfulness per arm
+    table = (tmp_path / "atlas.md").read_text()
+    assert "| hybrid_no_d | the D-free hybrid" in table and "greedy semantic vs hybrid" in table
+    assert ablation.settings_for("atlas")["arms"] == list(arms.ARMS)  # every built-in arm
+    assert ablation.expected_minutes("atlas") <= 180  # the budget, by the cost model

@@ -368,6 +368,8 @@ def paired_table(per_prompt: pd.DataFrame, results: pd.DataFrame, metrics, refer
                              & set(per_prompt.loc[per_prompt["arm"] == reference, "prompt_id"]))
                 x = prompt_matrix(per_prompt, arm, decoding, column, seeds, ids)
                 y = prompt_matrix(per_prompt, reference, decoding, column, seeds, ids)
+                scored = ~(np.isnan(x).all(axis=0) | np.isnan(y).all(axis=0))  # mc2: only the factual prompts
+                x, y, ids = x[:, scored], y[:, scored], [i for i, keep in zip(ids, scored) if keep]
                 boot = paired_bootstrap(x, y, n_boot, seed, confidence, power, prompts, transform=transform)
                 row.update(n_prompts=len(ids), diff=boot["diff"], boot_low=boot["low"], boot_high=boot["high"],
                            boot_se=boot["se"], df=boot["df"], mde=boot["mde"])

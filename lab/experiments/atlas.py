@@ -1,0 +1,83 @@
+"""The results atlas: every arm against the default hybrid, one row each (``ablate --preset atlas``).
+
+Each arm changes one switch of the default hybrid (:data:`lab.experiments.arms.ARMS`); run with
+the same seeds and data order, its held-out answers pair with the hybrid's prompt by prompt.
+:func:`table` gives per arm: what it changes, its paired difference from ``hybrid`` with the
+95% interval and MDE on greedy semantic, greedy ROUGE-L and the factual metric (cluster
+bootstrap, :func:`lab.eval.stats.paired_table`), on sampled distinct-2 (a set-level metric: the
+per-seed t-interval), its seconds per training step and the process's peak resident memory
+during its runs. :func:`write` saves ``atlas.csv`` and ``atlas.md`` (the README's table).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lab.eval import diagnostics, stats
+from lab.experiments import claims
+
+REFERENCE = "hybrid"
+COLUMNS = {"greedy_semantic": "greedy semantic", "greedy_rouge_l": "greedy ROUGE-L",
+           "sampled_distinct_2": "sampled distinct-2"}
+
+
+def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000) -> pd.DataFrame:
+    """One row per arm (not ``hybrid``): description, per metric ``<m>``, ``<m>_low``, ``<m>_high``,
+    ``<m>_mde``, plus ``seconds_per_step`` and ``peak_rss_mb`` (means over seeds)."""
+    factual = claims.factual_metric(results)
+    metrics = [*COLUMNS, *([factual] if factual else [])]
+    paired = stats.paired_table(diagnostics.per_prompt(out, results), results, metrics, REFERENCE, n_boot)
+    wide = results.pivot_table(index="arm", columns="metric", values="value", aggfunc="mean")
+    rows = []
+    for arm in dict.fromkeys(results["arm"]):
+        if arm == REFERENCE:
+            continue
+        row = {"arm": arm, "changes": definitions.get(arm, {}).get("description", "")}
+        for metric in metrics:
+            found = paired[(paired["arm"] == arm) & (paired["metric"] == metric)]
+            if found.empty:
+                continue
+            r = found.iloc[0]
+            low, high = (r["boot_low"], r["boot_high"]) if r["boot_low"] == r["boot_low"] else (r["t_low"], r["t_high"])
+            diff = r["diff"] if r["diff"] == r["diff"] else r["t_diff"]
+            row.update({metric: diff, f"{metric}_low": low, f"{metric}_high": high, f"{metric}_mde": r["mde"]})
+        steps = wide.loc[arm].get("steps", float("nan"))
+        row["seconds_per_step"] = wide.loc[arm, "train_seconds"] / steps if steps and steps == steps else float("nan")
+        row["peak_rss_mb"] = wide.loc[arm].get("peak_rss_mb", float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    if metric not in row or row[metric] != row[metric]:
+        return "n/a"
+    mark = " *" if row[f"{metric}_low"] > 0 or row[f"{metric}_high"] < 0 else ""
+    return f"{row[metric]:+.3f} [{row[f'{metric}_low']:+.3f}, {row[f'{metric}_high']:+.3f}]{mark} " \
+           f"(MDE {row[f'{metric}_mde']:.3f})"
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """The atlas as a Markdown table (``*``: the interval excludes 0)."""
+    metrics = [m for m in frame.columns if m in COLUMNS or m.endswith(claims.FACTUAL)]
+    metrics = [m for m in metrics if not m.endswith(("_low", "_high", "_mde"))]
+    head = ["arm", "what it changes", *(COLUMNS.get(m, m) + " vs hybrid" for m in metrics), "s / step", "peak RSS MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in frame.iterrows():
+        cells = [row["arm"], row["changes"], *(_cell(row, m) for m in metrics),
+                 "n/a" if row["seconds_per_step"] != row["seconds_per_step"] else f"{row['seconds_per_step']:.1f}",
+                 "n/a" if row["peak_rss_mb"] != row["peak_rss_mb"] else f"{row['peak_rss_mb']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000) -> pd.DataFrame:
+    """``atlas.csv`` and ``atlas.md`` in the ablation folder ``out``; returns the table."""
+    frame = table(Path(out), results, definitions, n_boot)
+    frame.to_csv(Path(out) / "atlas.csv", index=False)
+    (Path(out) / "atlas.md").write_text(
+        "# Atlas: every arm minus the default hybrid (same seeds and data order, paired per prompt)\n\n"
+        "Difference [95% interval] (MDE); * = the interval excludes 0. Written by `python -m lab ablate "
+        "--preset atlas` (lab.experiments.atlas).\n\n" + markdown(frame))
+    return frame
