@@ -13,7 +13,7 @@ OUT ?= runs/demo
 STEPS ?= 12
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install demo test unit bench book faults soak browser-deps clean
+.PHONY: install demo test unit bench book faults soak compat browser-deps clean
 
 install: $(STAMP)
 
@@ -58,6 +58,12 @@ faults: $(STAMP)
 
 soak: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/soak.py --steps 1000 --model tiny-gpt2
+
+# The dependency range pyproject.toml declares, tested at both ends: the floors, then the newest
+# releases, each in its own venv under .compat/ (several GB: torch from PyPI is a CUDA build), the
+# unit suite in each; logs and JSON in reports/compat-DATE/. Not part of make test.
+compat:
+	@status=0; bash scripts/compat.sh oldest || status=1; bash scripts/compat.sh newest || status=1; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loop.py

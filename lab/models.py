@@ -168,7 +168,8 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # The GGUF loader leaves a quantization marker that makes save_pretrained refuse;
     # the weights are already de-quantized to fp32, so the marker is dropped.
-    del model.config.quantization_config
+    if hasattr(model.config, "quantization_config"):  # transformers 4.x leaves none
+        del model.config.quantization_config
     model.hf_quantizer = None
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
