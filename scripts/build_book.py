@@ -2,8 +2,10 @@
 
 Executes every ``notebooks/NN_*.ipynb`` in order with nbconvert (quick mode when the caller
 sets ``LAB_QUICK=1``, as ``make book`` does), writes each as ``OUT/NN_*.html`` with its outputs,
-and ``OUT/index.html`` listing them in notebook order with their titles, goals and the time
-each took. The notebooks in the repository are only read: they stay without outputs.
+and ``OUT/index.html`` listing them in notebook order with their titles, goals, the time each
+took and its kernel's peak resident memory (also in ``OUT/times.json``: per notebook ``seconds``,
+``peak_mib``, the mode and the machine). The notebooks in the repository are only read: they stay
+without outputs.
 
     python scripts/build_book.py --out build/book            # execute all (what `make book` runs)
     python scripts/build_book.py --out build/book 03 05      # only notebooks 03 and 05 (index: all)
@@ -18,8 +20,11 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import multiprocessing
 import os
+import platform
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -61,7 +66,8 @@ def index_html(entries: list[dict], mode: str) -> str:
     for e in entries:
         note = []
         if e.get("seconds") is not None:
-            note.append(f"executed in {e['seconds']:.0f} s")
+            note.append(f"executed in {e['seconds']:.0f} s" + (f", peak RAM {e['peak_mib']:.0f} MiB"
+                                                                if e.get("peak_mib") else ""))
         if e.get("error"):
             note.append(f"<strong>failed</strong>: {html.escape(e['error'])}")
         link = (f'<a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>' if e.get("built", True)
@@ -100,6 +106,13 @@ def render(path: Path, out_dir: Path, execute: bool = True, timeout: int = 900) 
     return error
 
 
+def _measured(path: Path, out_dir: Path, execute: bool, timeout: int, results) -> None:
+    """:func:`render` in a process of its own, so that its kernel (its only child) is the one
+    ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB of the kernel)``."""
+    error = render(path, out_dir, execute, timeout)
+    results.put((error, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if execute else None))
+
+
 def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: int = 900,
           folder: Path = NOTEBOOKS) -> list[dict]:
     """Render the notebooks (those whose name starts with one of ``only``; all when empty)
@@ -112,15 +125,25 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
         if not only or any(path.stem.startswith(prefix) for prefix in only):
             start = time.perf_counter()
             print(f"{'executing' if execute else 'converting'} {path.name} ...", flush=True)
-            entry["error"] = render(path, out_dir, execute, timeout)
+            context = multiprocessing.get_context("fork")
+            results = context.Queue()
+            worker = context.Process(target=_measured, args=(path, out_dir, execute, timeout, results))
+            worker.start()
+            entry["error"], entry["peak_mib"] = results.get()
+            worker.join()
             entry["seconds"] = time.perf_counter() - start if execute else None
             entry["built"] = True
             print(f"  {'FAILED: ' + entry['error'] if entry['error'] else 'ok'}"
-                  + (f" in {entry['seconds']:.0f} s" if execute else ""), flush=True)
+                  + (f" in {entry['seconds']:.0f} s, peak {entry['peak_mib']:.0f} MiB" if execute else ""), flush=True)
         entries.append(entry)
     quick = os.environ.get("LAB_QUICK", "0").lower() in ("1", "true", "yes")
     mode = ("quick mode (LAB_QUICK=1)" if quick else "full mode") if execute else "no mode: not executed"
     (out_dir / "index.html").write_text(index_html(entries, mode), encoding="utf-8")
+    if execute:
+        times = {e["name"]: {k: e.get(k) for k in ("seconds", "peak_mib", "error")} for e in entries if "seconds" in e}
+        (out_dir / "times.json").write_text(json.dumps(
+            dict(mode=mode, machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}",
+                 threads=os.environ.get("OMP_NUM_THREADS"), notebooks=times), indent=2) + "\n")
     return entries
 
 

@@ -1,5 +1,5 @@
-"""scripts/build_book.py (``make book``): titles and order of the index, and the HTML pages,
-checked without executing any notebook."""
+"""scripts/build_book.py (``make book``): titles and order of the index, the HTML pages (checked
+without executing the kit's notebooks), and the time and kernel memory of an executed one."""
 
 import importlib.util
 import json
@@ -52,3 +52,19 @@ def test_build_without_executing_writes_pages_and_index(tmp_path):
         cells = json.loads(path.read_text())["cells"]
         assert all(c.get("outputs", []) == [] and c.get("execution_count") is None
                    for c in cells if c["cell_type"] == "code"), path.name
+
+
+def test_an_executed_notebook_records_its_time_and_its_kernels_peak_memory(tmp_path):
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Memory\n\n**Goal.** Hold 300 MB for a moment."),
+                nbformat.v4.new_code_cell("block = bytearray(300 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])")]
+    nbformat.write(nb, notebooks / "00_memory.ipynb")
+    entries = book.build(tmp_path / "book", folder=notebooks)
+    times = json.loads((tmp_path / "book" / "times.json").read_text())
+    assert entries[0]["error"] is None and times["notebooks"]["00_memory"]["seconds"] > 0
+    assert times["notebooks"]["00_memory"]["peak_mib"] >= 300  # the kernel's, not this process's
+    assert "peak RAM" in (tmp_path / "book" / "index.html").read_text()
