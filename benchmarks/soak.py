@@ -38,16 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def rss_mb() -> float:
-    """Resident memory of this process in MiB (Linux ``/proc``; psutil elsewhere)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
+from lab.runtime.memory import rss_mb  # noqa: E402
 
 
 def growth(values: list[float], warmup: int) -> tuple[float, float, float]:

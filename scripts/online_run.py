@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import time
@@ -32,17 +31,12 @@ import pandas as pd
 from lab import evaluate
 from lab.config import HybridConfig
 from lab.data import load_examples
+from lab.runtime.memory import rss_mb
 from lab.trainer import HybridTrainer
 from lab.ui import plots
 
 CONFIG = dict(model="auto", dtype="float32", mode="hybrid", prompts_per_step=4, samples_per_prompt=2,
               max_new_tokens=16, lr=5e-4, replay_ratio=0.5)  # the claims preset's budget settings
-
-
-def rss_mb() -> float:
-    """Resident memory of this process in MiB (Linux ``/proc``)."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class Feeder:

@@ -1,10 +1,13 @@
 """Ablation: does the hybrid beat plain SFT? Arms x seeds on one budget, one honest report.
 
 The arms (one per switch: :data:`lab.experiments.arms.ARMS`, ``ablate --list``; custom ones from
-``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.experiments.arms`; a preset names the
-arms it runs by default (``quick``: 7, the CI smoke test; ``standard``: the arms that answer
-the sketch's three claims; ``full``: all, for a GPU; measured times: the README and ``reports/``). ``ablate`` prints the expected wall time first (:func:`expected_seconds`,
-a documented cost model) and refines it after each run.
+``--arms-file``) and how ``--set`` layers under them are in :mod:`lab.experiments.arms`; a preset
+(:mod:`lab.experiments.settings`) names the arms it runs by default (``quick``: 7, the CI smoke
+test; ``standard`` and ``claims``: the arms that answer the sketch's claims, ``claims`` with SFT at
+matched wall time and a planned MDE; ``calibrate``: learning curves; ``atlas``: every arm beside
+the hybrid, :mod:`lab.experiments.atlas`; ``full``: all, for a GPU; measured times: the README and
+``reports/``). ``ablate`` prints the expected wall time first (:func:`expected_seconds`, a
+documented cost model) and refines it after each run.
 Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps (an arm's
 ``steps_factor`` changes its own: ``sft_matched`` trains (1 + k)x, the hybrid's trained tokens), the
 same ``B`` prompts a step and (where it samples) the same ``k`` samples a prompt; the
