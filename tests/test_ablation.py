@@ -454,3 +454,16 @@ def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):
     assert "| hybrid_no_d | the D-free hybrid" in table and "greedy semantic vs hybrid" in table
     assert ablation.settings_for("atlas")["arms"] == list(arms.ARMS)  # every built-in arm
     assert ablation.expected_minutes("atlas") <= 180  # the issue's budget, by the cost model
+
+
+def test_the_budget_table_says_where_an_arm_clearly_left_base_and_where_it_flattens():
+    from lab.experiments.curves import budget
+
+    rows = [dict(arm="base", seed=s, step=0, greedy_semantic=0.5) for s in (0, 1, 2)]
+    for s, noise in ((0, -0.01), (1, 0.0), (2, 0.01)):
+        for step, value in ((10, 0.5), (20, 0.62), (30, 0.70), (40, 0.71), (50, 0.70), (60, 0.71)):
+            rows.append(dict(arm="sft", seed=s, step=step, greedy_semantic=value + noise * (step > 10)))
+    table = budget(pd.DataFrame(rows)).set_index("step")
+    assert not table.loc[10, "clear"] and table.loc[20, "clear"]  # +0.12 with a spread of 0.01: clear
+    assert abs(table.loc[30, "gain_vs_base"] - 0.20) < 1e-9 and table.loc[30, "seeds"] == 3
+    assert list(table.index[table["flat"]]) == [30, 40, 50, 60]  # within 0.02 of the last three points' mean

@@ -2,7 +2,9 @@
 
 :class:`LearningCurve` is a trainer callback that scores the held-out greedy answers every ``N``
 steps; :func:`lab.experiments.ablation.run_ablation` writes its rows to each run's ``curve.csv``,
-and :func:`learning_curves` stacks them for the figures (:func:`lab.experiments.figures.plot_learning_curves`).
+and :func:`learning_curves` stacks them for the figures (:func:`lab.experiments.figures.plot_learning_curves`);
+:func:`budget` reads from them where an arm has clearly left the untrained model and where it flattens
+(``budget.csv``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lab import evaluate
+from lab.eval import stats
 
 
 class LearningCurve:
@@ -49,3 +52,23 @@ def learning_curves(out: Path, results: pd.DataFrame) -> pd.DataFrame:
         flat = base.pivot_table(index="seed", columns="metric", values="value").reset_index().assign(arm="base", step=0)
         curves = pd.concat([flat, curves], ignore_index=True)
     return curves
+
+
+def budget(curves: pd.DataFrame, metric: str = "greedy_semantic", tolerance: float = 0.02) -> pd.DataFrame:
+    """Where training has happened and where it stops paying: per trained arm and step, the mean
+    over seeds of ``metric`` minus the untrained model's at the same seed, its 95% t-interval
+    (:func:`lab.eval.stats.mean_ci`), ``clear``: the interval excludes 0, and ``flat``: this point
+    and every later one lie within ``tolerance`` of the mean of the arm's last three points.
+    ``curves``: :func:`learning_curves`' rows (``base`` at step 0)."""
+    base = curves[curves["arm"] == "base"].set_index("seed")[metric]
+    rows = []
+    for arm, part in curves[curves["arm"] != "base"].groupby("arm", sort=False):
+        means = part.groupby("step")[metric].mean()
+        final = means.iloc[-3:].mean()
+        within = (means - final).abs().le(tolerance)[::-1].cummin()[::-1]  # this step and all later ones
+        for step, at in part.groupby("step"):
+            gain = (at.set_index("seed")[metric] - base).dropna()
+            mean, low, high = stats.mean_ci(gain)
+            rows.append(dict(arm=arm, step=step, metric=metric, gain_vs_base=mean, low=low, high=high,
+                             seeds=len(gain), clear=bool(low > 0), flat=bool(within[step])))
+    return pd.DataFrame(rows)

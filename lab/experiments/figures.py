@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lab.eval.stats import mean_ci, metric_range
-from lab.experiments.curves import learning_curves
+from lab.experiments.curves import budget, learning_curves
 from lab.ui import plots
 
 
@@ -196,5 +196,7 @@ def write_all(out: Path, results: pd.DataFrame, summary: pd.DataFrame, key_metri
     learning = learning_curves(out, results)
     if not learning.empty:
         learning.to_csv(out / "learning_curves.csv", index=False)
+        if "base" in set(learning["arm"]):
+            budget(learning).to_csv(out / "budget.csv", index=False)
         for metric in ("greedy_semantic", "greedy_rouge_l"):
             plots.save(plot_learning_curves(learning, metric), out / f"learning_{metric}.png")
