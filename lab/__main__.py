@@ -203,7 +203,8 @@ def cmd_eval(args) -> int:
 def cmd_ablate(args) -> int:
     """``--list`` prints the arms; else runs them (layers of an arm's config: :mod:`lab.experiments.arms`)."""
     from lab.experiments import arms
-    from lab.experiments.ablation import ABLATION_PRESETS, run_ablation
+    from lab.experiments.ablation import run_ablation
+    from lab.experiments.settings import ABLATION_PRESETS
 
     custom = arms.read_arms_file(args.arms_file) if args.arms_file else {}
     if args.list:
@@ -238,7 +239,8 @@ def _data_flags(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from lab.experiments.ablation import ABLATION_PRESETS, ARMS
+    from lab.experiments.arms import ARMS
+    from lab.experiments.settings import ABLATION_PRESETS
 
     top = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)

@@ -53,6 +53,14 @@ def clean(value):
     return value
 
 
+def recording_versions() -> dict[str, str]:
+    """torch's and transformers' major.minor here: the numbers of other releases differ in the last bits."""
+    import torch
+    import transformers
+
+    return {lib.__name__: ".".join(lib.__version__.split("+")[0].split(".")[:2]) for lib in (torch, transformers)}
+
+
 def record(name: str, examples, tmp: Path) -> dict:
     """History and samples of run ``name`` (``STEPS`` steps; the stream run reads ``STREAM_ROWS``)."""
     from tiny import make
@@ -81,6 +89,7 @@ def main() -> None:
     examples = load_examples("bundled", "train", limit=12)
     with tempfile.TemporaryDirectory() as tmp:
         fixtures = {name: record(name, examples, Path(tmp)) for name in RUNS}
+    fixtures = {"_versions": recording_versions(), **fixtures}
     FIXTURE.parent.mkdir(exist_ok=True)
     FIXTURE.write_text(json.dumps(fixtures, indent=1) + "\n")
     print(f"wrote {FIXTURE} ({len(fixtures)} runs x {STEPS} steps)")

@@ -25,6 +25,10 @@ def test_a_model_gets_a_scaler_only_with_fp16_weights_on_cuda():
     assert precision.attach_all({"generator": (optimizer, torch.nn.Linear(2, 2).half())}) == {}  # fp16, not CUDA
 
 
+CPU_SCALER = pytest.mark.skipif(not hasattr(torch.amp, "GradScaler"),
+                                reason="simulates the T4's scaler with torch.amp's CPU one (torch >= 2.3)")
+
+
 def steps(scaled: bool, grad_scale: float = 1.0):
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     optimizer = torch.optim.SGD([w], lr=0.1)
@@ -33,18 +37,21 @@ def steps(scaled: bool, grad_scale: float = 1.0):
     return w.detach(), stepped, norm, scaler, overflow
 
 
+@CPU_SCALER
 def test_the_scaler_steps_exactly_as_without_it_and_reports_the_true_gradient_norm():
     plain, scaled = steps(False), steps(True)
     assert torch.allclose(plain[0], scaled[0]) and scaled[1] and scaled[2] == pytest.approx(plain[2])
     assert scaled[3].get_scale() == 1024.0  # no overflow: the scale stays (it grows after 2000 good steps)
 
 
+@CPU_SCALER
 def test_an_overflow_skips_the_step_and_backs_off_the_scale():
     w, stepped, norm, scaler, overflow = steps(True, grad_scale=1e36)  # the scaled gradient overflows fp32
     assert not stepped and w.tolist() == [1.0, -2.0] and scaler.get_scale() == 512.0
     assert overflow  # said apart: the run's non-finite guard ignores it
 
 
+@CPU_SCALER
 def test_a_scaler_overflow_is_not_a_skipped_update_of_the_generator(examples):
     from lab import objective
     from tiny import make

@@ -31,7 +31,9 @@ def attach(optimizer: torch.optim.Optimizer, model) -> torch.amp.GradScaler | No
     weight = next(p for p in model.parameters())
     if not needs_scaler(weight.dtype, weight.device):
         return None
-    return register(optimizer, torch.amp.GradScaler(weight.device.type, init_scale=INIT_SCALE))
+    if hasattr(torch.amp, "GradScaler"):
+        return register(optimizer, torch.amp.GradScaler(weight.device.type, init_scale=INIT_SCALE))
+    return register(optimizer, torch.cuda.amp.GradScaler(init_scale=INIT_SCALE))  # torch < 2.3: CUDA's own
 
 
 def attach_all(parts: dict[str, tuple]) -> dict[str, torch.amp.GradScaler]:
