@@ -62,3 +62,19 @@ def test_the_discriminator_comparison_comes_from_its_reports():
     base = pd.read_csv(folder / "paired.csv").set_index(["arm", "metric"]).loc[("base", "greedy_semantic")]
     assert f"{base['diff']:+.3f} [{base['boot_low']:+.3f}, {base['boot_high']:+.3f}]" in section
     assert "--steps 60" in section and json.loads((folder / "ablation.json").read_text())["steps"] == 60
+
+
+def test_the_budget_table_comes_from_the_calibration():
+    import pandas as pd
+
+    budget = pd.read_csv(ROOT / "reports/calibrate-2026-12-06/budget.csv")
+    section = README[README.index("### The training budget"):README.index("## Reliability")]
+    rows = [line for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == 7
+    for line in rows:
+        step = int(line.split("|")[1])
+        for arm in ("sft", "hybrid"):
+            r = budget[(budget["arm"] == arm) & (budget["step"] == step)].iloc[0]
+            cell = f"{r['gain_vs_base']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" + (" clear" if r["clear"] else "") \
+                + (", flat" if r["flat"] else "")
+            assert f" {cell} |" in line, (step, arm, cell)
