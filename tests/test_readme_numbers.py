@@ -78,3 +78,19 @@ def test_the_budget_table_comes_from_the_calibration():
             cell = f"{r['gain_vs_base']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" + (" clear" if r["clear"] else "") \
                 + (", flat" if r["flat"] else "")
             assert f" {cell} |" in line, (step, arm, cell)
+
+
+def test_the_online_run_numbers_come_from_its_files():
+    import pandas as pd
+
+    folder = ROOT / "reports/online-2026-12-06"
+    curve = pd.read_csv(folder / "curve.csv").set_index(["split", "step"])["greedy_semantic"]
+    summary = json.loads((folder / "summary.json").read_text())
+    section = README[README.index("### Online learning"):README.index("### The seed's claims")]
+    for split in ("bundled", "factual"):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {split} held-out"))
+        for step in (0, 20, 60, 100, 120, 140, 160, 200):
+            assert f"{curve[(split, step)]:.3f}" in row, (split, step)
+    assert f"{summary['rss_early_mb']:.0f} to {summary['rss_late_mb']:.0f} MiB" in section
+    assert f"+{summary['rss_growth_pct']:.1f}%" in section and f"{summary['rss_peak_mb']:.0f} MiB" in section
+    assert summary["last_new_row_step"] == 126 and summary["history_rows_max"] == 21
