@@ -94,3 +94,13 @@ def test_the_online_run_numbers_come_from_its_files():
     assert f"{summary['rss_early_mb']:.0f} to {summary['rss_late_mb']:.0f} MiB" in section
     assert f"+{summary['rss_growth_pct']:.1f}%" in section and f"{summary['rss_peak_mb']:.0f} MiB" in section
     assert summary["last_new_row_step"] == 126 and summary["history_rows_max"] == 21
+
+
+def test_the_claims_runs_quoted_come_from_its_results():
+    import pandas as pd
+
+    results = pd.read_csv(ROOT / "reports/claims-2026-12-06/results.csv")
+    value = results[results["seed"] == 0].set_index(["arm", "metric"])["value"]
+    section = README[README.index("### The seed's claims at the calibrated budget"):README.index("## Reliability")]
+    assert f"{value[('sft_walltime', 'steps')]:.0f} SFT steps in {value[('sft_walltime', 'train_seconds')]:.0f} s" in section
+    assert f"{value[('hybrid', 'steps')]:.0f} steps in {value[('hybrid', 'train_seconds')]:.0f} s" in section
