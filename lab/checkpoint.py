@@ -78,9 +78,7 @@ def save(trainer, out_dir: Path) -> Path:
             _discard(final)
         tmp.rename(final)  # the atomic moment: the checkpoint now exists, complete
         if state["config"].get("history_window"):  # the rows not yet in the run's files; the rest are
-            done = row_log.last_step(out_dir)
-            row_log.append(out_dir, [r for r in state["history"] if r["step"] > done],
-                           [r for r in state["samples"] if r["step"] > done])
+            row_log.append_after(out_dir, row_log.last_step(out_dir), state["history"], state["samples"])
         else:
             write_history(state, out_dir)
         _atomic_write(out_dir / "config.json", _config_text(state["config"]))

@@ -55,6 +55,11 @@ def append(run_dir: Path, history: list[dict], samples: list[dict]) -> None:
     _append_csv(run_dir / "samples.csv", samples)
 
 
+def append_after(run_dir: Path, step: int, history: list[dict], samples: list[dict]) -> None:
+    """:func:`append` the rows of the steps after ``step`` (those already on disk are left out)."""
+    append(run_dir, [r for r in history if r["step"] > step], [r for r in samples if r["step"] > step])
+
+
 def _append_csv(path: Path, rows: list[dict]) -> None:
     """Append under the file's header; a row with a column the file lacks (rare: a step's first
     non-finite value) rewrites the file with the new column."""
@@ -110,8 +115,7 @@ class Window:
         step = trainer.step_count
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            append(self.dir, [r for r in trainer.rows if r["step"] > self.logged],
-                   [r for r in trainer.sample_rows if r["step"] > self.logged])
+            append_after(self.dir, self.logged, trainer.rows, trainer.sample_rows)
             self.logged = step
         trainer.rows = keep_last(trainer.rows, step, self.size)
         trainer.sample_rows = keep_last(trainer.sample_rows, step, self.size)
