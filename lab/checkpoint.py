@@ -47,7 +47,9 @@ _LEFTOVER = re.compile(r"^\.(?:tmp|trash)-step-\d+-(\d+)$")  # a writer's tempor
 def _write_adapter(peft_model, adapter: str, folder: Path) -> None:
     """Save one adapter in PEFT's own layout at ``folder`` (config + safetensors)."""
     staging = folder.parent / f".{adapter}-staging"
-    peft_model.save_pretrained(staging, selected_adapters=[adapter])
+    # save_embedding_layers=False: the kit's LoRA never targets embeddings ("auto" asks the Hub
+    # whether the base's vocabulary changed, and peft < 0.14 warns when it cannot)
+    peft_model.save_pretrained(staging, selected_adapters=[adapter], save_embedding_layers=False)
     saved = staging / adapter if (staging / adapter).is_dir() else staging
     saved.rename(folder)
     shutil.rmtree(staging, ignore_errors=True)
@@ -264,7 +266,7 @@ def check_adapter(model, adapter: str, weights: dict, config) -> None:
     ``model``: an adapter saved from another model or LoRA config does not fit."""
     from peft import get_peft_model_state_dict
 
-    expected = get_peft_model_state_dict(model, adapter_name=adapter)
+    expected = get_peft_model_state_dict(model, adapter_name=adapter, save_embedding_layers=False)
     missing, unexpected = set(expected) - set(weights), set(weights) - set(expected)
     shaped = sorted(k for k in set(expected) & set(weights) if tuple(expected[k].shape) != tuple(weights[k].shape))
     if missing or unexpected or shaped:

@@ -164,7 +164,7 @@ def smollm2_dir() -> Path:
 
     gguf_dir = Path(resolve("smollm2-135m").location)
     print(f"Converting {SMOLLM2_GGUF} to safetensors in {target} (once, about 25-30 s)...")
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    tokenizer = _without_bos(AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF))
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # The GGUF loader leaves a quantization marker that makes save_pretrained refuse;
     # the weights are already de-quantized to fp32, so the marker is dropped.
@@ -191,13 +191,21 @@ def _prepare_tokenizer(tokenizer):
     return tokenizer
 
 
+def _without_bos(tokenizer):
+    """SmolLM2's tokenizer as its GGUF declares it (``add_bos_token: false``, as on the Hub):
+    transformers 4.x's GGUF reader builds a Llama tokenizer that prepends ``<|im_start|>``."""
+    if getattr(tokenizer, "add_bos_token", False):
+        tokenizer.add_bos_token = False  # the fast tokenizer's setter rebuilds its post-processor
+    return tokenizer
+
+
 def load_tokenizer(name: str = "auto"):
     """The tokenizer alone for ``name`` (left padding, pad token set)."""
     from transformers import AutoTokenizer
 
     choice = resolve(name)
     if choice.source in ("bundled", "random"):
-        return _prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2_dir()))
+        return _prepare_tokenizer(_without_bos(AutoTokenizer.from_pretrained(smollm2_dir())))
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(
         choice.location, local_files_only=choice.source == "hf-cache"))
 

@@ -89,7 +89,8 @@ def weights(disc: Discriminator) -> dict[str, torch.Tensor]:
     """Its trainable state as named tensors (adapter + heads), for a safetensors file."""
     from peft import get_peft_model_state_dict
 
-    tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(disc.backbone, adapter_name=disc.adapter).items()}
+    state = get_peft_model_state_dict(disc.backbone, adapter_name=disc.adapter, save_embedding_layers=False)
+    tensors = {f"adapter.{k}": v for k, v in state.items()}
     return {**tensors, **{f"heads.{k}": v for k, v in disc.state_dict().items()}}
 
 

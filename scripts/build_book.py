@@ -106,6 +106,13 @@ def render(path: Path, out_dir: Path, execute: bool = True, timeout: int = 900) 
     return error
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` where there is none)."""
+    info = Path("/proc/cpuinfo")
+    found = re.search(r"^model name\s*:\s*(.+)$", info.read_text(), re.MULTILINE) if info.exists() else None
+    return found.group(1).strip() if found else platform.processor()
+
+
 def _measured(path: Path, out_dir: Path, execute: bool, timeout: int, results) -> None:
     """:func:`render` in a process of its own, so that its kernel (its only child) is the one
     ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB of the kernel)``."""
@@ -141,9 +148,12 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
     (out_dir / "index.html").write_text(index_html(entries, mode), encoding="utf-8")
     if execute:
         times = {e["name"]: {k: e.get(k) for k in ("seconds", "peak_mib", "error")} for e in entries if "seconds" in e}
+        earlier = json.loads((out_dir / "times.json").read_text()) if (out_dir / "times.json").exists() else {}
+        if earlier.get("mode") == mode:  # a partial rebuild keeps the other notebooks' measurements
+            times = {**earlier["notebooks"], **times}
         (out_dir / "times.json").write_text(json.dumps(
-            dict(mode=mode, machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}",
-                 threads=os.environ.get("OMP_NUM_THREADS"), notebooks=times), indent=2) + "\n")
+            dict(mode=mode, machine=f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}",
+                 threads=os.environ.get("OMP_NUM_THREADS"), notebooks=dict(sorted(times.items()))), indent=2) + "\n")
     return entries
 
 

@@ -44,9 +44,21 @@ def test_gad_rewards_the_generator_with_ds_relative_score_and_tracks_how_often_i
     trainer = make(examples, **GAD)
     rows = [trainer.step() for _ in range(3)]
     assert all(0 <= row["d_fooled"] <= 1 and row["d_mse"] == 0 for row in rows)
-    later = trainer.samples.query("step > 1")["d_pred"]  # D(x, y) - D(x, reference), after D's first update
-    assert rows[-1]["d_contrastive"] < rows[0]["d_contrastive"]  # D learns to tell references from samples
-    assert (later < 0).mean() > 0.5 and rows[-1]["d_fooled"] < 0.5  # and scores most samples below their reference
+    for row in rows:  # d_pred per sample: D(x, y) - D(x, reference); fooled: the share above 0
+        scores = trainer.samples.query(f"step == {row['step']}")["d_pred"]
+        assert row["d_fooled"] == pytest.approx(float((scores > 0).mean()))
+    # D learns to tell references from samples: on the last step's batch, the trained D scores the
+    # references above the samples by more than D as it started (the same seed) does. (Each step's
+    # loss is on a new batch, so its trend over 3 steps depends on the draws.)
+    references = {example.prompt: example.completion for example in examples}
+    batch = trainer.samples.query("step == 3")
+    prompts, completions = batch["prompt"].tolist(), batch["completion"].tolist()
+
+    def gap(disc) -> float:  # mean D(x, reference) - D(x, y)
+        return float((discriminator.judge(disc, prompts, [references[p] for p in prompts])
+                      - discriminator.judge(disc, prompts, completions)).mean())
+
+    assert gap(trainer.disc) > gap(make(examples, **GAD).disc) + 0.05
 
 
 def test_naturalness_adds_w_times_ds_odds_of_a_sample_passing_for_its_reference():

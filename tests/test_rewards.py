@@ -144,7 +144,8 @@ def test_perplexity_ignores_lora_weights(lm):
 
 @pytest.fixture
 def lora_samples():
-    """A tiny GPT-2 with a nonzero LoRA (so base and policy differ) and 2 prompts x 2 samples of it."""
+    """A tiny GPT-2 with a nonzero LoRA (so base and policy differ) and 2 prompts x (2 samples of it
+    + the reference)."""
     model, tok = load("tiny-gpt2", "cpu", "float32", verbose=False)
     model = add_lora(model, "generator", r=4, alpha=8, dropout=0.0).eval()  # eval: no dropout
     torch.manual_seed(0)
@@ -153,7 +154,10 @@ def lora_samples():
             if "lora_B" in name:
                 param.normal_(std=0.2)
     prompts = ["### Prompt:\nName a colour.\n\n### Response:\n", "### Prompt:\nCount to three.\n\n### Response:\n"]
-    return model, tok, generator.sample(model, tok, prompts, k=2, max_new_tokens=8, temperature=0.7, top_p=0.9)
+    samples = generator.sample(model, tok, prompts, k=2, max_new_tokens=8, temperature=0.7, top_p=0.9)
+    # A random model's samples need not re-tokenize to themselves (which rows do depends on the
+    # torch release's random stream); each prompt's reference, joined as a third row, always does.
+    return model, tok, generator.with_references(samples, tok, ["Red.", "One, two, three."], 8)
 
 
 def test_the_base_pass_holds_the_kl_reference_and_the_perplexity_rows(lora_samples):

@@ -81,8 +81,16 @@ def preallocate(cache, capacity: int) -> bool:
     full-attention ``DynamicLayer`` and was converted; False, with nothing changed, for other
     caches (sliding windows, transformers without cache layers)."""
     kinds, layers = _preallocated_layer(), getattr(cache, "layers", None)
-    if kinds is None or not layers or any(type(layer) is not kinds[0] or not getattr(layer, "is_initialized", False)
-                                          for layer in layers):
+    if kinds is None or not layers or any(type(layer) is not kinds[0] or not _filled(layer) for layer in layers):
         return False
     cache.layers = [kinds[1](layer, capacity) for layer in layers]
     return True
+
+
+def _filled(layer) -> bool:
+    """Whether a cache layer holds keys: ``is_initialized`` in recent transformers; before it
+    (4.5x) a layer's ``keys`` stay None until its first update."""
+    initialized = getattr(layer, "is_initialized", None)
+    if initialized is not None:
+        return bool(initialized)
+    return getattr(layer, "keys", None) is not None and layer.keys.numel() > 0
