@@ -34,6 +34,7 @@ from lab.models import adapter_parameters
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
 MAX_ANSWER_TOKENS = 256  # reference answers are cut here for SFT (a cut answer loses its EOS)
+SCORE_LOGITS = 2 ** 28  # logits one scoring pass holds at most: 1 GiB in fp32
 
 
 @dataclass
@@ -332,7 +333,14 @@ def score_continuations(model, contexts: list[list[int]], continuations: list[li
     each distinct context computed once (:func:`continuation_logprobs`' two halves). ``base``: under
     the frozen base (a ``PeftModel``'s adapters disabled), else the active adapter. The one scorer
     of fixed text: the perplexity reward and the step's base pass (:class:`lab.rewards.Perplexity`,
-    :func:`lab.rewards.base_pass`), multiple choice (:func:`lab.eval.factual.choice_logprobs`)."""
+    :func:`lab.rewards.base_pass`), multiple choice (:func:`lab.eval.factual.choice_logprobs`).
+    Many rows go in chunks of at most ``SCORE_LOGITS`` logits (rows x tokens x vocab)."""
+    width, vocab = max(map(len, continuations), default=1), model.get_output_embeddings().weight.shape[0]  # T, V
+    rows = max(1, SCORE_LOGITS // (width * vocab))  # 432 answers x 60 tokens x 49k vocab: 10 GB of logits at once
+    if len(continuations) > rows:  # per chunk one (n, T_i) tensor per temperature, padded to (N, T)
+        parts = [score_continuations(model, contexts[i:i + rows], continuations[i:i + rows], pad_id, temperatures, base)
+                 for i in range(0, len(continuations), rows)]
+        return [torch.cat([F.pad(p[j], (0, width - p[j].shape[1])) for p in parts]) for j in range(len(temperatures))]
     distinct, index = group_prompts(contexts)  # each context once; (N,) row -> context
     prompt_ids, prompt_mask = left_pad(distinct, pad_id, model_device(model))  # (U, P)
     conts, mask = right_pad(continuations, pad_id, prompt_ids.device)  # (N, T)

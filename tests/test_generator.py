@@ -181,3 +181,19 @@ def test_generator_step_changes_only_generator_lora(gen):
     assert changed and all(".generator." in k for k in changed)
     assert {k for k in before if "lora_B.generator" in k} <= changed
     assert all(torch.equal(v, disc.head.state_dict()[k]) for k, v in head_before.items())
+
+
+def test_many_rows_are_scored_in_chunks_with_the_same_results(gen, monkeypatch):
+    from lab import generator
+
+    model, tokenizer = gen
+    _perturb_lora(model)
+    contexts = [tokenizer(p)["input_ids"] for p in PROMPTS for _ in range(3)]  # 6 rows, 2 distinct contexts
+    answers = [tokenizer(a, add_special_tokens=False)["input_ids"][:n] for a in ANSWERS for n in (1, 3, 8)]
+    whole = generator.score_continuations(model, contexts, answers, tokenizer.pad_token_id, (0.7, 1.0))
+    width, vocab = max(map(len, answers)), model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(generator, "SCORE_LOGITS", 4 * width * vocab)  # chunks of 4 rows: 4 + 2
+    chunked = generator.score_continuations(model, contexts, answers, tokenizer.pad_token_id, (0.7, 1.0))
+    for a, b in zip(whole, chunked):  # (6, T) each: the last chunk's shorter rows padded with 0
+        assert a.shape == b.shape == (6, width)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
