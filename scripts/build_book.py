@@ -4,8 +4,9 @@ Executes every ``notebooks/NN_*.ipynb`` in order with nbconvert (quick mode when
 sets ``LAB_QUICK=1``, as ``make book`` does), writes each as ``OUT/NN_*.html`` with its outputs,
 and ``OUT/index.html`` listing them in notebook order with their titles, goals, the time each
 took and its kernel's peak resident memory (also in ``OUT/times.json``: per notebook ``seconds``,
-``peak_mib``, the mode and the machine). The notebooks in the repository are only read: they stay
-without outputs.
+``peak_mib``, the mode and the machine), and each executed notebook's figures as
+``OUT/figures/NN_*-<n>.png``. The notebooks in the repository are only read: they stay without
+outputs.
 
     python scripts/build_book.py --out build/book            # execute all (what `make book` runs)
     python scripts/build_book.py --out build/book 03 05      # only notebooks 03 and 05 (index: all)
@@ -113,6 +114,19 @@ def cpu_model() -> str:
     return found.group(1).strip() if found else platform.processor()
 
 
+def save_figures(page: Path, folder: Path) -> list[Path]:
+    """Write each PNG figure of an executed notebook's HTML page as ``folder/<page stem>-<n>.png``
+    (n from 1, in page order), so a report can show a run's figures without the page."""
+    import base64
+
+    folder.mkdir(parents=True, exist_ok=True)
+    found = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"', page.read_text(encoding="utf-8"))
+    paths = [folder / f"{page.stem}-{n}.png" for n in range(1, len(found) + 1)]
+    for path, data in zip(paths, found):
+        path.write_bytes(base64.b64decode("".join(data.split())))
+    return paths
+
+
 def _measured(path: Path, out_dir: Path, execute: bool, timeout: int, results) -> None:
     """:func:`render` in a process of its own, so that its kernel (its only child) is the one
     ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB of the kernel)``."""
@@ -139,6 +153,8 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
             entry["error"], entry["peak_mib"] = results.get()
             worker.join()
             entry["seconds"] = time.perf_counter() - start if execute else None
+            if execute:
+                save_figures(out_dir / entry["page"], out_dir / "figures")
             entry["built"] = True
             print(f"  {'FAILED: ' + entry['error'] if entry['error'] else 'ok'}"
                   + (f" in {entry['seconds']:.0f} s, peak {entry['peak_mib']:.0f} MiB" if execute else ""), flush=True)
