@@ -5,7 +5,7 @@ sets ``LAB_QUICK=1``, as ``make book`` does), writes each as ``OUT/NN_*.html`` w
 and ``OUT/index.html`` listing them in notebook order with their titles, goals, the time each
 took and its kernel's peak resident memory (also in ``OUT/times.json``: per notebook ``seconds``,
 ``peak_mib``, the mode and the machine), and each executed notebook's figures as
-``OUT/figures/NN_*-<n>.png``. The notebooks in the repository are only read: they stay without
+``OUT/figures/NN_*-<n>.png`` and its printed outputs as ``OUT/outputs/NN_*.txt``. The notebooks in the repository are only read: they stay without
 outputs.
 
     python scripts/build_book.py --out build/book            # execute all (what `make book` runs)
@@ -127,6 +127,17 @@ def save_figures(page: Path, folder: Path) -> list[Path]:
     return paths
 
 
+def save_outputs(page: Path, folder: Path) -> Path:
+    """Write the printed (text) outputs of an executed notebook's HTML page, cell by cell, as
+    ``folder/<page stem>.txt``: the numbers a reader should see, small enough to keep."""
+    found = re.findall(r'data-mime-type="text/plain"[^>]*>\s*<pre>(.*?)</pre>', page.read_text(encoding="utf-8"),
+                       re.DOTALL)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{page.stem}.txt"
+    path.write_text("\n\n".join(html.unescape(re.sub(r"<[^>]+>", "", text)).strip() for text in found) + "\n")
+    return path
+
+
 def _measured(path: Path, out_dir: Path, execute: bool, timeout: int, results) -> None:
     """:func:`render` in a process of its own, so that its kernel (its only child) is the one
     ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB of the kernel)``."""
@@ -155,6 +166,7 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
             entry["seconds"] = time.perf_counter() - start if execute else None
             if execute:
                 save_figures(out_dir / entry["page"], out_dir / "figures")
+                save_outputs(out_dir / entry["page"], out_dir / "outputs")
             entry["built"] = True
             print(f"  {'FAILED: ' + entry['error'] if entry['error'] else 'ok'}"
                   + (f" in {entry['seconds']:.0f} s, peak {entry['peak_mib']:.0f} MiB" if execute else ""), flush=True)

@@ -72,3 +72,4 @@ def test_an_executed_notebook_records_its_time_and_its_kernels_peak_memory(tmp_p
     assert "peak RAM" in (tmp_path / "book" / "index.html").read_text()
     [figure] = (tmp_path / "book" / "figures").iterdir()  # the plot, as a PNG file of its own
     assert figure.name == "00_memory-1.png" and figure.read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "book" / "outputs" / "00_memory.txt").read_text().startswith("[<matplotlib")  # plt.plot's result
