@@ -4,8 +4,10 @@ Executes every ``notebooks/NN_*.ipynb`` in order with nbconvert (quick mode when
 sets ``LAB_QUICK=1``, as ``make book`` does), writes each as ``OUT/NN_*.html`` with its outputs,
 and ``OUT/index.html`` listing them in notebook order with their titles, goals, the time each
 took and its kernel's peak resident memory (also in ``OUT/times.json``: per notebook ``seconds``,
-``peak_mib``, the mode and the machine), and each executed notebook's figures as
-``OUT/figures/NN_*-<n>.png`` and its printed outputs as ``OUT/outputs/NN_*.txt``. The notebooks in the repository are only read: they stay without
+``cpu_seconds`` (the kernel's CPU time: on a busy machine, close to what the wall time would be on
+a quiet one with one thread), ``peak_mib``, the mode and the machine), and each executed
+notebook's figures as ``OUT/figures/NN_*-<n>.png`` and its printed outputs as
+``OUT/outputs/NN_*.txt``. The notebooks in the repository are only read: they stay without
 outputs.
 
     python scripts/build_book.py --out build/book            # execute all (what `make book` runs)
@@ -142,7 +144,9 @@ def _measured(path: Path, out_dir: Path, execute: bool, timeout: int, results) -
     """:func:`render` in a process of its own, so that its kernel (its only child) is the one
     ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB of the kernel)``."""
     error = render(path, out_dir, execute, timeout)
-    results.put((error, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if execute else None))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    results.put((error, usage.ru_maxrss / 1024 if execute else None,
+                 usage.ru_utime + usage.ru_stime if execute else None))
 
 
 def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: int = 900,
@@ -161,7 +165,7 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
             results = context.Queue()
             worker = context.Process(target=_measured, args=(path, out_dir, execute, timeout, results))
             worker.start()
-            entry["error"], entry["peak_mib"] = results.get()
+            entry["error"], entry["peak_mib"], entry["cpu_seconds"] = results.get()
             worker.join()
             entry["seconds"] = time.perf_counter() - start if execute else None
             if execute:
@@ -169,13 +173,15 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
                 save_outputs(out_dir / entry["page"], out_dir / "outputs")
             entry["built"] = True
             print(f"  {'FAILED: ' + entry['error'] if entry['error'] else 'ok'}"
-                  + (f" in {entry['seconds']:.0f} s, peak {entry['peak_mib']:.0f} MiB" if execute else ""), flush=True)
+                  + (f" in {entry['seconds']:.0f} s ({entry['cpu_seconds']:.0f} s of CPU), "
+                     f"peak {entry['peak_mib']:.0f} MiB" if execute else ""), flush=True)
         entries.append(entry)
     quick = os.environ.get("LAB_QUICK", "0").lower() in ("1", "true", "yes")
     mode = ("quick mode (LAB_QUICK=1)" if quick else "full mode") if execute else "no mode: not executed"
     (out_dir / "index.html").write_text(index_html(entries, mode), encoding="utf-8")
     if execute:
-        times = {e["name"]: {k: e.get(k) for k in ("seconds", "peak_mib", "error")} for e in entries if "seconds" in e}
+        measured = ("seconds", "cpu_seconds", "peak_mib", "error")
+        times = {e["name"]: {k: e.get(k) for k in measured} for e in entries if "seconds" in e}
         earlier = json.loads((out_dir / "times.json").read_text()) if (out_dir / "times.json").exists() else {}
         if earlier.get("mode") == mode:  # a partial rebuild keeps the other notebooks' measurements
             times = {**earlier["notebooks"], **times}

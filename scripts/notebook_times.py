@@ -36,7 +36,7 @@ def paragraph(name: str, report: Path) -> str:
     """The "**Measured**" paragraph of notebook ``name`` from ``report``'s quick.json and full.json."""
     quick, full = (json.loads((report / f"{mode}.json").read_text()) for mode in ("quick", "full"))
     q, f = quick["notebooks"][name], full["notebooks"][name]
-    link = f"../{report.relative_to(ROOT).as_posix()}/README.md#{name.replace('_', '-')}"
+    link = f"../{report.relative_to(ROOT).as_posix()}/README.md#{name}"
     return (f"{MARK} ({full['machine']}; {full['conditions']}): quick mode (`LAB_QUICK=1`) "
             f"{duration(q['seconds'])}, peak RAM {memory(q['peak_mib'])}; full mode {duration(f['seconds'])}, "
             f"peak RAM {memory(f['peak_mib'])}. What the full mode shows, with its figures: [{report.name}]({link}).")

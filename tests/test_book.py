@@ -69,6 +69,7 @@ def test_an_executed_notebook_records_its_time_and_its_kernels_peak_memory(tmp_p
     times = json.loads((tmp_path / "book" / "times.json").read_text())
     assert entries[0]["error"] is None and times["notebooks"]["00_memory"]["seconds"] > 0
     assert times["notebooks"]["00_memory"]["peak_mib"] >= 300  # the kernel's, not this process's
+    assert 0 < times["notebooks"]["00_memory"]["cpu_seconds"] < 10 * times["notebooks"]["00_memory"]["seconds"]
     assert "peak RAM" in (tmp_path / "book" / "index.html").read_text()
     [figure] = (tmp_path / "book" / "figures").iterdir()  # the plot, as a PNG file of its own
     assert figure.name == "00_memory-1.png" and figure.read_bytes().startswith(b"\x89PNG")
