@@ -34,7 +34,7 @@ from lab.models import adapter_parameters
 
 IGNORE = -100  # label of tokens that the SFT loss skips (prompt and padding)
 MAX_ANSWER_TOKENS = 256  # reference answers are cut here for SFT (a cut answer loses its EOS)
-SCORE_LOGITS = 2 ** 28  # logits one scoring pass holds at most: 1 GiB in fp32
+SCORE_LOGITS = 2 ** 26  # logits one scoring pass holds at most: 256 MiB in fp32
 
 
 @dataclass

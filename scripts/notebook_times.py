@@ -32,14 +32,21 @@ def memory(mib: float) -> str:
     return f"{mib:.0f} MiB" if mib < 1024 else f"{mib / 1024:.1f} GiB"
 
 
+def measured(run: dict | None) -> str:
+    """``4 min (3 min of CPU), peak RAM 2.1 GiB`` for one notebook's entry of a times file."""
+    if not run or run.get("seconds") is None:
+        return "not measured yet"
+    cpu = f" ({duration(run['cpu_seconds'])} of CPU)" if run.get("cpu_seconds") else ""
+    return f"{duration(run['seconds'])}{cpu}, peak RAM {memory(run['peak_mib'])}"
+
+
 def paragraph(name: str, report: Path) -> str:
     """The "**Measured**" paragraph of notebook ``name`` from ``report``'s quick.json and full.json."""
     quick, full = (json.loads((report / f"{mode}.json").read_text()) for mode in ("quick", "full"))
-    q, f = quick["notebooks"][name], full["notebooks"][name]
     link = f"../{report.relative_to(ROOT).as_posix()}/README.md#{name}"
     return (f"{MARK} ({full['machine']}; {full['conditions']}): quick mode (`LAB_QUICK=1`) "
-            f"{duration(q['seconds'])}, peak RAM {memory(q['peak_mib'])}; full mode {duration(f['seconds'])}, "
-            f"peak RAM {memory(f['peak_mib'])}. What the full mode shows, with its figures: [{report.name}]({link}).")
+            f"{measured(quick['notebooks'].get(name))}; full mode {measured(full['notebooks'].get(name))}. "
+            f"What the full mode shows, with its figures: [{report.name}]({link}).")
 
 
 def stamp(path: Path, report: Path, check: bool = False) -> bool:
