@@ -71,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 where a notebook differs")
     args = parser.parse_args(argv)
     report = args.report.resolve()
-    stale = [p.name for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) if not stamp(p, report, args.check)]
+    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    stale = [p.name for p in notebooks if not stamp(p, report, args.check)]
     if args.check and stale:
         print("not as measured:", ", ".join(stale))
         return 1
-    print(("checked " if args.check else "stamped ") + str(len(list(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")))) + " notebooks")
+    print(f"{'checked' if args.check else 'stamped'} {len(notebooks)} notebooks")
     return 0
 
 
