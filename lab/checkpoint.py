@@ -47,8 +47,7 @@ _LEFTOVER = re.compile(r"^\.(?:tmp|trash)-step-\d+-(\d+)$")  # a writer's tempor
 def _write_adapter(peft_model, adapter: str, folder: Path) -> None:
     """Save one adapter in PEFT's own layout at ``folder`` (config + safetensors)."""
     staging = folder.parent / f".{adapter}-staging"
-    # save_embedding_layers=False: the kit's LoRA never targets embeddings ("auto" asks the Hub
-    # whether the base's vocabulary changed, and peft < 0.14 warns when it cannot)
+    # save_embedding_layers=False: as lab.models.adapter_state, which check_adapter compares with
     peft_model.save_pretrained(staging, selected_adapters=[adapter], save_embedding_layers=False)
     saved = staging / adapter if (staging / adapter).is_dir() else staging
     saved.rename(folder)
@@ -264,9 +263,7 @@ def _load_adapter(model, adapter: str, file: Path, config) -> None:
 def check_adapter(model, adapter: str, weights: dict, config) -> None:
     """``ValueError`` unless ``weights`` are exactly the tensors (names, shapes) of ``adapter`` in
     ``model``: an adapter saved from another model or LoRA config does not fit."""
-    from peft import get_peft_model_state_dict
-
-    expected = get_peft_model_state_dict(model, adapter_name=adapter, save_embedding_layers=False)
+    expected = models.adapter_state(model, adapter)
     missing, unexpected = set(expected) - set(weights), set(weights) - set(expected)
     shaped = sorted(k for k in set(expected) & set(weights) if tuple(expected[k].shape) != tuple(weights[k].shape))
     if missing or unexpected or shaped:

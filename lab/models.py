@@ -344,6 +344,15 @@ def adapter_parameters(model, adapter: str) -> list[torch.nn.Parameter]:
     return params
 
 
+def adapter_state(model, adapter: str) -> dict[str, torch.Tensor]:
+    """One adapter's tensors by PEFT's names, as its ``adapter_model.safetensors`` holds them.
+    Embeddings never (the kit's LoRA does not target them): peft's "auto" would ask the Hub
+    whether the base's vocabulary changed, and peft < 0.14 warns when it cannot."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model, adapter_name=adapter, save_embedding_layers=False)
+
+
 def activate(model, adapter: str) -> str:
     """Make ``adapter`` the active one and trainable; return the adapter active before."""
     previous = model.active_adapter

@@ -24,6 +24,7 @@ from lab.advantages import pairwise_accuracy
 from lab.core.tensors import model_device
 from lab.discriminator import Discriminator, judge, junk_for, ranking_accuracy, reference_pairs, train_step
 from lab.generator import MAX_ANSWER_TOKENS, sample
+from lab.models import adapter_state
 from lab.runtime import hub
 from lab.runtime.distributed import OneProcess
 
@@ -87,10 +88,7 @@ def _devices(model) -> list[int]:
 
 def weights(disc: Discriminator) -> dict[str, torch.Tensor]:
     """Its trainable state as named tensors (adapter + heads), for a safetensors file."""
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(disc.backbone, adapter_name=disc.adapter, save_embedding_layers=False)
-    tensors = {f"adapter.{k}": v for k, v in state.items()}
+    tensors = {f"adapter.{k}": v for k, v in adapter_state(disc.backbone, disc.adapter).items()}
     return {**tensors, **{f"heads.{k}": v for k, v in disc.state_dict().items()}}
 
 

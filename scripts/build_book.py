@@ -142,7 +142,7 @@ def save_outputs(page: Path, folder: Path) -> Path:
 
 def _measured(path: Path, out_dir: Path, execute: bool, timeout: int, results) -> None:
     """:func:`render` in a process of its own, so that its kernel (its only child) is the one
-    ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB of the kernel)``."""
+    ``RUSAGE_CHILDREN`` measures: puts ``(error, peak MiB, CPU seconds)`` of the kernel."""
     error = render(path, out_dir, execute, timeout)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     results.put((error, usage.ru_maxrss / 1024 if execute else None,
