@@ -7,7 +7,6 @@ greedy and sampled, and where its self-check fails the plain loop serves, with o
 import contextlib
 import copy
 import functools
-import importlib.util
 import warnings
 from unittest import mock
 
@@ -245,6 +244,7 @@ def test_prepacked_bf16_linears_give_the_same_products_and_are_restored():
 
 def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16():
     from lab import generator, models
+    from lab.fast import attention
     from lab.fast.attention import training_attention
 
     model, tok = tiny.llama(torch.bfloat16)
@@ -258,7 +258,7 @@ def test_training_attention_gives_the_default_kernels_loss_and_gradients_in_bf16
         return loss.detach().float(), [p.grad.float() for p in model.parameters() if p.requires_grad]
 
     plain_loss, plain_grads = loss_and_grads()
-    picks_kernels = importlib.util.find_spec("torch.nn.attention") is not None  # torch >= 2.3
+    picks_kernels = attention.sdpa_kernel is not None  # torch >= 2.3
     with training_attention(model):
         # bf16 on a CPU: the math kernel only; before torch 2.3 the default choice stays
         assert torch.backends.cuda.flash_sdp_enabled() is not picks_kernels
