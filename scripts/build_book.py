@@ -116,26 +116,25 @@ def cpu_model() -> str:
     return found.group(1).strip() if found else platform.processor()
 
 
-def save_figures(page: Path, folder: Path) -> list[Path]:
-    """Write each PNG figure of an executed notebook's HTML page as ``folder/<page stem>-<n>.png``
+def save_figures(page: str, stem: str, folder: Path) -> list[Path]:
+    """Write each PNG figure of an executed notebook's HTML page (its text) as ``folder/<stem>-<n>.png``
     (n from 1, in page order), so a report can show a run's figures without the page."""
     import base64
 
     folder.mkdir(parents=True, exist_ok=True)
-    found = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"', page.read_text(encoding="utf-8"))
-    paths = [folder / f"{page.stem}-{n}.png" for n in range(1, len(found) + 1)]
+    found = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"', page)
+    paths = [folder / f"{stem}-{n}.png" for n in range(1, len(found) + 1)]
     for path, data in zip(paths, found):
         path.write_bytes(base64.b64decode("".join(data.split())))
     return paths
 
 
-def save_outputs(page: Path, folder: Path) -> Path:
-    """Write the printed (text) outputs of an executed notebook's HTML page, cell by cell, as
-    ``folder/<page stem>.txt``: the numbers a reader should see, small enough to keep."""
-    found = re.findall(r'data-mime-type="text/plain"[^>]*>\s*<pre>(.*?)</pre>', page.read_text(encoding="utf-8"),
-                       re.DOTALL)
+def save_outputs(page: str, stem: str, folder: Path) -> Path:
+    """Write the printed (text) outputs of an executed notebook's HTML page (its text), cell by cell,
+    as ``folder/<stem>.txt``: the numbers a reader should see, small enough to keep."""
+    found = re.findall(r'data-mime-type="text/plain"[^>]*>\s*<pre>(.*?)</pre>', page, re.DOTALL)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{page.stem}.txt"
+    path = folder / f"{stem}.txt"
     path.write_text("\n\n".join(html.unescape(re.sub(r"<[^>]+>", "", text)).strip() for text in found) + "\n")
     return path
 
@@ -169,8 +168,10 @@ def build(out_dir: Path, only: list[str] = (), execute: bool = True, timeout: in
             worker.join()
             entry["seconds"] = time.perf_counter() - start if execute else None
             if execute:
-                save_figures(out_dir / entry["page"], out_dir / "figures")
-                save_outputs(out_dir / entry["page"], out_dir / "outputs")
+                page = out_dir / entry["page"]
+                text = page.read_text(encoding="utf-8")
+                save_figures(text, page.stem, out_dir / "figures")
+                save_outputs(text, page.stem, out_dir / "outputs")
             entry["built"] = True
             print(f"  {'FAILED: ' + entry['error'] if entry['error'] else 'ok'}"
                   + (f" in {entry['seconds']:.0f} s ({entry['cpu_seconds']:.0f} s of CPU), "
