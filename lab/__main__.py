@@ -214,9 +214,17 @@ def cmd_ablate(args) -> int:
         raise ValueError("ablate needs --out DIR (the report folder), except with --list")
     shortcuts = [(None, k, v) for k, v in (("model", args.model), ("dataset", args.dataset)) if v]
     common, per_arm = arms.split_sets([*args.set, *shortcuts])
+    log_file = Path(args.out) / "ablate.log"
+
+    def log(line: str) -> None:  # the folder keeps its log: times, pace, CPU share (lab.experiments.cost.fit)
+        print(line, flush=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a", encoding="utf-8") as file:
+            file.write(line + "\n")
+
     run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
                  eval_limit=args.limit, eval_data=args.data, eval_columns=args.columns,
-                 custom_arms=custom, arm_sets=per_arm, curve_every=args.curve_every, **common)
+                 custom_arms=custom, arm_sets=per_arm, curve_every=args.curve_every, log=log, **common)
     return 0
 
 

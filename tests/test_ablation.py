@@ -7,7 +7,7 @@ import pytest
 
 from lab import __main__ as cli
 from lab import evaluate
-from lab.experiments import ablation, arms, claims, figures, report as ablation_report
+from lab.experiments import ablation, arms, claims, cost, figures, report as ablation_report
 from lab.experiments.arms import ARMS
 from lab.runtime import hub
 
@@ -103,8 +103,8 @@ def test_presets_quick_is_unchanged_standard_answers_the_claims_and_the_cost_mod
     assert ablation.arm_steps(standard, "hybrid") == standard["steps"]
     frozen = ablation.arm_config(standard, "adversarial_frozen_d", 0)
     assert frozen.freeze_discriminator_after == standard["steps"] // 4 and frozen.reward_source == "discriminator"
-    assert 5 <= ablation.expected_minutes("quick") <= 10  # the CI smoke run: under 10 min
-    assert 90 <= ablation.expected_minutes("standard") <= 130  # measured: see reports/standard-*
+    assert 5 <= cost.expected_minutes("quick") <= 10  # the CI smoke run: under 10 min
+    assert 90 <= cost.expected_minutes("standard") <= 130  # measured: see reports/standard-*
     assert ablation.ABLATION_PRESETS["full"]["arms"] is None  # every arm, on a GPU
 
 
@@ -214,6 +214,9 @@ def test_every_built_in_arm_and_a_custom_one_writes_rows_in_one_tiny_run(tmp_pat
     assert code == 0, err
     results = pd.read_csv(out / "results.csv")
     assert set(results["arm"]) == {*ARMS, "fast_lr"} and set(results["seed"]) == {0}
+    log = (out / "ablate.log").read_text()  # the folder keeps what the command printed
+    assert log.startswith("expected wall time:") and "ablation done in" in log
+    assert all(line in text for line in log.splitlines())
     per_run = 2 * len(evaluate.SUMMARY_METRICS) + 4
     assert set(results.groupby("arm").size()) == {per_run}  # every arm: one full set of rows
     config = {arm: json.loads((out / f"config_{arm}.json").read_text()) for arm in (*ARMS, "fast_lr")}
@@ -453,7 +456,7 @@ def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):
     table = (tmp_path / "atlas.md").read_text()
     assert "| hybrid_no_d | the D-free hybrid" in table and "greedy semantic vs hybrid" in table
     assert ablation.settings_for("atlas")["arms"] == list(arms.ARMS)  # every built-in arm
-    assert ablation.expected_minutes("atlas") <= 180  # the budget, by the cost model
+    assert cost.expected_minutes("atlas") <= 180  # the budget, by the cost model
 
 
 def test_the_budget_table_says_where_an_arm_clearly_left_base_and_where_it_flattens():

@@ -6,7 +6,7 @@ The arms (one per switch: :data:`lab.experiments.arms.ARMS`, ``ablate --list``; 
 test; ``standard`` and ``claims``: the arms that answer the sketch's claims, ``claims`` with SFT at
 matched wall time and a planned MDE; ``calibrate``: learning curves; ``atlas``: every arm beside
 the hybrid, :mod:`lab.experiments.atlas`; ``full``: all, for a GPU; measured times: the README and
-``reports/``). ``ablate`` prints the expected wall time first (:func:`expected_seconds`, a
+``reports/``). ``ablate`` prints the expected wall time first (:mod:`lab.experiments.cost`, a
 documented cost model) and refines it after each run.
 Every trained arm runs through :class:`lab.trainer.HybridTrainer` with the same steps (an arm's
 ``steps_factor`` changes its own: ``sft_matched`` trains (1 + k)x, the hybrid's trained tokens), the
@@ -37,7 +37,6 @@ An (arm, seed) already in ``results.csv`` is skipped, so an interrupted run cont
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import math
@@ -50,6 +49,7 @@ import pandas as pd
 from lab import evaluate, models
 from lab.experiments import arms as arm_registry
 from lab.experiments import atlas, claims, figures, report
+from lab.experiments.cost import COST_NOTE, expected_jobs, heldout_size
 from lab.eval import stats
 from lab.experiments.report import KEY_METRICS, REFERENCE, conclusions, eval_source, write_report  # noqa: F401 (conclusions)
 from lab.experiments.arms import Arm
@@ -77,74 +77,6 @@ def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
     step_times = pd.read_csv(history)["step_time"]
     setup = max(0.0, seconds["sft"] - step_times.sum())
     return max(1, int(round((seconds[target] - setup) / step_times.mean())))
-
-
-# The expected wall time is a cost model, not a measurement of this run. Work scales with the
-# prompts of an SFT step, the samples x new tokens of a sampling step (sampling, scoring, the
-# critic and the policy update) and the prompts x new tokens of an evaluation, which also has a
-# fixed cost (scorers, BERTScore, the critic), plus each factual prompt's multiple-choice and
-# truthfulness scoring. Constants: CPU seconds of one thread with the bundled SmolLM2-135M on this
-# project's 2-core machine (the calibration runs: reports/cost-model/README.md); on another model
-# or a GPU the estimate is a rough guide, which the log refines after each run from the pace so far.
-COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "eval_fixed": 5.75,
-        "eval_per_token": 0.020, "eval_factual_per_prompt": 1.85}
-COST_NOTE = "cost model of lab.experiments.ablation.COST, calibrated on a 2-core CPU with SmolLM2-135M"
-
-
-@functools.lru_cache(maxsize=8)
-def _heldout_size(limit: int | None, source: str, columns) -> tuple[int, int]:
-    """(prompts an evaluation answers, factual ones among them: rows with wrong answers to score);
-    the rows :func:`_examples` evaluates, read without a tokenizer."""
-    rows = evaluate.heldout(limit, source, columns=dict(columns) or None)
-    return len(rows), sum(bool(e.incorrect) for e in rows)
-
-
-def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) -> float:
-    """Expected wall seconds of one (arm, seed): setup + steps x step cost + evaluation (:data:`COST`).
-
-    A step costs ``sft_per_prompt * B`` for SFT (sft, hybrid) plus ``sampled_per_token * B * k *
-    max_new_tokens`` where it samples (with the discriminator, as calibrated; x1.15 with a KL
-    penalty; PPO's second pass too, a guess); each decoding of the evaluation ``eval_fixed +
-    eval_per_token * prompts * max_new_tokens`` (the untrained model's greedy answers are shared
-    by its seeds). An arm matching another's wall time trains that arm's expected seconds."""
-    config = arm_config(settings, arm, 0)
-    prompts, factual = _heldout_size(settings["eval_limit"], eval_source(settings),
-                                     tuple(sorted((settings["eval_columns"] or {}).items())))
-    decoding = COST["eval_fixed"] + COST["eval_per_token"] * prompts * config.max_new_tokens \
-        + COST["eval_factual_per_prompt"] * factual / 2  # per decoding; choices are scored once a run
-    if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
-        return decoding * (1 if share_base_greedy else 2)
-    curves = arm_steps(settings, arm) // settings["curve_every"] if settings.get("curve_every") else 0
-    target = settings["arm_definitions"][arm].get("match_time", arm)
-    return COST["setup"] + arm_steps(settings, target) * _step_seconds(arm_config(settings, target, 0)) \
-        + (2 + curves) * decoding  # curves: greedy only
-
-
-def _step_seconds(config: HybridConfig) -> float:
-    step = COST["sft_per_prompt"] * config.prompts_per_step if config.mode in ("sft", "hybrid") else 0.0
-    if config.mode != "sft":
-        passes = config.loss_type != "reinforce" and (config.ppo_epochs > 1 or config.ppo_minibatches > 1)
-        extra = 1.15 if config.kl_coef > 0 or passes else 1.0
-        sequences = config.prompts_per_step * config.samples_per_prompt * (2 if config.mode == "selfplay" else 1)
-        step += COST["sampled_per_token"] * sequences * config.max_new_tokens * extra
-    return step
-
-
-def expected_jobs(settings: dict, jobs) -> dict[tuple, float]:
-    """``{(arm, seed): expected seconds}`` of ``jobs`` run in this order in one invocation."""
-    expected, base_seen = {}, False
-    for arm, seed in jobs:
-        untrained = settings["arm_definitions"][arm]["changes"] is None
-        expected[(arm, seed)] = expected_seconds(settings, arm, share_base_greedy=untrained and base_seen)
-        base_seen = base_seen or untrained
-    return expected
-
-
-def expected_minutes(preset: str, **overrides) -> float:
-    """Expected wall minutes of a whole preset (:func:`expected_seconds` summed over arms x seeds)."""
-    settings = settings_for(preset, **overrides)
-    jobs = [(a, s) for s in settings["seeds"] for a in settings["arms"]]
-    return sum(expected_jobs(settings, jobs).values()) / 60
 
 
 def _same_run(settings: dict, old, new) -> bool:
@@ -248,7 +180,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     log(f"expected wall time: {sum(expected.values()) / 60:.0f} min for {len(expected)} of {len(jobs)} (arm, seed) "
         f"runs ({COST_NOTE}); refined after each run")
     if settings.get("plan"):
-        log(claims.planned(settings, _heldout_size(settings["eval_limit"], eval_source(settings),
+        log(claims.planned(settings, heldout_size(settings["eval_limit"], eval_source(settings),
                                                    tuple(sorted((settings["eval_columns"] or {}).items())))[0]))
     base, base_greedy, examples, pace = None, None, None, [0.0, 0.0]  # pace: seconds spent, expected
     for i, (arm, seed) in enumerate(jobs, 1):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from lab.config import HybridConfig
 from lab.eval import diagnostics, stats
-from lab.experiments import ablation
+from lab.experiments import ablation, cost
 from lab.experiments.arms import Arm
 
 METRICS = ("greedy_semantic", "greedy_rouge_l")
@@ -51,7 +51,7 @@ def expected_minutes(a: HybridConfig, b: HybridConfig, steps: int = 20, seeds: i
     """Expected wall minutes of :func:`what_if` on this machine type (the ablation's cost model)."""
     settings = _settings(a, b, steps, seeds, eval_limit)
     jobs = [(arm, seed) for seed in settings["seeds"] for arm in settings["arms"]]
-    return sum(ablation.expected_jobs(settings, jobs).values()) / 60
+    return sum(cost.expected_jobs(settings, jobs).values()) / 60
 
 
 def verdict(row: pd.Series) -> str:

@@ -1,0 +1,143 @@
+"""The ablation's cost model: the expected wall seconds of an (arm, seed) before it runs, and the
+refit of its constants to an ablation's measured runs.
+
+Work scales with the prompts of an SFT step, the samples x new tokens of a sampling step
+(sampling, scoring and the policy update; the discriminator's update and scores on top where the
+run reads it) and the prompts x new tokens of an evaluation, which also has a fixed cost (scorers,
+the critic), plus each factual prompt's multiple-choice and truthfulness scoring. The constants are
+seconds of one torch thread with the bundled SmolLM2-135M in fp32 on this project's 2-core machine,
+fitted to measured runs by :func:`fit` (``python scripts/fit_cost.py REPORT``; the fits and their
+conditions: reports/cost-model/README.md). On another model or a GPU the estimate is a rough guide,
+which the ablation's log refines after each run from the pace so far.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from lab import evaluate
+from lab.config import HybridConfig
+from lab.experiments.report import eval_source
+from lab.experiments.settings import arm_config, arm_steps, settings_for
+
+COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "discriminator_per_token": 0.0,
+        "eval_fixed": 5.75, "eval_per_token": 0.020, "eval_factual_per_prompt": 1.85}
+COST_NOTE = "cost model of lab.experiments.cost.COST, fitted on a 2-core CPU with SmolLM2-135M"
+TRAIN_TERMS = ("setup", "sft_per_prompt", "sampled_per_token", "discriminator_per_token")
+EVAL_TERMS = ("eval_fixed", "eval_per_token", "eval_factual_per_prompt")
+RUN_LINE = re.compile(r"\] (\S+) seed (\d+): train (\d+)s, eval (\d+)s, CPU (\d+)s")  # ablate's line per run
+
+
+@functools.lru_cache(maxsize=8)
+def heldout_size(limit: int | None, source: str, columns) -> tuple[int, int]:
+    """(prompts an evaluation answers, factual ones among them: rows with wrong answers to score);
+    the rows the ablation evaluates, read without a tokenizer."""
+    rows = evaluate.heldout(limit, source, columns=dict(columns) or None)
+    return len(rows), sum(bool(e.incorrect) for e in rows)
+
+
+def train_terms(config: HybridConfig, steps: int) -> dict[str, float]:
+    """What one run's training does, per constant of :data:`TRAIN_TERMS`: its training seconds are
+    the sum of each term times its constant. A KL penalty or PPO's second pass costs x1.15 a sample."""
+    sft = config.prompts_per_step if config.mode in ("sft", "hybrid") else 0
+    tokens = 0.0
+    if config.mode != "sft":
+        passes = config.loss_type != "reinforce" and (config.ppo_epochs > 1 or config.ppo_minibatches > 1)
+        extra = 1.15 if config.kl_coef > 0 or passes else 1.0
+        sequences = config.samples_per_step * (2 if config.mode == "selfplay" else 1)
+        tokens = sequences * config.max_new_tokens * extra
+    critic = tokens if config.discriminator_used else 0.0
+    return {"setup": 1.0, "sft_per_prompt": steps * sft, "sampled_per_token": steps * tokens,
+            "discriminator_per_token": steps * critic}
+
+
+def decoding_seconds(settings: dict, config: HybridConfig, cost: dict = COST) -> float:
+    """Expected seconds of one decoding of the held-out prompts (greedy or sampled) with its scoring;
+    a factual prompt's choices are scored once a run, so half of that cost falls on each decoding."""
+    prompts, factual = heldout_size(settings["eval_limit"], eval_source(settings),
+                                    tuple(sorted((settings["eval_columns"] or {}).items())))
+    return cost["eval_fixed"] + cost["eval_per_token"] * prompts * config.max_new_tokens \
+        + cost["eval_factual_per_prompt"] * factual / 2
+
+
+def expected_seconds(settings: dict, arm: str, share_base_greedy: bool = False) -> float:
+    """Expected wall seconds of one (arm, seed): training (:func:`train_terms` x :data:`COST`) and
+    two decodings of the evaluation, plus one greedy decoding per learning-curve point; the untrained
+    model's greedy answers are shared by its seeds. An arm matching another's wall time trains that
+    arm's expected seconds."""
+    config = arm_config(settings, arm, 0)
+    decoding = decoding_seconds(settings, config)
+    if settings["arm_definitions"][arm]["changes"] is None:  # base: evaluation only
+        return decoding * (1 if share_base_greedy else 2)
+    curves = arm_steps(settings, arm) // settings["curve_every"] if settings.get("curve_every") else 0
+    target = settings["arm_definitions"][arm].get("match_time", arm)
+    terms = train_terms(arm_config(settings, target, 0), arm_steps(settings, target))
+    return sum(COST[name] * value for name, value in terms.items()) + (2 + curves) * decoding
+
+
+def expected_jobs(settings: dict, jobs) -> dict[tuple, float]:
+    """``{(arm, seed): expected seconds}`` of ``jobs`` run in this order in one invocation."""
+    expected, base_seen = {}, False
+    for arm, seed in jobs:
+        untrained = settings["arm_definitions"][arm]["changes"] is None
+        expected[(arm, seed)] = expected_seconds(settings, arm, share_base_greedy=untrained and base_seen)
+        base_seen = base_seen or untrained
+    return expected
+
+
+def expected_minutes(preset: str, **overrides) -> float:
+    """Expected wall minutes of a whole preset (:func:`expected_seconds` summed over arms x seeds)."""
+    settings = settings_for(preset, **overrides)
+    jobs = [(a, s) for s in settings["seeds"] for a in settings["arms"]]
+    return sum(expected_jobs(settings, jobs).values()) / 60
+
+
+def run_cpu(log: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    """``{(arm, seed): (wall seconds, CPU seconds)}`` from an ablation's log lines (the last line of a run wins)."""
+    found = {}
+    for match in RUN_LINE.finditer(log.read_text() if log.exists() else ""):
+        arm, seed, train, ev, cpu = match.groups()
+        found[(arm, int(seed))] = (float(train) + float(ev), float(cpu))
+    return found
+
+
+def fit(out: Path, quiet: float = 0.85) -> tuple[dict, pd.DataFrame]:
+    """Refit :data:`COST` to the trained runs of the ablation folder ``out`` that had a core to
+    themselves (CPU seconds >= ``quiet`` x wall seconds, from ``out/ablate.log``): the training
+    constants by non-negative least squares on each run's train seconds (a term no run exercises
+    keeps its value); the evaluation constants scaled by the median ratio of measured to expected
+    evaluation seconds (every run of one ablation evaluates the same prompts, so only their scale is
+    measured). Returns (the constants, a table per run: its terms, measured and fitted seconds)."""
+    out = Path(out)
+    settings = json.loads((out / "ablation.json").read_text())
+    results = pd.read_csv(out / "results.csv")
+    wide = results[results["metric"].isin(["train_seconds", "eval_seconds", "steps"])].pivot_table(
+        index=["arm", "seed"], columns="metric", values="value")
+    cpu = run_cpu(out / "ablate.log")
+    rows = []
+    for (arm, seed), run in wide.iterrows():
+        wall, used = cpu.get((arm, seed), (np.nan, np.nan))
+        if settings["arm_definitions"][arm]["changes"] is None or not used >= quiet * wall:
+            continue  # base: no training, its greedy answers may be shared; or a run beside other work
+        config = arm_config(settings, arm, seed)
+        rows.append({"arm": arm, "seed": seed, **train_terms(config, int(run["steps"])),
+                     "train_seconds": run["train_seconds"], "eval_seconds": run["eval_seconds"],
+                     "eval_expected": 2 * decoding_seconds(settings, config), "cpu_share": used / wall})
+    if not rows:
+        raise ValueError(f"{out}: no trained run ran on a core of its own (CPU >= {quiet} x wall in ablate.log)")
+    table = pd.DataFrame(rows)
+    used_terms = [t for t in TRAIN_TERMS if table[t].any()]
+    solution, _ = nnls(table[used_terms].to_numpy(float), table["train_seconds"].to_numpy(float))
+    constants = {**COST, **dict(zip(used_terms, solution.tolist()))}
+    scale = float((table["eval_seconds"] / table["eval_expected"]).median())
+    constants.update({t: COST[t] * scale for t in EVAL_TERMS})
+    table["train_fitted"] = sum(table[t] * constants[t] for t in TRAIN_TERMS)
+    table["eval_fitted"] = table["eval_expected"] * scale
+    return constants, table.drop(columns="eval_expected")
