@@ -217,7 +217,7 @@ def test_every_built_in_arm_and_a_custom_one_writes_rows_in_one_tiny_run(tmp_pat
     log = (out / "ablate.log").read_text()  # the folder keeps what the command printed
     assert log.startswith("expected wall time:") and "ablation done in" in log
     assert all(line in text for line in log.splitlines())
-    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 4
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + len(ablation.TIMES) + 2  # times, steps, peak memory
     assert set(results.groupby("arm").size()) == {per_run}  # every arm: one full set of rows
     config = {arm: json.loads((out / f"config_{arm}.json").read_text()) for arm in (*ARMS, "fast_lr")}
     for arm, spec in ARMS.items():  # each arm ran the changes it names; the --set fields hold for all
@@ -415,21 +415,27 @@ def test_the_wall_time_matched_sft_arm_trains_as_long_as_the_hybrid_did_at_its_s
     ablation.run_ablation(tmp_path, arms=["sft", "hybrid", "sft_walltime"], seeds=1, steps=2, eval_limit=2,
                           log=logs.append, n_boot=50, **TINY)
     results = pd.read_csv(tmp_path / "results.csv").set_index(["arm", "metric"])["value"]
-    sft_step = pd.read_csv(tmp_path / "runs/sft_seed0/history.csv")["step_time"].mean()
     steps = int(results[("sft_walltime", "steps")])
     assert results[("sft", "steps")] == results[("hybrid", "steps")] == 2
     assert steps == ablation.time_matched_steps(tmp_path, ablation.settings_for(
         "quick", ["sft", "hybrid", "sft_walltime"], 1, 2, 2, **TINY), "sft_walltime", 0)
-    setup = results[("sft", "train_seconds")] - 2 * sft_step
-    assert abs(steps * sft_step + setup - results[("hybrid", "train_seconds")]) <= sft_step  # the same wall time
+    setup = results[("sft", "setup_cpu_seconds")]  # on a CPU: CPU seconds, whatever else runs beside it
+    sft_step = (results[("sft", "train_cpu_seconds")] - setup) / 2
+    assert abs(steps * sft_step + setup - results[("hybrid", "train_cpu_seconds")]) <= sft_step  # the same time
+    assert 0 < setup < results[("sft", "train_cpu_seconds")] and 0 < results[("sft", "setup_seconds")]
     assert len(pd.read_csv(tmp_path / "runs/sft_walltime_seed0/history.csv")) == steps
     report_text = (tmp_path / "report.md").read_text()
     assert f"sft_walltime: steps by seed {steps}" in report_text and "equal training wall time" in report_text
 
 
-def test_the_wall_time_matched_arm_needs_its_hybrid_and_sft_first():
+def test_the_wall_time_matched_arm_needs_its_hybrid_and_sft_first(tmp_path):
     with pytest.raises(ValueError, match=r"list both before it \(--arms sft hybrid sft_walltime\)"):
         ablation.settings_for("quick", ["sft_walltime", "hybrid", "sft"], **TINY)
+    settings = ablation.settings_for("quick", ["sft", "hybrid", "sft_walltime"], **TINY)
+    pd.DataFrame([dict(arm=arm, seed=0, metric=metric, value=10.0) for arm in ("sft", "hybrid")
+                  for metric in ("train_seconds", "steps")]).to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(ValueError, match="runs recorded before 2026-12-07 lack them: remove their rows"):
+        ablation.time_matched_steps(tmp_path, settings, "sft_walltime", 0)  # a folder from before CPU seconds
 
 
 def test_the_claims_preset_plans_its_mde_before_it_runs():

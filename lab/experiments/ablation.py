@@ -60,23 +60,32 @@ from lab.config import HybridConfig
 from lab.runtime.memory import PeakMemory
 from lab.trainer import HybridTrainer
 
-UNPAIRED = ("greedy_disc", "sampled_disc", "train_seconds", "eval_seconds", "steps", "peak_rss_mb")  # own critic; cost
+TIMES = ("train_seconds", "setup_seconds", "train_cpu_seconds", "setup_cpu_seconds", "eval_seconds")
+UNPAIRED = ("greedy_disc", "sampled_disc", *TIMES, "steps", "peak_rss_mb")  # own critic; cost
 
 
 def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
     """The steps at which ``arm`` (``match_time``: another arm) trains as long as that arm did at ``seed``:
-    ``(its train_seconds - sft's setup seconds) / sft's seconds a step``, from ``results.csv`` and
-    the ``sft`` run's ``history.csv`` (``step_time``) at the same seed, measured on this machine."""
+    ``(its training seconds - sft's setup seconds) / sft's seconds a step``, from the ``sft`` and target
+    runs of the same seed in ``results.csv``. On a CPU the seconds are the runs' CPU seconds
+    (``*_cpu_seconds``): with one torch thread, each run's wall time on a core of its own, whatever
+    else shared the machine while it ran (wall seconds measured beside other work gave SFT 1.5x too
+    many steps at one seed of the claims run and too few at the next); on a GPU, wall seconds."""
     target = settings["arm_definitions"][arm]["match_time"]
+    on_cpu = models.pick_device(arm_config(settings, arm, seed).device).type == "cpu"
+    train, setup = ("train_cpu_seconds", "setup_cpu_seconds") if on_cpu else ("train_seconds", "setup_seconds")
     results = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else pd.DataFrame(
         columns=["arm", "seed", "metric", "value"])
-    seconds = results[(results["seed"] == seed) & (results["metric"] == "train_seconds")].set_index("arm")["value"]
-    history = out / "runs" / f"sft_seed{seed}" / "history.csv"
-    if target not in seconds or "sft" not in seconds or not history.exists():
-        raise ValueError(f"arm {arm!r} needs the {target!r} and 'sft' runs of seed {seed} in {out} first")
-    step_times = pd.read_csv(history)["step_time"]
-    setup = max(0.0, seconds["sft"] - step_times.sum())
-    return max(1, int(round((seconds[target] - setup) / step_times.mean())))
+    values = results[results["seed"] == seed].pivot_table(index="arm", columns="metric", values="value")
+    needed = [train, setup, "steps"]
+    if any(name not in values.index for name in (target, "sft")) or any(m not in values for m in needed) \
+            or values.loc[[target, "sft"], needed].isna().any().any():
+        raise ValueError(f"arm {arm!r} needs the {target!r} and 'sft' runs of seed {seed} in {out} first, with "
+                         f"their {train} and {setup} (runs recorded before 2026-12-07 lack them: remove their "
+                         "rows from results.csv, and the same command reruns them)")
+    sft = values.loc["sft"]
+    per_step = (sft[train] - sft[setup]) / sft["steps"]
+    return max(1, int(round((values.loc[target, train] - sft[setup]) / per_step)))
 
 
 def _same_run(settings: dict, old, new) -> bool:
@@ -112,14 +121,12 @@ def _check_resume(out: Path, settings: dict) -> dict:
     return settings
 
 
-def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, train_s: float, eval_s: float, steps: int,
-                 peak: float) -> list[dict]:
+def _metric_rows(arm: str, seed: int, frame: pd.DataFrame, times: dict, steps: int, peak: float) -> list[dict]:
     table = evaluate.summarize(frame).drop(columns="n")
     rows = [dict(arm=arm, seed=seed, metric=f"{decoding}_{metric}", value=value)
             for decoding, values in table.iterrows() for metric, value in values.items()]
     return rows + [dict(arm=arm, seed=seed, metric=name, value=value)
-                   for name, value in (("train_seconds", train_s), ("eval_seconds", eval_s), ("steps", steps),
-                                       ("peak_rss_mb", peak))]
+                   for name, value in (*times.items(), ("steps", steps), ("peak_rss_mb", peak))]
 
 
 def _examples(settings: dict, config: HybridConfig, tokenizer) -> list:
@@ -201,9 +208,11 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
             if base_greedy is None:  # greedy answers of the untrained model are the same for every seed
                 base_greedy = evaluate.evaluate_model(model, tokenizer, examples, ("greedy",), **options)
             sampled = evaluate.evaluate_model(model, tokenizer, examples, ("sampled",), **options)
-            frame, train_s, steps = pd.concat([base_greedy, sampled], ignore_index=True), 0.0, 0
+            frame, steps = pd.concat([base_greedy, sampled], ignore_index=True), 0
+            times = dict.fromkeys(("train_seconds", "setup_seconds", "train_cpu_seconds", "setup_cpu_seconds"), 0.0)
         else:
             trainer = HybridTrainer(config, verbose=False)
+            times = dict(setup_seconds=time.perf_counter() - t0, setup_cpu_seconds=time.process_time() - cpu0)
             examples = examples or _examples(settings, config, trainer.tokenizer)
             curve = LearningCurve(examples, settings["curve_every"])
             steps = time_matched_steps(out, settings, arm, seed) if "match_time" in settings["arm_definitions"][arm] \
@@ -213,7 +222,8 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                 log(f"[{i}/{len(jobs)}] {arm} seed {seed}: stopped by {trainer.stop_reason} after "
                     f"{trainer.step_count} steps, not recorded; the same command continues from it")
                 return None
-            train_s = time.perf_counter() - t0 - curve.seconds  # the curve's evaluations are not training
+            times.update(train_seconds=time.perf_counter() - t0 - curve.seconds,  # the curve's evaluations
+                         train_cpu_seconds=time.process_time() - cpu0 - curve.cpu_seconds)  # are not training
             if curve.rows:
                 pd.DataFrame(curve.rows).to_csv(folder / "curve.csv", index=False)
             frame = evaluate.evaluate_trainer(trainer, examples)
@@ -224,10 +234,11 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                 samples.to_csv(folder / "samples.csv", index=False)
             del trainer
             gc.collect()
+        train_s = times["train_seconds"]
         eval_s = time.perf_counter() - t0 - train_s
         frame.to_csv(folder / "eval.csv", index=False)
         memory()  # after its evaluation too
-        rows = pd.DataFrame(_metric_rows(arm, seed, frame, train_s, eval_s, steps, memory.peak))
+        rows = pd.DataFrame(_metric_rows(arm, seed, frame, {**times, "eval_seconds": eval_s}, steps, memory.peak))
         rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
         sem = rows.set_index("metric")["value"].get("sampled_semantic", math.nan)
         pace[0], pace[1] = pace[0] + time.perf_counter() - t0, pace[1] + expected.pop((arm, seed))

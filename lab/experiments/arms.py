@@ -59,7 +59,7 @@ class Arm:
     experiment's ``steps`` (a number, or :class:`Derived` from the experiment's config: the
     matched-compute SFT arm's ``1 + samples_per_prompt``). ``match_time``: the arm trains as long
     (wall time) as that arm did at the same seed, its steps set then from the ``sft`` arm's
-    measured seconds a step (:func:`lab.experiments.ablation.time_matched_steps`)."""
+    measured seconds a step, CPU seconds on a CPU (:func:`lab.experiments.ablation.time_matched_steps`)."""
 
     description: str
     changes: dict | None = None
@@ -147,7 +147,7 @@ ARMS: dict[str, Arm] = {
     "hybrid": Arm("the default: SFT + lambda * REINFORCE, the warm-started discriminator as critic baseline",
                   dict(HYBRID)),
     "sft_walltime": Arm("SFT at matched wall time: trains as long as the hybrid did at the same seed on this "
-                        "machine (steps = the hybrid's training seconds / SFT's measured seconds a step)",
+                        "machine (steps = the hybrid's training seconds / SFT's seconds a step; on a CPU, CPU seconds)",
                         {"mode": "sft"}, match_time="hybrid"),
     "hybrid_no_d": Arm("the D-free hybrid (--preset fast): EMA baseline, no discriminator trained or read",
                        dict(D_FREE)),

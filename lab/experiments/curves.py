@@ -26,16 +26,17 @@ class LearningCurve:
     METRICS = ("semantic", "rouge_l", "bleu", "distinct_2")
 
     def __init__(self, examples: list, every: int):
-        self.examples, self.every, self.rows, self.seconds = examples, every, [], 0.0
+        self.examples, self.every, self.rows, self.seconds, self.cpu_seconds = examples, every, [], 0.0, 0.0
 
     def __call__(self, trainer, row: dict) -> None:
         if row["step"] % self.every:
             return
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         frame = evaluate.evaluate_trainer(trainer, self.examples, decodings=("greedy",))
         self.rows.append({"step": row["step"], **{f"greedy_{m}": float(frame[m].mean()) for m in self.METRICS
                                                    if m in frame}})
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
 
 
 def learning_curves(out: Path, results: pd.DataFrame) -> pd.DataFrame:
