@@ -224,8 +224,17 @@ def cmd_ablate(args) -> int:
 
     run_ablation(args.out, args.preset, arms=args.arms, seeds=args.seeds, steps=args.steps,
                  eval_limit=args.limit, eval_data=args.data, eval_columns=args.columns,
-                 custom_arms=custom, arm_sets=per_arm, curve_every=args.curve_every, log=log, **common)
+                 custom_arms=custom, arm_sets=per_arm, curve_every=args.curve_every, shard=args.shard, log=log,
+                 **common)
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """argparse ``type=`` for ``--shard K/N`` (1 <= K <= N)."""
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N (--shard 1/2), got {text!r}")
+    return int(k), int(n)
 
 
 def _arm_set(text: str):
@@ -316,6 +325,9 @@ def parser() -> argparse.ArgumentParser:
                     "preset < --set KEY < arm < --set ARM.KEY; a --set KEY that an arm of the run changes "
                     "is an error")
     ab.add_argument("--limit", type=_count(1), help="prompts to evaluate (quick 12, full all)")
+    ab.add_argument("--shard", type=_shard, metavar="K/N", help="run only seeds s with s %% N == K-1: start N "
+                    "processes with --shard 1/N ... N/N and the same --out, one a core; the last to end "
+                    "writes the whole report")
     ab.add_argument("--curve-every", type=_count(0), metavar="N", help="also evaluate each trained arm's greedy "
                     "answers every N steps: learning curves (default: the preset's; calibrate 10, others 0)")
     ab.add_argument("--model", help="the generator for every arm (auto, gpt2, tiny-gpt2 ...): --set model=NAME")

@@ -476,3 +476,18 @@ def test_the_budget_table_says_where_an_arm_clearly_left_base_and_where_it_flatt
     assert not table.loc[10, "clear"] and table.loc[20, "clear"]  # +0.12 with a spread of 0.01: clear
     assert abs(table.loc[30, "gain_vs_base"] - 0.20) < 1e-9 and table.loc[30, "seeds"] == 3
     assert list(table.index[table["flat"]]) == [30, 40, 50, 60]  # within 0.02 of the last three points' mean
+
+
+def test_shards_share_one_folder_by_seed_and_the_last_writes_the_whole_report(tmp_path):
+    logs = []
+    ablation.run_ablation(tmp_path, arms=["base", "sft"], seeds=2, steps=1, eval_limit=2, log=logs.append,
+                          n_boot=50, shard=(2, 2), **TINY)
+    assert "shard 2/2: seeds [1]" in logs
+    assert set(map(tuple, pd.read_csv(tmp_path / "results.csv")[["arm", "seed"]].to_numpy().tolist())) == \
+        {("base", 1), ("sft", 1)}
+    ablation.run_ablation(tmp_path, arms=["base", "sft"], seeds=2, steps=1, eval_limit=2, log=logs.append,
+                          n_boot=50, shard=(1, 2), **TINY)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert set(results["seed"]) == {0, 1} and len(results.drop_duplicates(["arm", "seed"])) == 4
+    assert set(pd.read_csv(tmp_path / "summary.csv")["n_seeds"]) == {2}  # the report counts both shards' seeds
+    assert not list(tmp_path.glob("ablation.json.*"))  # written whole, no partial file left

@@ -117,7 +117,9 @@ def _check_resume(out: Path, settings: dict) -> dict:
         settings = {**settings, "arms": list(dict.fromkeys(old["arms"] + settings["arms"])),
                     "seeds": sorted(set(old["seeds"]) | set(settings["seeds"])),
                     "arm_definitions": {**defined, **settings["arm_definitions"]}}
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+    partial = path.with_name(f"{path.name}.{os.getpid()}")  # shards may write it at once: whole files only
+    partial.write_text(json.dumps(settings, indent=2) + "\n")
+    os.replace(partial, path)
     return settings
 
 
@@ -155,11 +157,15 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                  steps: int | None = None, eval_limit: int | None = None, log=print,
                  eval_data: str | None = None, eval_columns: dict[str, str] | None = None,
                  custom_arms: dict[str, Arm] | None = None, arm_sets: dict[str, dict] | None = None,
-                 n_boot: int = 2000, curve_every: int | None = None, **config) -> pd.DataFrame | None:
+                 n_boot: int = 2000, curve_every: int | None = None, shard: tuple[int, int] | None = None,
+                 **config) -> pd.DataFrame | None:
     """Run the arms x seeds (skipping those already in ``out/results.csv``), write the report
     folder, return the summary (:func:`lab.eval.stats.summarize_results`); a run that SIGINT or
     SIGTERM stops is not recorded and the ablation returns None at once (a rerun continues). Arguments: :func:`settings_for`;
     ``n_boot``: bootstrap resamples of the paired statistics (:mod:`lab.experiments.report`).
+    ``shard=(k, n)``: run only the seeds ``s`` with ``s % n == k - 1``, so that ``n`` processes (one a
+    core) share one folder: each appends its runs to ``results.csv`` and writes the report from all
+    the runs there when it ends, so the last to end writes the whole report.
 
     An arm whose model cannot be loaded here (``larger_d``'s Hub model offline) is an error when
     ``arms`` names it, and is skipped, with the reason in the log and the report, when it came
@@ -182,7 +188,10 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     for arm in settings["arms"]:
         arm_config(settings, arm, settings["seeds"][0]).save(out / f"config_{arm}.json")
     started, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
-    jobs = [(arm, seed) for seed in settings["seeds"] for arm in settings["arms"]]
+    jobs = [(arm, seed) for seed in settings["seeds"] if shard is None or seed % shard[1] == shard[0] - 1
+            for arm in settings["arms"]]
+    if shard is not None:
+        log(f"shard {shard[0]}/{shard[1]}: seeds {sorted({seed for _, seed in jobs})}")
     expected = expected_jobs(settings, [job for job in jobs if job not in done])
     log(f"expected wall time: {sum(expected.values()) / 60:.0f} min for {len(expected)} of {len(jobs)} (arm, seed) "
         f"runs ({COST_NOTE}); refined after each run")
