@@ -1,11 +1,11 @@
 """Refit the ablation's cost model to an ablation folder's measured runs.
 
-    python scripts/fit_cost.py reports/claims-2026-12-06 [--quiet 0.85] [--table FILE]
+    python scripts/fit_cost.py reports/claims-2026-12-06 [--table FILE]
 
 Prints the fitted constants next to :data:`lab.experiments.cost.COST` and writes the table of
-runs it used (each run's terms, measured and fitted seconds) to ``--table``. Only trained runs
-that had a core to themselves count (CPU >= ``--quiet`` x wall in the folder's ``ablate.log``).
-Copy the constants into ``COST`` and record the fit in reports/cost-model/README.md.
+runs it used (each run's terms, measured and fitted CPU seconds) to ``--table``
+(:func:`lab.experiments.cost.fit`). Copy the constants into ``COST`` and record the fit in
+reports/cost-model/README.md.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from lab.experiments import cost
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="an ablation's report folder (results.csv, ablate.log)")
-    parser.add_argument("--quiet", type=float, default=0.85, help="least CPU / wall share of a run that counts")
+    parser.add_argument("folder", type=Path, help="an ablation's report folder (ablation.json, results.csv)")
     parser.add_argument("--table", type=Path, help="write the runs used, with measured and fitted seconds, here")
     args = parser.parse_args(argv)
-    constants, table = cost.fit(args.folder, args.quiet)
+    constants, table = cost.fit(args.folder)
     print(f"{len(table)} runs: {', '.join(f'{a} {s}' for a, s in zip(table['arm'], table['seed']))}")
     for name, value in constants.items():
         print(f"{name:>24}: {value:.4g} (was {cost.COST[name]:.4g})")

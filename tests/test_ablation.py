@@ -423,6 +423,7 @@ def test_the_wall_time_matched_sft_arm_trains_as_long_as_the_hybrid_did_at_its_s
     sft_step = (results[("sft", "train_cpu_seconds")] - setup) / 2
     assert abs(steps * sft_step + setup - results[("hybrid", "train_cpu_seconds")]) <= sft_step  # the same time
     assert 0 < setup < results[("sft", "train_cpu_seconds")] and 0 < results[("sft", "setup_seconds")]
+    assert 0 < results[("sft", "eval_cpu_seconds")] <= 1.2 * results[("sft", "eval_seconds")]
     assert len(pd.read_csv(tmp_path / "runs/sft_walltime_seed0/history.csv")) == steps
     report_text = (tmp_path / "report.md").read_text()
     assert f"sft_walltime: steps by seed {steps}" in report_text and "equal training wall time" in report_text

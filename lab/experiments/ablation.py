@@ -60,7 +60,7 @@ from lab.config import HybridConfig
 from lab.runtime.memory import PeakMemory
 from lab.trainer import HybridTrainer
 
-TIMES = ("train_seconds", "setup_seconds", "train_cpu_seconds", "setup_cpu_seconds", "eval_seconds")
+TIMES = ("train_seconds", "setup_seconds", "train_cpu_seconds", "setup_cpu_seconds", "eval_seconds", "eval_cpu_seconds")
 UNPAIRED = ("greedy_disc", "sampled_disc", *TIMES, "steps", "peak_rss_mb")  # own critic; cost
 
 
@@ -247,7 +247,8 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
         eval_s = time.perf_counter() - t0 - train_s
         frame.to_csv(folder / "eval.csv", index=False)
         memory()  # after its evaluation too
-        rows = pd.DataFrame(_metric_rows(arm, seed, frame, {**times, "eval_seconds": eval_s}, steps, memory.peak))
+        times.update(eval_seconds=eval_s, eval_cpu_seconds=time.process_time() - cpu0 - times["train_cpu_seconds"])
+        rows = pd.DataFrame(_metric_rows(arm, seed, frame, times, steps, memory.peak))
         rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
         sem = rows.set_index("metric")["value"].get("sampled_semantic", math.nan)
         pace[0], pace[1] = pace[0] + time.perf_counter() - t0, pace[1] + expected.pop((arm, seed))

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
@@ -32,7 +30,6 @@ COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "disc
 COST_NOTE = "cost model of lab.experiments.cost.COST, fitted on a 2-core CPU with SmolLM2-135M"
 TRAIN_TERMS = ("setup", "sft_per_prompt", "sampled_per_token", "discriminator_per_token")
 EVAL_TERMS = ("eval_fixed", "eval_per_token", "eval_factual_per_prompt")
-RUN_LINE = re.compile(r"\] (\S+) seed (\d+): train (\d+)s, eval (\d+)s, CPU (\d+)s")  # ablate's line per run
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,39 +96,30 @@ def expected_minutes(preset: str, **overrides) -> float:
     return sum(expected_jobs(settings, jobs).values()) / 60
 
 
-def run_cpu(log: Path) -> dict[tuple[str, int], tuple[float, float]]:
-    """``{(arm, seed): (wall seconds, CPU seconds)}`` from an ablation's log lines (the last line of a run wins)."""
-    found = {}
-    for match in RUN_LINE.finditer(log.read_text() if log.exists() else ""):
-        arm, seed, train, ev, cpu = match.groups()
-        found[(arm, int(seed))] = (float(train) + float(ev), float(cpu))
-    return found
-
-
-def fit(out: Path, quiet: float = 0.85) -> tuple[dict, pd.DataFrame]:
-    """Refit :data:`COST` to the trained runs of the ablation folder ``out`` that had a core to
-    themselves (CPU seconds >= ``quiet`` x wall seconds, from ``out/ablate.log``): the training
-    constants by non-negative least squares on each run's train seconds (a term no run exercises
-    keeps its value); the evaluation constants scaled by the median ratio of measured to expected
-    evaluation seconds (every run of one ablation evaluates the same prompts, so only their scale is
-    measured). Returns (the constants, a table per run: its terms, measured and fitted seconds)."""
+def fit(out: Path) -> tuple[dict, pd.DataFrame]:
+    """Refit :data:`COST` to the CPU seconds of the trained runs of the ablation folder ``out`` (with
+    one torch thread, a run's wall seconds on a core of its own, whatever else shared the machine):
+    the training constants by non-negative least squares on each run's training seconds (a term no
+    run exercises keeps its value); the evaluation constants scaled by the median ratio of measured to
+    expected evaluation seconds (the runs of one ablation evaluate the same prompts, so only the scale
+    of the three is measured). Runs recorded before 2026-12-07 have no CPU seconds and are left out.
+    Returns (the constants, a table per run: its terms, measured and fitted seconds)."""
     out = Path(out)
     settings = json.loads((out / "ablation.json").read_text())
     results = pd.read_csv(out / "results.csv")
-    wide = results[results["metric"].isin(["train_seconds", "eval_seconds", "steps"])].pivot_table(
+    wide = results[results["metric"].isin(["train_cpu_seconds", "eval_cpu_seconds", "steps"])].pivot_table(
         index=["arm", "seed"], columns="metric", values="value")
-    cpu = run_cpu(out / "ablate.log")
     rows = []
     for (arm, seed), run in wide.iterrows():
-        wall, used = cpu.get((arm, seed), (np.nan, np.nan))
-        if settings["arm_definitions"][arm]["changes"] is None or not used >= quiet * wall:
-            continue  # base: no training, its greedy answers may be shared; or a run beside other work
-        config = arm_config(settings, arm, seed)
-        rows.append({"arm": arm, "seed": seed, **train_terms(config, int(run["steps"])),
-                     "train_seconds": run["train_seconds"], "eval_seconds": run["eval_seconds"],
-                     "eval_expected": 2 * decoding_seconds(settings, config), "cpu_share": used / wall})
+        if settings["arm_definitions"][arm]["changes"] is None or run.isna().any() or len(run) < 3:
+            continue  # base: no training (its greedy answers may be shared); or no CPU seconds recorded
+        config, steps = arm_config(settings, arm, seed), int(run["steps"])
+        curves = steps // settings["curve_every"] if settings.get("curve_every") else 0
+        rows.append({"arm": arm, "seed": seed, **train_terms(config, steps),
+                     "train_seconds": run["train_cpu_seconds"], "eval_seconds": run["eval_cpu_seconds"],
+                     "eval_expected": (2 + curves) * decoding_seconds(settings, config)})
     if not rows:
-        raise ValueError(f"{out}: no trained run ran on a core of its own (CPU >= {quiet} x wall in ablate.log)")
+        raise ValueError(f"{out}: no trained run with its CPU seconds in results.csv (recorded from 2026-12-07 on)")
     table = pd.DataFrame(rows)
     used_terms = [t for t in TRAIN_TERMS if table[t].any()]
     solution, _ = nnls(table[used_terms].to_numpy(float), table["train_seconds"].to_numpy(float))
