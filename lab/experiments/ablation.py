@@ -66,7 +66,8 @@ UNPAIRED = ("greedy_disc", "sampled_disc", *TIMES, "steps", "peak_rss_mb")  # ow
 
 def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
     """The steps at which ``arm`` (``match_time``: another arm) trains as long as that arm did at ``seed``:
-    ``(its training seconds - sft's setup seconds) / sft's seconds a step``, from the ``sft`` and target
+    ``its seconds in training steps / sft's seconds a step`` (each run's training seconds less its setup:
+    loading models costs the first run of a process more than the next), from the ``sft`` and target
     runs of the same seed in ``results.csv``. On a CPU the seconds are the runs' CPU seconds
     (``*_cpu_seconds``): with one torch thread, each run's wall time on a core of its own, whatever
     else shared the machine while it ran (wall seconds measured beside other work gave SFT 1.5x too
@@ -83,9 +84,9 @@ def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
         raise ValueError(f"arm {arm!r} needs the {target!r} and 'sft' runs of seed {seed} in {out} first, with "
                          f"their {train} and {setup} (runs recorded before 2026-12-07 lack them: remove their "
                          "rows from results.csv, and the same command reruns them)")
-    sft = values.loc["sft"]
+    sft, matched = values.loc["sft"], values.loc[target]
     per_step = (sft[train] - sft[setup]) / sft["steps"]
-    return max(1, int(round((values.loc[target, train] - sft[setup]) / per_step)))
+    return max(1, int(round((matched[train] - matched[setup]) / per_step)))
 
 
 def _same_run(settings: dict, old, new) -> bool:
