@@ -70,8 +70,9 @@ def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
     loading models costs the first run of a process more than the next), from the ``sft`` and target
     runs of the same seed in ``results.csv``. On a CPU the seconds are the runs' CPU seconds
     (``*_cpu_seconds``): with one torch thread, each run's wall time on a core of its own, whatever
-    else shared the machine while it ran (wall seconds measured beside other work gave SFT 1.5x too
-    many steps at one seed of the claims run and too few at the next); on a GPU, wall seconds."""
+    else shared the machine while it ran (wall seconds measured beside other work gave SFT 216 steps
+    at one seed of the claims run where CPU seconds give 169, and would have given a third of them at
+    the next); on a GPU, wall seconds."""
     target = settings["arm_definitions"][arm]["match_time"]
     on_cpu = models.pick_device(arm_config(settings, arm, seed).device).type == "cpu"
     train, setup = ("train_cpu_seconds", "setup_cpu_seconds") if on_cpu else ("train_seconds", "setup_seconds")
