@@ -80,3 +80,9 @@ def test_expected_seconds_follow_the_constants(monkeypatch):
     assert cost.expected_seconds(settings, "hybrid") - hybrid == pytest.approx(0.01 * steps * sampled)
     assert cost.expected_seconds(settings, "hybrid_no_d") == no_d  # nothing reads its discriminator
     assert cost.expected_seconds(settings, "sft_walltime") == cost.expected_seconds(settings, "hybrid")  # matched
+
+
+def test_shards_split_a_presets_minutes_by_seed():
+    one, two = cost.expected_minutes("claims"), cost.expected_minutes("claims", shards=2)
+    assert one / 2 < two < one  # 3 of 5 seeds on the longer shard, and its own untrained greedy pass
+    assert cost.expected_minutes("atlas", shards=2) == pytest.approx(cost.expected_minutes("atlas") / 2, rel=0.02)

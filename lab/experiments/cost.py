@@ -89,11 +89,12 @@ def expected_jobs(settings: dict, jobs) -> dict[tuple, float]:
     return expected
 
 
-def expected_minutes(preset: str, **overrides) -> float:
-    """Expected wall minutes of a whole preset (:func:`expected_seconds` summed over arms x seeds)."""
+def expected_minutes(preset: str, shards: int = 1, **overrides) -> float:
+    """Expected wall minutes of a whole preset (:func:`expected_seconds` summed over arms x seeds); with
+    ``shards`` processes side by side (``ablate --shard K/N``, one a core), the longest shard's."""
     settings = settings_for(preset, **overrides)
-    jobs = [(a, s) for s in settings["seeds"] for a in settings["arms"]]
-    return sum(expected_jobs(settings, jobs).values()) / 60
+    return max(sum(expected_jobs(settings, [(a, s) for s in settings["seeds"][k::shards]
+                                            for a in settings["arms"]]).values()) for k in range(shards)) / 60
 
 
 def fit(out: Path) -> tuple[dict, pd.DataFrame]:
