@@ -32,9 +32,10 @@ def _folder(tmp_path, settings):
         evaluation = 2 * cost.decoding_seconds(settings, config) * EVAL_SCALE
         wall = 2 if (arm, seed) == ("rl", 1) else 1.02
         times = {"train_seconds": wall * train, "eval_seconds": wall * evaluation, "steps": steps,
-                 "train_cpu_seconds": train, "eval_cpu_seconds": evaluation, "greedy_semantic": 0.7}
+                 "train_cpu_seconds": train, "setup_cpu_seconds": TRUE["setup"] if steps else 0.0,
+                 "eval_cpu_seconds": evaluation, "greedy_semantic": 0.7}
         if (arm, seed) == ("rl", 2):
-            del times["train_cpu_seconds"], times["eval_cpu_seconds"]
+            del times["train_cpu_seconds"], times["setup_cpu_seconds"], times["eval_cpu_seconds"]
         rows += [dict(arm=arm, seed=seed, metric=m, value=v) for m, v in times.items()]
     (tmp_path / "ablation.json").write_text(json.dumps(settings))
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
@@ -86,3 +87,14 @@ def test_shards_split_a_presets_minutes_by_seed():
     one, two = cost.expected_minutes("claims"), cost.expected_minutes("claims", shards=2)
     assert one / 2 < two < one  # 3 of 5 seeds on the longer shard, and its own untrained greedy pass
     assert cost.expected_minutes("atlas", shards=2) == pytest.approx(cost.expected_minutes("atlas") / 2, rel=0.02)
+
+
+def test_the_constants_reproduce_the_runs_they_were_fitted_on():
+    """COST is the fit of reports/cost-model/fit-claims-2026-12-07.csv (its runs' CPU seconds)."""
+    table = pd.read_csv(Path(__file__).parents[1] / "reports" / "cost-model" / "fit-claims-2026-12-07.csv")
+    assert len(table) >= 8
+    training = sum(table[term] * cost.COST[term] for term in cost.TRAIN_TERMS)
+    assert training.sum() == pytest.approx(table["train_seconds"].sum(), rel=0.05)
+    settings = settings_for("claims")
+    decodings = 2 * cost.decoding_seconds(settings, arm_config(settings, "hybrid", 0))
+    assert decodings == pytest.approx(table["eval_seconds"].median(), rel=0.05)

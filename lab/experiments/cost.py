@@ -25,8 +25,8 @@ from lab.config import HybridConfig
 from lab.experiments.report import eval_source
 from lab.experiments.settings import arm_config, arm_steps, settings_for
 
-COST = {"setup": 2.5, "sft_per_prompt": 0.41, "sampled_per_token": 0.0387, "discriminator_per_token": 0.0,
-        "eval_fixed": 5.75, "eval_per_token": 0.020, "eval_factual_per_prompt": 1.85}
+COST = {"setup": 0.9, "sft_per_prompt": 0.605, "sampled_per_token": 0.0502, "discriminator_per_token": 0.0167,
+        "eval_fixed": 8.78, "eval_per_token": 0.0306, "eval_factual_per_prompt": 2.83}
 COST_NOTE = "cost model of lab.experiments.cost.COST, fitted on a 2-core CPU with SmolLM2-135M"
 TRAIN_TERMS = ("setup", "sft_per_prompt", "sampled_per_token", "discriminator_per_token")
 EVAL_TERMS = ("eval_fixed", "eval_per_token", "eval_factual_per_prompt")
@@ -100,33 +100,37 @@ def expected_minutes(preset: str, shards: int = 1, **overrides) -> float:
 def fit(out: Path) -> tuple[dict, pd.DataFrame]:
     """Refit :data:`COST` to the CPU seconds of the trained runs of the ablation folder ``out`` (with
     one torch thread, a run's wall seconds on a core of its own, whatever else shared the machine):
-    the training constants by non-negative least squares on each run's training seconds (a term no
-    run exercises keeps its value); the evaluation constants scaled by the median ratio of measured to
+    ``setup`` as the runs' median setup seconds (loading: the first run of a process pays more), the
+    per-step constants by non-negative least squares on each run's seconds in training steps (a term
+    no run exercises keeps its value); the evaluation constants scaled by the median ratio of measured to
     expected evaluation seconds (the runs of one ablation evaluate the same prompts, so only the scale
     of the three is measured). Runs recorded before 2026-12-07 have no CPU seconds and are left out.
     Returns (the constants, a table per run: its terms, measured and fitted seconds)."""
     out = Path(out)
     settings = json.loads((out / "ablation.json").read_text())
     results = pd.read_csv(out / "results.csv")
-    wide = results[results["metric"].isin(["train_cpu_seconds", "eval_cpu_seconds", "steps"])].pivot_table(
-        index=["arm", "seed"], columns="metric", values="value")
+    measured = ["train_cpu_seconds", "setup_cpu_seconds", "eval_cpu_seconds", "steps"]
+    wide = results[results["metric"].isin(measured)].pivot_table(index=["arm", "seed"], columns="metric",
+                                                                   values="value")
     rows = []
     for (arm, seed), run in wide.iterrows():
-        if settings["arm_definitions"][arm]["changes"] is None or run.isna().any() or len(run) < 3:
+        if settings["arm_definitions"][arm]["changes"] is None or run.isna().any() or len(run) < len(measured):
             continue  # base: no training (its greedy answers may be shared); or no CPU seconds recorded
         config, steps = arm_config(settings, arm, seed), int(run["steps"])
         curves = steps // settings["curve_every"] if settings.get("curve_every") else 0
         rows.append({"arm": arm, "seed": seed, **train_terms(config, steps),
-                     "train_seconds": run["train_cpu_seconds"], "eval_seconds": run["eval_cpu_seconds"],
+                     "setup_seconds": run["setup_cpu_seconds"], "train_seconds": run["train_cpu_seconds"],
+                     "eval_seconds": run["eval_cpu_seconds"],
                      "eval_expected": (2 + curves) * decoding_seconds(settings, config)})
     if not rows:
         raise ValueError(f"{out}: no trained run with its CPU seconds in results.csv (recorded from 2026-12-07 on)")
     table = pd.DataFrame(rows)
-    used_terms = [t for t in TRAIN_TERMS if table[t].any()]
-    solution, _ = nnls(table[used_terms].to_numpy(float), table["train_seconds"].to_numpy(float))
-    constants = {**COST, **dict(zip(used_terms, solution.tolist()))}
+    used_terms = [t for t in TRAIN_TERMS[1:] if table[t].any()]
+    stepping = table["train_seconds"] - table["setup_seconds"]
+    solution, _ = nnls(table[used_terms].to_numpy(float), stepping.to_numpy(float))
+    constants = {**COST, "setup": float(table["setup_seconds"].median()), **dict(zip(used_terms, solution.tolist()))}
     scale = float((table["eval_seconds"] / table["eval_expected"]).median())
     constants.update({t: COST[t] * scale for t in EVAL_TERMS})
-    table["train_fitted"] = sum(table[t] * constants[t] for t in TRAIN_TERMS)
+    table["train_fitted"] = sum(table[t] * constants[t] for t in TRAIN_TERMS)  # setup's term is 1
     table["eval_fitted"] = table["eval_expected"] * scale
     return constants, table.drop(columns="eval_expected")

@@ -46,7 +46,8 @@ ABLATION_PRESETS = {
                "plan": {"arm": "hybrid", "reference": "sft_walltime", "metric": "greedy_semantic",
                         "sd_seed": 0.01, "sd_prompt": 0.0, "sd_cell": 0.052}},
     # the results atlas (issue 24 item 3): every built-in arm against the default hybrid (lab.experiments.atlas),
-    # 2 seeds, 16 held-out prompts (8 instructions, 8 factual), sized by the cost model to <= 3 hours here
+    # 2 seeds, 16 held-out prompts (8 instructions, 8 factual), sized by the cost model to <= 3 hours on this
+    # 2-core machine as two shards (ablate --shard 1/2 and 2/2, one a core)
     "atlas": {"seeds": 2, "steps": 12, "eval_limit": 16, "arms": None, "atlas": True,
               "config": {"model": "auto", "dataset": "bundled:0.5,factual:0.5", "dtype": "float32",
                          "prompts_per_step": 4, "samples_per_prompt": 2, "max_new_tokens": 16, "lr": 5e-4},
