@@ -33,7 +33,7 @@ def test_writes_results_summary_report_and_plots(report):
         assert (out / name).is_file(), name
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == ["arm", "seed", "metric", "value"]
-    per_run = 2 * len(evaluate.SUMMARY_METRICS) + 4  # two decodings + train/eval seconds, steps, peak RSS
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + len(ablation.TIMES) + 2  # two decodings, times, steps, peak RSS
     assert len(results) == 3 * 2 * per_run
     assert set(results.groupby(["arm", "seed"]).size()) == {per_run}
     assert {"greedy_semantic", "sampled_distinct_2", "sampled_ppl", "train_seconds"} <= set(results["metric"])
@@ -123,7 +123,8 @@ def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
     ablation.run_ablation(out, arms=["base", "sft", "hybrid"], seeds=2, steps=1, eval_limit=4, log=logs.append,
                           n_boot=200, **TINY)
     assert sum("skipped" in line for line in logs) == 6 and logs[0].startswith("expected wall time: 0 min for 0")
-    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * (2 * len(evaluate.SUMMARY_METRICS) + 4)
+    per_run = 2 * len(evaluate.SUMMARY_METRICS) + len(ablation.TIMES) + 2
+    assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * per_run
     with pytest.raises(ValueError, match="steps"):
         ablation.run_ablation(out, arms=["sft"], seeds=1, steps=2, eval_limit=4, log=logs.append, **TINY)
 
