@@ -125,7 +125,7 @@ def fit(out: Path) -> tuple[dict, pd.DataFrame]:
     if not rows:
         raise ValueError(f"{out}: no trained run with its CPU seconds in results.csv (recorded from 2026-12-07 on)")
     table = pd.DataFrame(rows)
-    used_terms = [t for t in TRAIN_TERMS[1:] if table[t].any()]
+    used_terms = [t for t in TRAIN_TERMS[1:] if table[t].any()]  # setup is measured, not fitted
     stepping = table["train_seconds"] - table["setup_seconds"]
     solution, _ = nnls(table[used_terms].to_numpy(float), stepping.to_numpy(float))
     constants = {**COST, "setup": float(table["setup_seconds"].median()), **dict(zip(used_terms, solution.tolist()))}
