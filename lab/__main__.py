@@ -216,7 +216,7 @@ def cmd_ablate(args) -> int:
     common, per_arm = arms.split_sets([*args.set, *shortcuts])
     log_file = Path(args.out) / "ablate.log"
 
-    def log(line: str) -> None:  # the folder keeps its log: times, pace, CPU share (lab.experiments.cost.fit)
+    def log(line: str) -> None:  # the report folder keeps what the command printed: times, pace
         print(line, flush=True)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a", encoding="utf-8") as file:

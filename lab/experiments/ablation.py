@@ -220,7 +220,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
                 base_greedy = evaluate.evaluate_model(model, tokenizer, examples, ("greedy",), **options)
             sampled = evaluate.evaluate_model(model, tokenizer, examples, ("sampled",), **options)
             frame, steps = pd.concat([base_greedy, sampled], ignore_index=True), 0
-            times = dict.fromkeys(("train_seconds", "setup_seconds", "train_cpu_seconds", "setup_cpu_seconds"), 0.0)
+            times = dict.fromkeys(TIMES[:4], 0.0)  # no training, no setup
         else:
             trainer = HybridTrainer(config, verbose=False)
             times = dict(setup_seconds=time.perf_counter() - t0, setup_cpu_seconds=time.process_time() - cpu0)
