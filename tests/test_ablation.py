@@ -469,6 +469,23 @@ def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):
     assert cost.expected_minutes("atlas", shards=2) <= 180  # the budget on this 2-core machine, 2 shards
 
 
+def test_the_atlas_seconds_a_step_leave_out_setup_and_read_cpu_seconds_on_a_cpu():
+    from lab.experiments import atlas
+
+    rows = [dict(arm=arm, seed=seed, metric=metric, value=value)
+            for arm, seed, times in (("hybrid", 0, (50, 10, 25, 5, 12)), ("hybrid", 1, (90, 10, 45, 5, 12)),
+                                     ("base", 0, (0, 0, 0, 0, 0)))
+            for metric, value in zip(("train_seconds", "setup_seconds", "train_cpu_seconds", "setup_cpu_seconds",
+                                      "steps"), times)]
+    results = pd.DataFrame(rows)
+    cpu, wall = atlas.step_seconds(results), atlas.step_seconds(results, on_cpu=False)
+    assert cpu["hybrid"] == pytest.approx((20 / 12 + 40 / 12) / 2)  # (train - setup) / steps, mean over seeds
+    assert wall["hybrid"] == pytest.approx((40 / 12 + 80 / 12) / 2)  # on a GPU: wall seconds
+    assert list(cpu.index) == ["hybrid", "base"] and cpu.isna()["base"]  # an untrained arm has no step
+    old = results[~results["metric"].str.contains("cpu")]  # runs from before CPU seconds were recorded
+    assert atlas.step_seconds(old)["hybrid"] == pytest.approx(wall["hybrid"])
+
+
 def test_the_budget_table_says_where_an_arm_clearly_left_base_and_where_it_flattens():
     from lab.experiments.curves import budget
 

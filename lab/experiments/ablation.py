@@ -264,7 +264,8 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     figures.write_all(out, results, summary, KEY_METRICS)
     found = report.gather(out, results, REFERENCE, n_boot=n_boot)
     if settings.get("atlas"):
-        atlas.write(out, results, json.loads((out / "ablation.json").read_text())["arm_definitions"], n_boot)
+        atlas.write(out, results, json.loads((out / "ablation.json").read_text())["arm_definitions"], n_boot,
+                    on_cpu=models.pick_device(HybridConfig.from_dict(settings["config"]).device).type == "cpu")
     elapsed = time.perf_counter() - started
     write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
                  dict(elapsed_s=elapsed, cpu_s=time.process_time() - cpu_start,

@@ -5,8 +5,9 @@ the same seeds and data order, its held-out answers pair with the hybrid's promp
 :func:`table` gives per arm: what it changes, its paired difference from ``hybrid`` with the
 95% interval and MDE on greedy semantic, greedy ROUGE-L and the factual metric (cluster
 bootstrap, :func:`lab.eval.stats.paired_table`), on sampled distinct-2 (a set-level metric: the
-per-seed t-interval), its seconds per training step and the process's peak resident memory
-during its runs. :func:`write` saves ``atlas.csv`` and ``atlas.md`` (the README's table).
+per-seed t-interval), its seconds per training step (the training steps' seconds, less the run's
+setup; on a CPU its CPU seconds: with one torch thread, a core of its own's wall time, whatever
+else shared the machine) and the process's peak resident memory during its runs. :func:`write` saves ``atlas.csv`` and ``atlas.md`` (the README's table).
 """
 
 from __future__ import annotations
@@ -23,13 +24,26 @@ COLUMNS = {"greedy_semantic": "greedy semantic", "greedy_rouge_l": "greedy ROUGE
            "sampled_distinct_2": "sampled distinct-2"}
 
 
-def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000) -> pd.DataFrame:
+def step_seconds(results: pd.DataFrame, on_cpu: bool = True) -> pd.Series:
+    """Seconds per training step of each arm, mean over its seeds: (training - setup) / steps, in
+    CPU seconds on a CPU where the runs recorded them (wall seconds otherwise)."""
+    wide = results.pivot_table(index=["arm", "seed"], columns="metric", values="value")
+    train, setup = ("train_cpu_seconds", "setup_cpu_seconds") if on_cpu and "train_cpu_seconds" in wide \
+        else ("train_seconds", "setup_seconds")
+    spent = wide[train] - (wide[setup] if setup in wide else 0.0)
+    per_step = (spent / wide["steps"].where(wide["steps"] > 0)).groupby(level="arm").mean()
+    return per_step.reindex(list(dict.fromkeys(results["arm"])))
+
+
+def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000,
+          on_cpu: bool = True) -> pd.DataFrame:
     """One row per arm (not ``hybrid``): description, per metric ``<m>``, ``<m>_low``, ``<m>_high``,
-    ``<m>_mde``, plus ``seconds_per_step`` and ``peak_rss_mb`` (means over seeds)."""
+    ``<m>_mde``, plus ``seconds_per_step`` (:func:`step_seconds`) and ``peak_rss_mb`` (means over seeds)."""
     factual = claims.factual_metric(results)
     metrics = [*COLUMNS, *([factual] if factual else [])]
     paired = stats.paired_table(diagnostics.per_prompt(out, results), results, metrics, REFERENCE, n_boot)
     wide = results.pivot_table(index="arm", columns="metric", values="value", aggfunc="mean")
+    per_step = step_seconds(results, on_cpu)
     rows = []
     for arm in dict.fromkeys(results["arm"]):
         if arm == REFERENCE:
@@ -43,8 +57,7 @@ def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 200
             low, high = (r["boot_low"], r["boot_high"]) if r["boot_low"] == r["boot_low"] else (r["t_low"], r["t_high"])
             diff = r["diff"] if r["diff"] == r["diff"] else r["t_diff"]
             row.update({metric: diff, f"{metric}_low": low, f"{metric}_high": high, f"{metric}_mde": r["mde"]})
-        steps = wide.loc[arm].get("steps", float("nan"))
-        row["seconds_per_step"] = wide.loc[arm, "train_seconds"] / steps if steps and steps == steps else float("nan")
+        row["seconds_per_step"] = per_step.get(arm, float("nan"))
         row["peak_rss_mb"] = wide.loc[arm].get("peak_rss_mb", float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -72,9 +85,10 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000) -> pd.DataFrame:
+def write(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000,
+          on_cpu: bool = True) -> pd.DataFrame:
     """``atlas.csv`` and ``atlas.md`` in the ablation folder ``out``; returns the table."""
-    frame = table(Path(out), results, definitions, n_boot)
+    frame = table(Path(out), results, definitions, n_boot, on_cpu)
     frame.to_csv(Path(out) / "atlas.csv", index=False)
     (Path(out) / "atlas.md").write_text(
         "# Atlas: every arm minus the default hybrid (same seeds and data order, paired per prompt)\n\n"
