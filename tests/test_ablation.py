@@ -1,7 +1,9 @@
 """The ablation runner on tiny-gpt2: report files, expected rows, resume, settings checks, CLI."""
 
 import json
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -451,6 +453,26 @@ def test_the_claims_preset_plans_its_mde_before_it_runs():
     line = claims.planned(settings, 126)
     assert line.startswith("planned MDE of hybrid - sft_walltime on greedy_semantic: 0.0")
     assert float(line.split(": ")[1].split()[0]) <= 0.03  # the issue's target for this comparison
+
+
+def test_the_claims_report_states_the_realised_mde_against_the_plan_and_says_what_would_narrow_it():
+    rng = np.random.default_rng(0)
+    effect = rng.normal(0, 0.15, 40)  # (P,) the difference varies by prompt, hardly by seed
+    rows = [dict(decoding="greedy", arm=arm, seed=seed, prompt_id=p, semantic=0.7 + (arm == "hybrid") * effect[p]
+                 + rng.normal(0, 0.02)) for arm in ("hybrid", "sft_walltime") for seed in range(3) for p in range(40)]
+    prompts = pd.DataFrame(rows)
+    parts = claims.components(prompts, "hybrid", "sft_walltime", "greedy_semantic")
+    assert parts[1] > 0.1 > parts[0]  # the prompts carry the spread
+    assert claims.components(prompts, "hybrid", "sft", "greedy_semantic") is None  # an arm that did not run
+    settings = ablation.settings_for("claims")
+    found = {"generalisation": {"sft_walltime": dict(mde=0.05, n_seeds=3, n_prompts=40)},
+             "components": {"sft_walltime": parts}}
+    line = claims.realised(settings, found, 40)
+    assert line.startswith("realised MDE of hybrid - sft_walltime on greedy_semantic: 0.050 (3 seeds x 40 prompts; "
+                           "planned 0.0") and "above the target 0.03 by 0.020" in line
+    twice = re.search(r"with these, 6 seeds would give (\d\.\d+) and 80 prompts (\d\.\d+)$", line)
+    assert float(twice[2]) < float(twice[1])  # more prompts would narrow it, more seeds hardly
+    assert claims.realised({**settings, "plan": None}, found, 40) is None
 
 
 def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):

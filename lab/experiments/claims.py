@@ -92,7 +92,21 @@ def find(prompts, results, stability_runs, reference: str, metric: str, n_boot: 
     factual = factual_metric(results)
     truth = compare(prompts, results, "hybrid", reference, factual, n_boot, seed) \
         if factual and {"hybrid", reference} <= arms else None
-    return dict(generalisation=general, stability=stability(stability_runs), truthfulness=(factual, truth))
+    spread = {ref: components(prompts, "hybrid", ref, metric) for ref, row in general.items() if row is not None}
+    return dict(generalisation=general, stability=stability(stability_runs), truthfulness=(factual, truth),
+                components=spread)
+
+
+def components(prompts: pd.DataFrame, arm: str, ref: str, metric: str) -> tuple[float, float, float] | None:
+    """:func:`lab.eval.stats.variance_components` of ``arm - ref`` on ``metric`` (``<decoding>_<name>``)
+    over the (seed, prompt) cells both answered; None with fewer than 2 seeds or prompts."""
+    decoding, name = metric.split("_", 1)
+    rows = prompts[(prompts["decoding"] == decoding) & prompts["arm"].isin([arm, ref])]
+    wide = rows.pivot_table(index=["seed", "prompt_id"], columns="arm", values=name)
+    if not {arm, ref} <= set(wide.columns):
+        return None
+    diff = (wide[arm] - wide[ref]).dropna().unstack("prompt_id").dropna(axis=1)  # (S, P)
+    return stats.variance_components(diff.to_numpy()) if min(diff.shape) >= 2 else None
 
 
 def planned(settings: dict, prompts: int) -> str | None:
@@ -105,6 +119,31 @@ def planned(settings: dict, prompts: int) -> str | None:
     return (f"planned MDE of {plan['arm']} - {plan['reference']} on {plan['metric']}: {value:.3f} "
             f"({len(settings['seeds'])} seeds x {prompts} prompts; the pilot's sd at the seed, prompt and cell "
             f"level: {plan['sd_seed']:.3f}, {plan['sd_prompt']:.3f}, {plan['sd_cell']:.3f}; lab.eval.stats.planned_mde)")
+
+
+def realised(settings: dict, found: dict, prompts: int) -> str | None:
+    """The plan's comparison as it came out, in one line: its realised MDE against the planned one and
+    the target, the realised variance components against the pilot's, and what twice the seeds or
+    twice the prompts would give with them (which of the two would narrow it); None without a plan or
+    the comparison."""
+    plan = settings.get("plan")
+    if not plan or plan["arm"] != "hybrid":
+        return None
+    row, parts = found["generalisation"].get(plan["reference"]), found.get("components", {}).get(plan["reference"])
+    if row is None or parts is None or row["mde"] != row["mde"]:
+        return None
+    seeds = int(row["n_seeds"])
+    planned_value = stats.planned_mde(plan["sd_seed"], plan["sd_prompt"], plan["sd_cell"], len(settings["seeds"]),
+                                      prompts)
+    target = plan.get("target")
+    against = "" if target is None else (f", within the target {target}" if row["mde"] <= target else
+                                         f", above the target {target} by {row['mde'] - target:.3f}")
+    return (f"realised MDE of hybrid - {plan['reference']} on {plan['metric']}: {row['mde']:.3f} ({seeds} seeds x "
+            f"{int(row['n_prompts'])} prompts; planned {planned_value:.3f}{against}); its sd at the seed, prompt and "
+            f"cell level: {parts[0]:.3f}, {parts[1]:.3f}, {parts[2]:.3f} (the pilot's: {plan['sd_seed']:.3f}, "
+            f"{plan['sd_prompt']:.3f}, {plan['sd_cell']:.3f}); with these, {2 * seeds} seeds would give "
+            f"{stats.planned_mde(*parts, 2 * seeds, prompts):.3f} and {2 * prompts} prompts "
+            f"{stats.planned_mde(*parts, seeds, 2 * prompts):.3f}")
 
 
 def lines(claims: dict, reference: str, metric: str) -> list[str]:
