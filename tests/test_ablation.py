@@ -127,6 +127,7 @@ def test_rerun_skips_done_pairs_and_refuses_other_settings(report):
     assert sum("skipped" in line for line in logs) == 6 and logs[0].startswith("expected wall time: 0 min for 0")
     per_run = 2 * len(evaluate.SUMMARY_METRICS) + len(ablation.TIMES) + 2
     assert len(pd.read_csv(out / "results.csv")) == 3 * 2 * per_run
+    assert "in which 0 of its 6 (arm, seed) runs ran (the others were in results.csv" in (out / "report.md").read_text()
     with pytest.raises(ValueError, match="steps"):
         ablation.run_ablation(out, arms=["sft"], seeds=1, steps=2, eval_limit=4, log=logs.append, **TINY)
 

@@ -269,6 +269,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     elapsed = time.perf_counter() - started
     write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
                  dict(elapsed_s=elapsed, cpu_s=time.process_time() - cpu_start,
-                      load=(load_start, os.getloadavg()[0])), found)
+                      load=(load_start, os.getloadavg()[0]), ran=len(jobs) - len(done & set(jobs)), jobs=len(jobs)),
+                 found)
     log(f"ablation done in {elapsed / 60:.1f} min: {out / 'report.md'}")
     return summary

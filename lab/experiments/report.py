@@ -267,6 +267,9 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
                               for a in arms if a != REFERENCE] for m in metrics},
                          index=[a for a in arms if a != REFERENCE])
     load = timing["load"]
+    resumed = "" if timing.get("ran", 0) == timing.get("jobs", 0) else (
+        f", in which {timing['ran']} of its {timing['jobs']} (arm, seed) runs ran (the others were in results.csv "
+        "already: an earlier invocation or another shard)")
     compute = results[results["metric"].isin(["train_seconds", "eval_seconds"])]["value"].sum()
     text = [
         "# Ablation: does the hybrid beat plain SFT?", "",
@@ -290,7 +293,7 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         f"(temperature {cfg.temperature}, top-p {cfg.top_p}, seeded with the run's seed)",
         f"- machine: {_machine()}; load average {load[0]:.1f} at start, {load[1]:.1f} at the end",
         f"- wall time of this invocation: {timing['elapsed_s'] / 60:.1f} min (CPU time "
-        f"{timing['cpu_s'] / 60:.1f} min); training + evaluation time "
+        f"{timing['cpu_s'] / 60:.1f} min){resumed}; training + evaluation time "
         f"summed over all (arm, seed): {compute / 60:.1f} min", "",
         "## Arms", "", _arms_table(settings, arms), "", *_skipped(settings, arms),
         "## Results (mean over seeds ± half-width of the 95% CI)", "", _md_table(table), "",
