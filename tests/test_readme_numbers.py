@@ -8,8 +8,17 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 STANDARD = ROOT / "reports/standard-2026-11-26"
 QUICK = ROOT / "reports/quick-2026-11-26"
+CLAIMS = ROOT / "reports/claims-2026-12-06"
 BENCH = ROOT / "reports/bench-2026-11-26-rounds/bench.json"
 CLAIM = re.compile(r"(difference|MDE|CI) \[?([+-]?\d+\.\d+)(?:, ([+-]?\d+\.\d+)\])?")
+
+
+def _paired_text(path: Path) -> str:
+    """A paired_vs_*.csv's rows as the README quotes them: ``diff [low, high], MDE m``."""
+    import pandas as pd
+
+    return "\n".join(f"{r.arm} {r.metric} {r.diff:+.3f} [{r.boot_low:+.3f}, {r.boot_high:+.3f}], MDE {r.mde:.3f}"
+                     for r in pd.read_csv(path).itertuples())
 
 
 def _section(title: str) -> str:
@@ -21,7 +30,8 @@ def _section(title: str) -> str:
 def test_results_table_is_the_committed_standard_report():
     report = (STANDARD / "report.md").read_text()
     arms = json.loads((STANDARD / "ablation.json").read_text())["arms"]
-    rows = [line for line in _section("Results").splitlines() if re.match(r"\| [a-z_+]+ \| \d", line)]
+    standard = _section("Results")[:_section("Results").index("\n### ")]  # the claims run has its own table
+    rows = [line for line in standard.splitlines() if re.match(r"\| [a-z_+]+ \| \d", line)]
     assert len(rows) == len(arms) == 8
     for row in rows:
         assert row in report, row  # the row exactly as the report prints it
@@ -30,7 +40,8 @@ def test_results_table_is_the_committed_standard_report():
 
 def test_claim_numbers_come_from_the_reports():
     reports = {name: (folder / "report.md").read_text().replace("difference ", "")
-               for name, folder in (("standard", STANDARD), ("quick", QUICK))}
+               for name, folder in (("standard", STANDARD), ("quick", QUICK), ("claims", CLAIMS))}
+    reports["claims vs hybrid"] = _paired_text(CLAIMS / "paired_vs_hybrid.csv")
     bullets = re.findall(r"^- \*.*?(?=\n\n|\n- |\Z)", _section("Results"), flags=re.M | re.S)
     claims = [" ".join(b.split()) for b in bullets]  # each bullet with its wrapped lines
     assert len(claims) >= 3
@@ -106,3 +117,29 @@ def test_the_claims_runs_quoted_come_from_its_results():
     assert f"{value[('sft_walltime', 'steps')]:.0f} SFT steps against the hybrid's {value[('hybrid', 'steps')]:.0f}" \
         in " ".join(section.split())
     assert f"steps took {stepping:.0f} s of CPU" in " ".join(section.split())
+    runs = results.pivot_table(index=["arm", "seed"], columns="metric", values="value")
+    matched = runs.loc["sft_walltime", "steps"]
+    assert f"{matched.min():.0f} to {matched.max():.0f} steps over the five seeds" in " ".join(section.split())
+
+
+def test_the_claims_answers_come_from_its_report():
+    import pandas as pd
+
+    report = (CLAIMS / "report.md").read_text()
+    quoted = report + "\n" + _paired_text(CLAIMS / "paired_vs_hybrid.csv")
+    text = README[README.index("### The seed's claims at the calibrated budget"):README.index("## Reliability")]
+    section = " ".join(text.split())
+    table = [line for line in text.splitlines() if re.match(r"\| [a-z_]+ \| \d\.\d{3} ± ", line)]
+    assert len(table) == 8 and all(line in report for line in table)  # the report's rows, as printed
+    for diff, low, high in re.findall(r"([+-]\d\.\d{3}),? (?:95% CI )?\[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]", section):
+        assert diff in quoted and f"[{low}, {high}]" in quoted, (diff, low, high)
+    realised = re.search(r"realised MDE of hybrid - sft_walltime on greedy_semantic: (\S+) .*planned (\S+), above the "
+                         r"target 0.03 by (\S+)\); its sd at the seed, prompt and cell level: (\S+), (\S+), (\S+) "
+                         r"\(.*\); with these, 10 seeds would give (\S+) and 252 prompts (\S+)", report)
+    mde, planned, miss, sd_seed, sd_prompt, sd_cell, seeds, prompts = realised.groups()
+    assert f"The realised MDE, {mde}, misses the target 0.03 (planned {planned}) by {miss}" in section
+    assert f"(prompt-level sd {sd_prompt}, seed {sd_seed}, cell {sd_cell})" in section
+    assert f"twice the seeds would give {seeds}, twice the prompts {prompts}" in section
+    drop = pd.read_csv(CLAIMS / "stability_runs.csv").groupby("arm")["distinct_2_drop"].mean()
+    assert f"lost {100 * drop['hybrid']:.1f}% of their distinct-2" in section
+    assert f"samples none, {100 * drop['rl']:.1f}%" in section
