@@ -471,7 +471,8 @@ def test_the_claims_report_states_the_realised_mde_against_the_plan_and_says_wha
     line = claims.realised(settings, found, 40)
     assert line.startswith("realised MDE of hybrid - sft_walltime on greedy_semantic: 0.050 (3 seeds x 40 prompts; "
                            "planned 0.0") and "above the target 0.03 by 0.020" in line
-    twice = re.search(r"with these, 6 seeds would give (\d\.\d+) and 80 prompts (\d\.\d+)$", line)
+    twice = re.search(r"with these, 6 seeds would give (\d\.\d+) and 80 prompts (\d\.\d+): the prompt level "
+                      r"sets it$", line)
     assert float(twice[2]) < float(twice[1])  # more prompts would narrow it, more seeds hardly
     assert claims.realised({**settings, "plan": None}, found, 40) is None
 

@@ -123,9 +123,9 @@ def planned(settings: dict, prompts: int) -> str | None:
 
 def realised(settings: dict, found: dict, prompts: int) -> str | None:
     """The plan's comparison as it came out, in one line: its realised MDE against the planned one and
-    the target, the realised variance components against the pilot's, and what twice the seeds or
-    twice the prompts would give with them (which of the two would narrow it); None without a plan or
-    the comparison."""
+    the target, the realised variance components against the pilot's, what twice the seeds or twice
+    the prompts would give with them, and which level (seed or prompt) carries more of the standard
+    error, so which of the two would narrow it; None without a plan or the comparison."""
     plan = settings.get("plan")
     if not plan or plan["arm"] != "hybrid":
         return None
@@ -138,12 +138,13 @@ def realised(settings: dict, found: dict, prompts: int) -> str | None:
     target = plan.get("target")
     against = "" if target is None else (f", within the target {target}" if row["mde"] <= target else
                                          f", above the target {target} by {row['mde'] - target:.3f}")
+    level = "prompt" if parts[1] ** 2 / prompts > parts[0] ** 2 / seeds else "seed"  # the larger part of the SE
     return (f"realised MDE of hybrid - {plan['reference']} on {plan['metric']}: {row['mde']:.3f} ({seeds} seeds x "
             f"{int(row['n_prompts'])} prompts; planned {planned_value:.3f}{against}); its sd at the seed, prompt and "
             f"cell level: {parts[0]:.3f}, {parts[1]:.3f}, {parts[2]:.3f} (the pilot's: {plan['sd_seed']:.3f}, "
             f"{plan['sd_prompt']:.3f}, {plan['sd_cell']:.3f}); with these, {2 * seeds} seeds would give "
             f"{stats.planned_mde(*parts, 2 * seeds, prompts):.3f} and {2 * prompts} prompts "
-            f"{stats.planned_mde(*parts, seeds, 2 * prompts):.3f}")
+            f"{stats.planned_mde(*parts, seeds, 2 * prompts):.3f}: the {level} level sets it")
 
 
 def lines(claims: dict, reference: str, metric: str) -> list[str]:
