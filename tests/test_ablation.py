@@ -482,7 +482,9 @@ def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):
     ablation.run_ablation(tmp_path, "atlas", arms=["sft", "hybrid", "hybrid_no_d"], seeds=2, steps=1, eval_limit=4,
                           log=logs.append, n_boot=50, **TINY)
     frame = pd.read_csv(tmp_path / "atlas.csv").set_index("arm")
-    assert list(frame.index) == ["sft", "hybrid_no_d"]  # every arm but the reference
+    assert list(frame.index) == ["hybrid", "sft", "hybrid_no_d"]  # the reference first, with its own means
+    assert frame.loc["hybrid", "greedy_semantic"] >= 0 and frame.loc["hybrid", "greedy_semantic_low"] != \
+        frame.loc["hybrid", "greedy_semantic_low"]  # no interval against itself
     row = frame.loc["hybrid_no_d"]
     assert row["greedy_semantic_low"] <= row["greedy_semantic"] <= row["greedy_semantic_high"]
     assert row["greedy_semantic_mde"] >= 0 and row["seconds_per_step"] > 0 and row["peak_rss_mb"] > 100
@@ -508,6 +510,10 @@ def test_the_atlas_seconds_a_step_leave_out_setup_and_read_cpu_seconds_on_a_cpu(
     assert list(cpu.index) == ["hybrid", "base"] and cpu.isna()["base"]  # an untrained arm has no step
     old = results[~results["metric"].str.contains("cpu")]  # runs from before CPU seconds were recorded
     assert atlas.step_seconds(old)["hybrid"] == pytest.approx(wall["hybrid"])
+    mixed = results[~(results["metric"].str.contains("cpu") & (results["seed"] == 1))]  # one seed without them
+    assert atlas.step_seconds(mixed)["hybrid"] == pytest.approx((20 / 12 + 80 / 12) / 2)
+    one_seed = pd.Series({"arm": "sft", "greedy_semantic": 0.01, "greedy_semantic_low": float("nan")})
+    assert atlas._cell(one_seed, "greedy_semantic") == "+0.010 (one seed: no interval)"
 
 
 def test_the_budget_table_says_where_an_arm_clearly_left_base_and_where_it_flattens():

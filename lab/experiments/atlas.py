@@ -26,30 +26,31 @@ COLUMNS = {"greedy_semantic": "greedy semantic", "greedy_rouge_l": "greedy ROUGE
 
 def step_seconds(results: pd.DataFrame, on_cpu: bool = True) -> pd.Series:
     """Seconds per training step of each arm, mean over its seeds: (training - setup) / steps, in
-    CPU seconds on a CPU where the runs recorded them (wall seconds otherwise)."""
+    CPU seconds on a CPU where a run recorded them (wall seconds otherwise)."""
     wide = results.pivot_table(index=["arm", "seed"], columns="metric", values="value")
-    train, setup = ("train_cpu_seconds", "setup_cpu_seconds") if on_cpu and "train_cpu_seconds" in wide \
-        else ("train_seconds", "setup_seconds")
-    spent = wide[train] - (wide[setup] if setup in wide else 0.0)
+    spent = wide["train_seconds"] - (wide["setup_seconds"] if "setup_seconds" in wide else 0.0)
+    if on_cpu and "train_cpu_seconds" in wide:  # runs recorded before CPU seconds keep their wall seconds
+        spent = (wide["train_cpu_seconds"] - wide["setup_cpu_seconds"]).fillna(spent)
     per_step = (spent / wide["steps"].where(wide["steps"] > 0)).groupby(level="arm").mean()
     return per_step.reindex(list(dict.fromkeys(results["arm"])))
 
 
 def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000,
           on_cpu: bool = True) -> pd.DataFrame:
-    """One row per arm (not ``hybrid``): description, per metric ``<m>``, ``<m>_low``, ``<m>_high``,
-    ``<m>_mde``, plus ``seconds_per_step`` (:func:`step_seconds`) and ``peak_rss_mb`` (means over seeds)."""
+    """One row per arm: description, per metric ``<m>``, ``<m>_low``, ``<m>_high``, ``<m>_mde`` (for
+    ``hybrid``, the first row, its own mean and no interval), plus ``seconds_per_step``
+    (:func:`step_seconds`) and ``peak_rss_mb`` (means over seeds)."""
     factual = claims.factual_metric(results)
     metrics = [*COLUMNS, *([factual] if factual else [])]
     paired = stats.paired_table(diagnostics.per_prompt(out, results), results, metrics, REFERENCE, n_boot)
     wide = results.pivot_table(index="arm", columns="metric", values="value", aggfunc="mean")
     per_step = step_seconds(results, on_cpu)
     rows = []
-    for arm in dict.fromkeys(results["arm"]):
-        if arm == REFERENCE:
-            continue
+    for arm in sorted(dict.fromkeys(results["arm"]), key=lambda a: a != REFERENCE):  # the reference first
         row = {"arm": arm, "changes": definitions.get(arm, {}).get("description", "")}
-        for metric in metrics:
+        if arm == REFERENCE:
+            row.update({metric: wide.loc[arm].get(metric, float("nan")) for metric in metrics})
+        for metric in metrics if arm != REFERENCE else ():
             found = paired[(paired["arm"] == arm) & (paired["metric"] == metric)]
             if found.empty:
                 continue
@@ -66,6 +67,10 @@ def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 200
 def _cell(row: pd.Series, metric: str) -> str:
     if metric not in row or row[metric] != row[metric]:
         return "n/a"
+    if row["arm"] == REFERENCE:
+        return f"{row[metric]:.3f} (its mean)"
+    if row[f"{metric}_low"] != row[f"{metric}_low"]:
+        return f"{row[metric]:+.3f} (one seed: no interval)"
     mark = " *" if row[f"{metric}_low"] > 0 or row[f"{metric}_high"] < 0 else ""
     return f"{row[metric]:+.3f} [{row[f'{metric}_low']:+.3f}, {row[f'{metric}_high']:+.3f}]{mark} " \
            f"(MDE {row[f'{metric}_mde']:.3f})"
