@@ -184,6 +184,23 @@ def test_plot_metrics_one_labelled_bar_chart_per_metric():
     assert len([ax for ax in figures.plot_metrics(summary).axes if ax.get_visible()]) == 3  # default: all
 
 
+def test_plot_metrics_error_bars_stay_in_the_metric_range_and_leave_out_costs():
+    nan = float("nan")
+    part = pd.DataFrame({"mean": [0.55, 0.9, 0.4], "ci_low": [-0.2, 0.8, nan], "ci_high": [1.3, 1.0, nan]})
+    np.testing.assert_allclose(figures.error_bars(part, "sampled_distinct_2"), [[0.55, 0.1, 0], [0.45, 0.1, 0]])
+    np.testing.assert_allclose(figures.error_bars(part, "train_seconds"), [[0.55, 0.1, 0], [0.75, 0.1, 0]])  # >= 0
+    np.testing.assert_allclose(figures.error_bars(part, "greedy_semantic"), [[0.75, 0.1, 0], [0.45, 0.1, 0]])  # cosine
+    results, _ = ablation_tables()
+    costs = pd.DataFrame([(arm, seed, metric, 10.0 + seed) for arm in ("sft", "hybrid") for seed in range(3)
+                          for metric in ("train_seconds", "eval_cpu_seconds", "steps", "peak_rss_mb")],
+                         columns=["arm", "seed", "metric", "value"])
+    from lab.eval import stats
+
+    summary = stats.summarize_results(pd.concat([results, costs]), "sft")
+    titles = [ax.get_title() for ax in figures.plot_metrics(summary).axes if ax.get_visible()]
+    assert sorted(titles) == ["greedy_rouge_l", "sampled_distinct_2", "sampled_semantic"]  # held-out metrics, no costs
+
+
 def test_plot_quality_diversity_one_marker_per_arm():
     results, _ = ablation_tables()
     fig = figures.plot_quality_diversity(results)

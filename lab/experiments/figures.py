@@ -17,14 +17,31 @@ from lab.experiments.curves import budget, learning_curves
 from lab.ui import plots
 
 
+def is_cost(metric: str) -> bool:
+    """Whether ``metric`` is a run's cost (seconds, steps, peak memory), not a held-out metric."""
+    return metric.endswith("seconds") or metric in ("steps", "peak_rss_mb")
+
+
+def error_bars(part: pd.DataFrame, metric: str) -> np.ndarray:
+    """(2, arms) lower and upper error-bar lengths of ``part`` (``mean, ci_low, ci_high`` per arm), the
+    interval cut to the values ``metric`` can take (:func:`lab.eval.stats.metric_range`; every other
+    metric is >= 0: perplexity, words, repetition, D's score, costs): with 2 seeds a t-interval can
+    reach far outside them, and the mean cannot. NaN intervals (one seed) give no bar."""
+    low, high = metric_range(metric) or (0.0, np.inf)
+    return np.nan_to_num(np.vstack([part["mean"] - part["ci_low"].clip(lower=low),
+                                    part["ci_high"].clip(upper=high) - part["mean"]]))
+
+
 def plot_metrics(summary: pd.DataFrame, metrics=None) -> Figure:
-    """One bar chart per metric: the mean over seeds per arm, 95% CI error bars.
+    """One bar chart per metric: the mean over seeds per arm, 95% CI error bars cut to the metric's
+    range (:func:`error_bars`).
 
     ``summary``: :func:`lab.eval.stats.summarize_results` (``arm, metric, mean, ci_low, ci_high``);
-    ``metrics``: which, in order (default: all; the ablation passes its ``KEY_METRICS``).
+    ``metrics``: which, in order (default: every held-out metric, no costs; the ablation passes its
+    ``KEY_METRICS``).
     """
     present = list(dict.fromkeys(summary["metric"]))
-    metrics = [m for m in (metrics or present) if m in present]
+    metrics = [m for m in (metrics or [m for m in present if not is_cost(m)]) if m in present]
     arms = list(dict.fromkeys(summary["arm"]))
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, -(-len(metrics) // ncols))
@@ -33,12 +50,12 @@ def plot_metrics(summary: pd.DataFrame, metrics=None) -> Figure:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
         part = summary[summary["metric"] == metric].set_index("arm").reindex(arms)
-        err = np.nan_to_num(np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]]))
-        ax.bar(range(len(arms)), part["mean"], yerr=err, capsize=3, color=list(plots.colors(arms).values()))
+        ax.bar(range(len(arms)), part["mean"], yerr=error_bars(part, metric), capsize=3,
+               color=list(plots.colors(arms).values()))
         ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
         ax.set_title(metric)
         ax.set_ylabel(metric.split("_", 1)[-1])
-    fig.suptitle("held-out metrics: mean over seeds, bars = 95% CI (t over seeds)")
+    fig.suptitle("held-out metrics: mean over seeds, bars = 95% CI (t over seeds, cut to the metric's range)")
     return fig
 
 
