@@ -6,8 +6,9 @@ the same seeds and data order, its held-out answers pair with the hybrid's promp
 95% interval and MDE on greedy semantic, greedy ROUGE-L and the factual metric (cluster
 bootstrap, :func:`lab.eval.stats.paired_table`), on sampled distinct-2 (a set-level metric: the
 per-seed t-interval), its seconds per training step (the training steps' seconds, less the run's
-setup; on a CPU its CPU seconds: with one torch thread, a core of its own's wall time, whatever
-else shared the machine) and the process's peak resident memory during its runs. :func:`write` saves ``atlas.csv`` and ``atlas.md`` (the README's table).
+setup; on a CPU its CPU seconds: with one torch thread, the wall time it takes on a core of its
+own, whatever else shares the machine) and the process's peak resident memory during its runs.
+:func:`write` saves ``atlas.csv`` and ``atlas.md`` (the README's table).
 """
 
 from __future__ import annotations
