@@ -135,7 +135,8 @@ def test_the_claims_answers_come_from_its_report():
         assert diff in quoted and f"[{low}, {high}]" in quoted, (diff, low, high)
     realised = re.search(r"realised MDE of hybrid - sft_walltime on greedy_semantic: (\S+) .*planned (\S+), above the "
                          r"target 0.03 by (\S+)\); its sd at the seed, prompt and cell level: (\S+), (\S+), (\S+) "
-                         r"\(.*\); with these, 10 seeds would give (\S+) and 252 prompts (\S+): the prompt level sets it", report)
+                         r"\(.*\); with these, 10 seeds would give (\S+) and 252 prompts (\S+): the prompt level "
+                         r"sets it", report)
     mde, planned, miss, sd_seed, sd_prompt, sd_cell, seeds, prompts = realised.groups()
     assert f"The realised MDE, {mde}, misses the target 0.03 (planned {planned}) by {miss}" in section
     assert f"(prompt-level sd {sd_prompt}, seed {sd_seed}, cell {sd_cell})" in section
