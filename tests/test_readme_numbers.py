@@ -144,3 +144,14 @@ def test_the_claims_answers_come_from_its_report():
     drop = pd.read_csv(CLAIMS / "stability_runs.csv").groupby("arm")["distinct_2_drop"].mean()
     assert f"lost {100 * drop['hybrid']:.1f}% of their distinct-2" in section
     assert f"samples none, {100 * drop['rl']:.1f}%" in section
+
+
+def test_the_atlas_status_counts_its_committed_runs():
+    import pandas as pd
+
+    results = pd.read_csv(ROOT / "reports/atlas-2026-12-07/results.csv")
+    section = " ".join(README[README.index("### The results atlas"):README.index("## Reliability")].split())
+    done = len(results[["arm", "seed"]].drop_duplicates())
+    assert f"{done} of its 44 runs are committed" in section
+    assert all((ROOT / "reports/atlas-2026-12-07/runs" / f"{arm}_seed{seed}" / "eval.csv").exists()
+               for arm, seed in results[["arm", "seed"]].drop_duplicates().itertuples(index=False))
