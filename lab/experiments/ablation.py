@@ -74,7 +74,7 @@ def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
     at one seed of the claims run where CPU seconds give 169, and would have given a third of them at
     the next); on a GPU, wall seconds."""
     target = settings["arm_definitions"][arm]["match_time"]
-    on_cpu = models.pick_device(arm_config(settings, arm, seed).device).type == "cpu"
+    on_cpu = _on_cpu(arm_config(settings, arm, seed))
     train, setup = ("train_cpu_seconds", "setup_cpu_seconds") if on_cpu else ("train_seconds", "setup_seconds")
     results = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else pd.DataFrame(
         columns=["arm", "seed", "metric", "value"])
@@ -88,6 +88,11 @@ def time_matched_steps(out: Path, settings: dict, arm: str, seed: int) -> int:
     sft, matched = values.loc["sft"], values.loc[target]
     per_step = (sft[train] - sft[setup]) / sft["steps"]
     return max(1, int(round((matched[train] - matched[setup]) / per_step)))
+
+
+def _on_cpu(config: HybridConfig) -> bool:
+    """Whether ``config`` runs on the CPU (its runs are then timed in CPU seconds)."""
+    return models.pick_device(config.device).type == "cpu"
 
 
 def _same_run(settings: dict, old, new) -> bool:
@@ -265,7 +270,7 @@ def run_ablation(out: str | Path, preset: str = "quick", arms=None, seeds: int |
     found = report.gather(out, results, REFERENCE, n_boot=n_boot)
     if settings.get("atlas"):
         atlas.write(out, results, json.loads((out / "ablation.json").read_text())["arm_definitions"], n_boot,
-                    on_cpu=models.pick_device(HybridConfig.from_dict(settings["config"]).device).type == "cpu")
+                    on_cpu=_on_cpu(HybridConfig.from_dict(settings["config"])))
     elapsed = time.perf_counter() - started
     write_report(out, json.loads((out / "ablation.json").read_text()), results, summary,
                  dict(elapsed_s=elapsed, cpu_s=time.process_time() - cpu_start,

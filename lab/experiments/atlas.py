@@ -49,20 +49,27 @@ def table(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 200
     rows = []
     for arm in sorted(dict.fromkeys(results["arm"]), key=lambda a: a != REFERENCE):  # the reference first
         row = {"arm": arm, "changes": definitions.get(arm, {}).get("description", "")}
-        if arm == REFERENCE:
-            row.update({metric: wide.loc[arm].get(metric, float("nan")) for metric in metrics})
-        for metric in metrics if arm != REFERENCE else ():
-            found = paired[(paired["arm"] == arm) & (paired["metric"] == metric)]
-            if found.empty:
-                continue
-            r = found.iloc[0]
-            low, high = (r["boot_low"], r["boot_high"]) if r["boot_low"] == r["boot_low"] else (r["t_low"], r["t_high"])
-            diff = r["diff"] if r["diff"] == r["diff"] else r["t_diff"]
-            row.update({metric: diff, f"{metric}_low": low, f"{metric}_high": high, f"{metric}_mde": r["mde"]})
+        row.update({metric: wide.loc[arm].get(metric, float("nan")) for metric in metrics} if arm == REFERENCE
+                   else _differences(paired, arm, metrics))
         row["seconds_per_step"] = per_step.get(arm, float("nan"))
         row["peak_rss_mb"] = wide.loc[arm].get("peak_rss_mb", float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _differences(paired: pd.DataFrame, arm: str, metrics: list[str]) -> dict:
+    """``arm``'s paired difference from the reference per metric: ``<m>``, ``<m>_low``, ``<m>_high``,
+    ``<m>_mde`` (the bootstrap interval, the per-seed t one where a metric has no per-prompt value)."""
+    cells = {}
+    for metric in metrics:
+        found = paired[(paired["arm"] == arm) & (paired["metric"] == metric)]
+        if found.empty:
+            continue
+        r = found.iloc[0]
+        low, high = (r["boot_low"], r["boot_high"]) if r["boot_low"] == r["boot_low"] else (r["t_low"], r["t_high"])
+        diff = r["diff"] if r["diff"] == r["diff"] else r["t_diff"]
+        cells.update({metric: diff, f"{metric}_low": low, f"{metric}_high": high, f"{metric}_mde": r["mde"]})
+    return cells
 
 
 def _cell(row: pd.Series, metric: str) -> str:

@@ -109,13 +109,19 @@ def components(prompts: pd.DataFrame, arm: str, ref: str, metric: str) -> tuple[
     return stats.variance_components(diff.to_numpy()) if min(diff.shape) >= 2 else None
 
 
+def _planned_value(settings: dict, prompts: int) -> float:
+    """The plan's MDE for the preset's seeds x ``prompts``, from the pilot's variance components."""
+    plan = settings["plan"]
+    return stats.planned_mde(plan["sd_seed"], plan["sd_prompt"], plan["sd_cell"], len(settings["seeds"]), prompts)
+
+
 def planned(settings: dict, prompts: int) -> str | None:
     """The preset's planned MDE (its ``plan``: the comparison and a pilot's :func:`lab.eval.stats.variance_components`)
     for ``len(seeds)`` x ``prompts``, in one line; None without a plan."""
     plan = settings.get("plan")
     if not plan:
         return None
-    value = stats.planned_mde(plan["sd_seed"], plan["sd_prompt"], plan["sd_cell"], len(settings["seeds"]), prompts)
+    value = _planned_value(settings, prompts)
     return (f"planned MDE of {plan['arm']} - {plan['reference']} on {plan['metric']}: {value:.3f} "
             f"({len(settings['seeds'])} seeds x {prompts} prompts; the pilot's sd at the seed, prompt and cell "
             f"level: {plan['sd_seed']:.3f}, {plan['sd_prompt']:.3f}, {plan['sd_cell']:.3f}; lab.eval.stats.planned_mde)")
@@ -133,8 +139,7 @@ def realised(settings: dict, found: dict, prompts: int) -> str | None:
     if row is None or parts is None or row["mde"] != row["mde"]:
         return None
     seeds = int(row["n_seeds"])
-    planned_value = stats.planned_mde(plan["sd_seed"], plan["sd_prompt"], plan["sd_cell"], len(settings["seeds"]),
-                                      prompts)
+    planned_value = _planned_value(settings, prompts)
     target = plan.get("target")
     against = "" if target is None else (f", within the target {target}" if row["mde"] <= target else
                                          f", above the target {target} by {row['mde'] - target:.3f}")

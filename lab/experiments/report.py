@@ -267,6 +267,7 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
                               for a in arms if a != REFERENCE] for m in metrics},
                          index=[a for a in arms if a != REFERENCE])
     load = timing["load"]
+    realised = claims.realised(settings, found["claims"], n_prompts) if found else None
     resumed = "" if timing.get("ran", 0) == timing.get("jobs", 0) else (
         f", in which {timing['ran']} of its {timing['jobs']} (arm, seed) runs ran (the others were in results.csv "
         "already: an earlier invocation or another shard)")
@@ -285,7 +286,7 @@ def write_report(out: Path, settings: dict, results: pd.DataFrame, summary: pd.D
         *(f"- {a}: steps by seed {_steps_by_seed(results, a)} ({d['description']})"
           for a, d in settings.get("arm_definitions", {}).items() if "match_time" in d and a in arms),
         *([f"- {claims.planned(settings, n_prompts)} (stated before the run)"] if settings.get("plan") else []),
-        *(f"- {line}" for line in [found and claims.realised(settings, found["claims"], n_prompts)] if line),
+        *([f"- {realised}"] if realised else []),
         f"- B = {cfg.prompts_per_step} prompts a step, k = {cfg.samples_per_prompt} samples a prompt "
         f"(sft trains on the same B reference answers a step); lr {cfg.lr}; {cfg.max_new_tokens} new tokens",
         f"- evaluation: {n_prompts} prompts, {evaluate.describe_source(eval_source(settings), cfg.dataset)}; "
