@@ -146,12 +146,25 @@ def test_the_claims_answers_come_from_its_report():
     assert f"samples none, {100 * drop['rl']:.1f}%" in section
 
 
-def test_the_atlas_status_counts_its_committed_runs():
+def test_the_atlas_table_is_the_committed_atlas():
     import pandas as pd
 
-    results = pd.read_csv(ROOT / "reports/atlas-2026-12-07/results.csv")
-    section = " ".join(README[README.index("### The results atlas"):README.index("## Reliability")].split())
-    done = len(results[["arm", "seed"]].drop_duplicates())
-    assert f"{done} of its 44 runs are committed" in section
-    assert all((ROOT / "reports/atlas-2026-12-07/runs" / f"{arm}_seed{seed}" / "eval.csv").exists()
-               for arm, seed in results[["arm", "seed"]].drop_duplicates().itertuples(index=False))
+    atlas = ROOT / "reports/atlas-2026-12-07"
+    table = [line for line in (atlas / "atlas.md").read_text().splitlines() if line.startswith("|")]
+    section = README[README.index("### The results atlas"):README.index("## Reliability")]
+    assert [line for line in section.splitlines() if line.startswith("|")] == table
+    runs = pd.read_csv(atlas / "results.csv")[["arm", "seed"]].drop_duplicates()
+    assert len(table) == 2 + 44 and len(runs) == 88  # header, rule, the hybrid and 43 arms (larger_d: not offline)
+    assert f"all {len(runs)} runs" in " ".join(section.split())
+    assert all((atlas / "runs" / f"{arm}_seed{seed}" / "eval.csv").exists() for arm, seed in runs.itertuples(index=False))
+
+
+def test_each_notebook_link_to_the_atlas_finds_its_row():
+    linked = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        linked |= set(re.findall(r"\(\.\./README\.md#atlas-([\w+]+)\)", text))
+    missing = sorted(arm for arm in linked if f'<a id="atlas-{arm}"></a>' not in README)
+    assert not missing, f"notebooks link atlas rows the README lacks: {missing}"
+    assert len(linked) >= 41  # every arm a notebook section teaches (not base, aux_d)

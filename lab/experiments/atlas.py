@@ -8,17 +8,20 @@ bootstrap, :func:`lab.eval.stats.paired_table`), on sampled distinct-2 (a set-le
 per-seed t-interval), its seconds per training step (the training steps' seconds, less the run's
 setup; on a CPU its CPU seconds: with one torch thread, the wall time it takes on a core of its
 own, whatever else shares the machine) and the process's peak resident memory during its runs.
-:func:`write` saves ``atlas.csv`` and ``atlas.md`` (the README's table).
+:func:`write` saves ``atlas.csv``, ``atlas.md`` (the README's table) and ``atlas.png`` (:func:`plot`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from lab.eval import diagnostics, stats
 from lab.experiments import claims
+from lab.ui import plots
 
 REFERENCE = "hybrid"
 COLUMNS = {"greedy_semantic": "greedy semantic", "greedy_rouge_l": "greedy ROUGE-L",
@@ -85,17 +88,42 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """The atlas as a Markdown table (``*``: the interval excludes 0)."""
+    """The atlas as a Markdown table (``*``: the interval excludes 0); each row has an anchor,
+    ``#atlas-<arm>``, for the notebook sections that teach its switch to link to."""
     metrics = [m for m in frame.columns if m in COLUMNS or m.endswith(claims.FACTUAL)]
     metrics = [m for m in metrics if not m.endswith(("_low", "_high", "_mde"))]
     head = ["arm", "what it changes", *(COLUMNS.get(m, m) + " vs hybrid" for m in metrics), "s / step", "peak RSS MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in frame.iterrows():
-        cells = [row["arm"], row["changes"], *(_cell(row, m) for m in metrics),
+        cells = [f'<a id="atlas-{row["arm"]}"></a>`{row["arm"]}`', row["changes"], *(_cell(row, m) for m in metrics),
                  "n/a" if row["seconds_per_step"] != row["seconds_per_step"] else f"{row['seconds_per_step']:.1f}",
                  "n/a" if row["peak_rss_mb"] != row["peak_rss_mb"] else f"{row['peak_rss_mb']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot(frame: pd.DataFrame) -> Figure:
+    """A forest plot of :func:`table`: one panel per metric, one row per arm (the hybrid's is the
+    zero line), its difference from the hybrid with the 95% interval; filled where the interval
+    excludes 0, a hollow marker where one seed gave no interval."""
+    metrics = [m for m in frame.columns if f"{m}_low" in frame.columns]
+    arms = frame[frame["arm"] != REFERENCE].reset_index(drop=True)
+    fig, axes = plots.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.22 * len(arms) + 1.2), squeeze=False)
+    y = np.arange(len(arms))[::-1]  # the table's order, top to bottom
+    for ax, metric in zip(axes[0], metrics):
+        diff, low, high = (arms[c].to_numpy(float) for c in (metric, f"{metric}_low", f"{metric}_high"))  # (arms,)
+        clear = (low > 0) | (high < 0)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.hlines(y, low, high, color="C0", lw=1.2)
+        ax.scatter(diff[clear], y[clear], color="C3", zorder=3, s=14, label="interval excludes 0")
+        ax.scatter(diff[~clear], y[~clear], facecolor="white", edgecolor="C0", zorder=3, s=14)
+        ax.set_title(f"{COLUMNS.get(metric, metric)} - hybrid", fontsize=9)
+        ax.set_yticks(y, arms["arm"] if ax is axes[0][0] else [""] * len(y), fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylim(-0.8, len(arms) - 0.2)
+    fig.suptitle("atlas: each arm minus the default hybrid, paired per prompt, 95% interval "
+                 "(red: it excludes 0)", fontsize=10)
+    return fig
 
 
 def write(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000,
@@ -107,4 +135,5 @@ def write(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 200
         "# Atlas: every arm minus the default hybrid (same seeds and data order, paired per prompt)\n\n"
         "Difference [95% interval] (MDE); * = the interval excludes 0. Written by `python -m lab ablate "
         "--preset atlas` (lab.experiments.atlas).\n\n" + markdown(frame))
+    plots.save(plot(frame), Path(out) / "atlas.png")
     return frame
