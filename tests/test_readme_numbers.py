@@ -127,7 +127,7 @@ def test_the_claims_answers_come_from_its_report():
 
     report = (CLAIMS / "report.md").read_text()
     quoted = report + "\n" + _paired_text(CLAIMS / "paired_vs_hybrid.csv")
-    text = README[README.index("### The seed's claims at the calibrated budget"):README.index("## Reliability")]
+    text = README[README.index("### The seed's claims at the calibrated budget"):README.index("### The results atlas")]
     section = " ".join(text.split())
     table = [line for line in text.splitlines() if re.match(r"\| [a-z_]+ \| \d\.\d{3} ± ", line)]
     assert len(table) == 8 and all(line in report for line in table)  # the report's rows, as printed
@@ -155,8 +155,9 @@ def test_the_atlas_table_is_the_committed_atlas():
     assert [line for line in section.splitlines() if line.startswith("|")] == table
     runs = pd.read_csv(atlas / "results.csv")[["arm", "seed"]].drop_duplicates()
     assert len(table) == 2 + 44 and len(runs) == 88  # header, rule, the hybrid and 43 arms (larger_d: not offline)
-    assert f"all {len(runs)} runs" in " ".join(section.split())
-    assert all((atlas / "runs" / f"{arm}_seed{seed}" / "eval.csv").exists() for arm, seed in runs.itertuples(index=False))
+    assert f"All {len(runs)} runs are committed" in " ".join(section.split())
+    assert all((atlas / "runs" / f"{arm}_seed{seed}" / "eval.csv").exists()
+               for arm, seed in runs.itertuples(index=False))
 
 
 def test_each_notebook_link_to_the_atlas_finds_its_row():
@@ -168,3 +169,38 @@ def test_each_notebook_link_to_the_atlas_finds_its_row():
     missing = sorted(arm for arm in linked if f'<a id="atlas-{arm}"></a>' not in README)
     assert not missing, f"notebooks link atlas rows the README lacks: {missing}"
     assert len(linked) >= 41  # every arm a notebook section teaches (not base, aux_d)
+
+
+def test_the_atlas_findings_come_from_its_files():
+    import pandas as pd
+
+    atlas = ROOT / "reports/atlas-2026-12-07"
+    frame, results = pd.read_csv(atlas / "atlas.csv"), pd.read_csv(atlas / "results.csv")
+    arms = frame[frame["arm"] != "hybrid"]
+    section = " ".join(README[README.index("### The results atlas"):README.index("## Reliability")].split())
+    cpu = results[results["metric"].isin(["train_cpu_seconds", "eval_cpu_seconds"])]["value"].sum() / 60
+    assert f"{cpu:.0f} min of CPU in all, {cpu / 2:.0f} min a core" in section
+    assert f"the median MDE on greedy semantic is {arms['greedy_semantic_mde'].median():.3f}" in section
+    for metric in ("greedy_semantic", "greedy_rouge_l", "greedy_mc2", "sampled_distinct_2"):
+        clear = arms[(arms[f"{metric}_low"] > 0) | (arms[f"{metric}_high"] < 0)]
+        assert all(f"`{row.arm}` ({getattr(row, metric):+.3f})" in section for row in clear.itertuples())
+    steps = frame.set_index("arm")["seconds_per_step"]
+    assert (f"SFT {steps['sft']:.1f} s a step, the hybrid {steps['hybrid']:.1f}, the D-free hybrid "
+            f"{steps['hybrid_no_d']:.1f}") in section
+    assert f"up to {steps.max():.1f} (`{steps.idxmax()}`)" in section
+
+    def greedy(arm, seed):
+        answers = pd.read_csv(atlas / "runs" / f"{arm}_seed{seed}" / "eval.csv")
+        return answers[answers["decoding"] == "greedy"]["completion"].fillna("").tolist()
+
+    def same(a, b):
+        return sum(x == y for seed in (0, 1) for x, y in zip(greedy(a, seed), greedy(b, seed)))
+
+    unchanged = {same(arm, "hybrid") for arm in ("hybrid+kl", "hybrid+entropy", "no_clip")}
+    assert len(unchanged) == 1 and f"`no_clip`, {unchanged.pop()} of the 32 greedy answers" in section
+    family = ["grpo", "dr_grpo", "bnpo", "dapo", "gspo"]
+    least = min(same(a, b) for i, a in enumerate(family) for b in family[i + 1:])
+    assert f"same greedy answer as each other on at least {least} of 32" in section
+    norms = pd.concat(pd.read_csv(atlas / "runs" / f"hybrid_seed{seed}" / "history.csv")["grad_norm"]
+                      for seed in (0, 1))
+    assert f"above 1 in {(norms > 1).sum()} of its {len(norms)} steps" in section
