@@ -491,7 +491,8 @@ def test_the_atlas_pairs_every_arm_with_the_default_hybrid(tmp_path):
     assert "greedy_mc2" in frame.columns  # half the held-out prompts are factual: truthfulness per arm
     table = (tmp_path / "atlas.md").read_text()
     assert '| <a id="atlas-hybrid_no_d"></a>`hybrid_no_d` | the D-free hybrid' in table
-    assert (tmp_path / "atlas.png").stat().st_size > 10_000  # the forest plot and "greedy semantic vs hybrid" in table
+    assert "greedy semantic vs hybrid" in table
+    assert (tmp_path / "atlas.png").stat().st_size > 10_000  # the forest plot
     assert ablation.settings_for("atlas")["arms"] == list(arms.ARMS)  # every built-in arm
     assert cost.expected_minutes("atlas", shards=2) <= 180  # the budget on this 2-core machine, 2 shards
 

@@ -1,5 +1,6 @@
 """Every number the README quotes from a report appears in that committed report."""
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ README = (ROOT / "README.md").read_text()
 STANDARD = ROOT / "reports/standard-2026-11-26"
 QUICK = ROOT / "reports/quick-2026-11-26"
 CLAIMS = ROOT / "reports/claims-2026-12-06"
+ATLAS = ROOT / "reports/atlas-2026-12-07"
 BENCH = ROOT / "reports/bench-2026-11-26-rounds/bench.json"
 CLAIM = re.compile(r"(difference|MDE|CI) \[?([+-]?\d+\.\d+)(?:, ([+-]?\d+\.\d+)\])?")
 
@@ -25,6 +27,10 @@ def _section(title: str) -> str:
     start = README.index(f"## {title}")
     end = README.find("\n## ", start + 1)
     return README[start:end]
+
+
+def _atlas_section() -> str:
+    return README[README.index("### The results atlas"):README.index("## Reliability")]
 
 
 def test_results_table_is_the_committed_standard_report():
@@ -149,14 +155,13 @@ def test_the_claims_answers_come_from_its_report():
 def test_the_atlas_table_is_the_committed_atlas():
     import pandas as pd
 
-    atlas = ROOT / "reports/atlas-2026-12-07"
-    table = [line for line in (atlas / "atlas.md").read_text().splitlines() if line.startswith("|")]
-    section = README[README.index("### The results atlas"):README.index("## Reliability")]
+    table = [line for line in (ATLAS / "atlas.md").read_text().splitlines() if line.startswith("|")]
+    section = _atlas_section()
     assert [line for line in section.splitlines() if line.startswith("|")] == table
-    runs = pd.read_csv(atlas / "results.csv")[["arm", "seed"]].drop_duplicates()
+    runs = pd.read_csv(ATLAS / "results.csv")[["arm", "seed"]].drop_duplicates()
     assert len(table) == 2 + 44 and len(runs) == 88  # header, rule, the hybrid and 43 arms (larger_d: not offline)
     assert f"All {len(runs)} runs are committed" in " ".join(section.split())
-    assert all((atlas / "runs" / f"{arm}_seed{seed}" / "eval.csv").exists()
+    assert all((ATLAS / "runs" / f"{arm}_seed{seed}" / "eval.csv").exists()
                for arm, seed in runs.itertuples(index=False))
 
 
@@ -174,10 +179,9 @@ def test_each_notebook_link_to_the_atlas_finds_its_row():
 def test_the_atlas_findings_come_from_its_files():
     import pandas as pd
 
-    atlas = ROOT / "reports/atlas-2026-12-07"
-    frame, results = pd.read_csv(atlas / "atlas.csv"), pd.read_csv(atlas / "results.csv")
+    frame, results = pd.read_csv(ATLAS / "atlas.csv"), pd.read_csv(ATLAS / "results.csv")
     arms = frame[frame["arm"] != "hybrid"]
-    section = " ".join(README[README.index("### The results atlas"):README.index("## Reliability")].split())
+    section = " ".join(_atlas_section().split())
     cpu = results[results["metric"].isin(["train_cpu_seconds", "eval_cpu_seconds"])]["value"].sum() / 60
     assert f"{cpu:.0f} min of CPU in all, {cpu / 2:.0f} min a core" in section
     assert f"the median MDE on greedy semantic is {arms['greedy_semantic_mde'].median():.3f}" in section
@@ -189,8 +193,9 @@ def test_the_atlas_findings_come_from_its_files():
             f"{steps['hybrid_no_d']:.1f}") in section
     assert f"up to {steps.max():.1f} (`{steps.idxmax()}`)" in section
 
+    @functools.cache
     def greedy(arm, seed):
-        answers = pd.read_csv(atlas / "runs" / f"{arm}_seed{seed}" / "eval.csv")
+        answers = pd.read_csv(ATLAS / "runs" / f"{arm}_seed{seed}" / "eval.csv")
         return answers[answers["decoding"] == "greedy"]["completion"].fillna("").tolist()
 
     def same(a, b):
@@ -201,6 +206,6 @@ def test_the_atlas_findings_come_from_its_files():
     family = ["grpo", "dr_grpo", "bnpo", "dapo", "gspo"]
     least = min(same(a, b) for i, a in enumerate(family) for b in family[i + 1:])
     assert f"same greedy answer as each other on at least {least} of 32" in section
-    norms = pd.concat(pd.read_csv(atlas / "runs" / f"hybrid_seed{seed}" / "history.csv")["grad_norm"]
+    norms = pd.concat(pd.read_csv(ATLAS / "runs" / f"hybrid_seed{seed}" / "history.csv")["grad_norm"]
                       for seed in (0, 1))
     assert f"above 1 in {(norms > 1).sum()} of its {len(norms)} steps" in section

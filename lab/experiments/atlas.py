@@ -115,7 +115,7 @@ def plot(frame: pd.DataFrame) -> Figure:
         clear = (low > 0) | (high < 0)
         ax.axvline(0, color="grey", lw=0.8)
         ax.hlines(y, low, high, color="C0", lw=1.2)
-        ax.scatter(diff[clear], y[clear], color="C3", zorder=3, s=14, label="interval excludes 0")
+        ax.scatter(diff[clear], y[clear], color="C3", zorder=3, s=14)
         ax.scatter(diff[~clear], y[~clear], facecolor="white", edgecolor="C0", zorder=3, s=14)
         ax.set_title(f"{COLUMNS.get(metric, metric)} - hybrid", fontsize=9)
         ax.set_yticks(y, arms["arm"] if ax is axes[0][0] else [""] * len(y), fontsize=7)
@@ -128,7 +128,7 @@ def plot(frame: pd.DataFrame) -> Figure:
 
 def write(out: Path, results: pd.DataFrame, definitions: dict, n_boot: int = 2000,
           on_cpu: bool = True) -> pd.DataFrame:
-    """``atlas.csv`` and ``atlas.md`` in the ablation folder ``out``; returns the table."""
+    """``atlas.csv``, ``atlas.md`` and ``atlas.png`` in the ablation folder ``out``; returns the table."""
     frame = table(Path(out), results, definitions, n_boot, on_cpu)
     frame.to_csv(Path(out) / "atlas.csv", index=False)
     (Path(out) / "atlas.md").write_text(
