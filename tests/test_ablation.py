@@ -365,6 +365,8 @@ def test_an_arm_whose_model_is_offline_is_skipped_with_a_reason_or_refused_when_
     assert logs[0].startswith("big_d: skipped, Model 'someone/not-cached-7b'")
     assert set(pd.read_csv(tmp_path / "results.csv")["arm"]) == {"base"}
     assert "- **big_d**: Model 'someone/not-cached-7b' cannot be loaded" in (tmp_path / "report.md").read_text()
+    ablation.run_ablation(tmp_path, arms=["base"], seeds=1, steps=1, eval_limit=2, log=logs.append, **TINY)
+    assert "big_d" in json.loads((tmp_path / "ablation.json").read_text())["skipped"]  # a later --arms run keeps it
 
 
 def test_presets_name_their_default_arms_and_a_rerun_refuses_a_changed_arm_not_a_respelled_one(tmp_path):

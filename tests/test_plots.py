@@ -184,6 +184,18 @@ def test_plot_metrics_one_labelled_bar_chart_per_metric():
     assert len([ax for ax in figures.plot_metrics(summary).axes if ax.get_visible()]) == 3  # default: all
 
 
+def test_plot_metrics_lays_many_arms_down_one_named_row_each():
+    _, summary = ablation_tables()
+    fig = figures.plot_metrics(summary, ["sampled_semantic", "greedy_rouge_l"], most=2)
+    first, second = [ax for ax in fig.axes if ax.get_visible()]
+    assert [t.get_text() for t in first.get_yticklabels()] == ["base", "sft", "hybrid"]  # the first arm on top
+    assert first.get_ylim()[0] > first.get_ylim()[1]
+    assert not any(t.get_text() for t in second.get_yticklabels())  # named once a row
+    assert first.get_xlabel() == "semantic" and len(first.patches) == 3
+    many = pd.concat([summary.assign(arm=summary["arm"] + str(i)) for i in range(10)])  # 30 arms
+    assert figures.plot_metrics(many).get_size_inches()[1] > fig.get_size_inches()[1]  # grows with the arms
+
+
 def test_plot_metrics_error_bars_stay_in_the_metric_range_and_leave_out_costs():
     nan = float("nan")
     part = pd.DataFrame({"mean": [0.55, 0.9, 0.4], "ci_low": [-0.2, 0.8, nan], "ci_high": [1.3, 1.0, nan]})

@@ -121,9 +121,11 @@ def _check_resume(out: Path, settings: dict) -> dict:
             if arm in defined and defined[arm].get("steps") != definition.get("steps"):
                 raise ValueError(f"{out} holds arm {arm!r} run with steps {defined[arm].get('steps')!r}, not "
                                  f"{definition.get('steps')!r}; use another --out, or another name for the new arm")
-        settings = {**settings, "arms": list(dict.fromkeys(old["arms"] + settings["arms"])),
-                    "seeds": sorted(set(old["seeds"]) | set(settings["seeds"])),
-                    "arm_definitions": {**defined, **settings["arm_definitions"]}}
+        ran = list(dict.fromkeys(old["arms"] + settings["arms"]))
+        skipped = {**old.get("skipped", {}), **settings.get("skipped", {})}  # a run of other --arms keeps them
+        settings = {**settings, "arms": ran, "seeds": sorted(set(old["seeds"]) | set(settings["seeds"])),
+                    "arm_definitions": {**defined, **settings["arm_definitions"]},
+                    "skipped": {arm: why for arm, why in skipped.items() if arm not in ran}}
     partial = path.with_name(f"{path.name}.{os.getpid()}")  # shards may write it at once: whole files only
     partial.write_text(json.dumps(settings, indent=2) + "\n")
     os.replace(partial, path)

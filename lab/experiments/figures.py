@@ -32,9 +32,11 @@ def error_bars(part: pd.DataFrame, metric: str) -> np.ndarray:
                                     part["ci_high"].clip(upper=high) - part["mean"]]))
 
 
-def plot_metrics(summary: pd.DataFrame, metrics=None) -> Figure:
+def plot_metrics(summary: pd.DataFrame, metrics=None, most: int = 12) -> Figure:
     """One bar chart per metric: the mean over seeds per arm, 95% CI error bars cut to the metric's
-    range (:func:`error_bars`).
+    range (:func:`error_bars`). Over ``most`` arms the bars lie down, an arm a row named once at
+    the left of each row of panels, and the figure grows with the arms (45 upright bars with slanted
+    names are unreadable).
 
     ``summary``: :func:`lab.eval.stats.summarize_results` (``arm, metric, mean, ci_low, ci_high``);
     ``metrics``: which, in order (default: every held-out metric, no costs; the ablation passes its
@@ -45,16 +47,24 @@ def plot_metrics(summary: pd.DataFrame, metrics=None) -> Figure:
     arms = list(dict.fromkeys(summary["arm"]))
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, -(-len(metrics) // ncols))
-    fig, axes = plots.subplots(nrows, ncols, (4.2 * ncols, 3.4 * nrows), squeeze=False)
+    lying = len(arms) > most
+    height = max(3.4, 0.9 + 0.19 * len(arms)) if lying else 3.4
+    fig, axes = plots.subplots(nrows, ncols, (4.2 * ncols, height * nrows), squeeze=False)
     for ax in axes.flat[len(metrics):]:
         ax.set_visible(False)
-    for ax, metric in zip(axes.flat, metrics):
+    for i, (ax, metric) in enumerate(zip(axes.flat, metrics)):
         part = summary[summary["metric"] == metric].set_index("arm").reindex(arms)
-        ax.bar(range(len(arms)), part["mean"], yerr=error_bars(part, metric), capsize=3,
-               color=list(plots.colors(arms).values()))
-        ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+        bars = dict(color=list(plots.colors(arms).values()), capsize=2 if lying else 3)
+        if lying:  # the first arm on top, as in a table
+            ax.barh(range(len(arms)), part["mean"], xerr=error_bars(part, metric), **bars)
+            ax.set_yticks(range(len(arms)), arms if i % ncols == 0 else [], fontsize=8)
+            ax.set_ylim(len(arms) - 0.5, -0.5)
+            ax.set_xlabel(metric.split("_", 1)[-1])
+        else:
+            ax.bar(range(len(arms)), part["mean"], yerr=error_bars(part, metric), **bars)
+            ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+            ax.set_ylabel(metric.split("_", 1)[-1])
         ax.set_title(metric)
-        ax.set_ylabel(metric.split("_", 1)[-1])
     fig.suptitle("held-out metrics: mean over seeds, bars = 95% CI (t over seeds, cut to the metric's range)")
     return fig
 
