@@ -27,12 +27,16 @@ def one_thread():
 
 
 def same(got, want, where: str) -> None:
+    """Every row equal: text, tokens and counts exactly, floats to 1e-5 (absolute or relative). The
+    fixtures were recorded on an AMD EPYC (AVX2); on an Intel Xeon with AVX-512 and AMX, torch's fp32
+    kernels sum in another order and the losses differ by up to 2e-6 (measured over all runs, every
+    sampled token the same), while a changed computation moves them by far more."""
     assert len(got) == len(want), f"{where}: {len(got)} rows, expected {len(want)}"
     for i, (row, expected) in enumerate(zip(got, want)):
         assert set(row) == set(expected), f"{where} row {i}: columns {sorted(set(row) ^ set(expected))} differ"
         for key, value in expected.items():
             if isinstance(value, float):
-                assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-7), f"{where} row {i} {key}"
+                assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-5), f"{where} row {i} {key}"
             else:
                 assert row[key] == value, f"{where} row {i} {key}"
 
