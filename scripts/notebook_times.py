@@ -33,11 +33,13 @@ def memory(mib: float) -> str:
 
 
 def measured(run: dict | None) -> str:
-    """``4 min (3 min of CPU), peak RAM 2.1 GiB`` for one notebook's entry of a times file."""
+    """``4 min (3 min of CPU), peak RAM 2.1 GiB`` for one notebook's entry of a times file, with
+    ``, on MACHINE`` where the entry ran on another machine than the file names."""
     if not run or run.get("seconds") is None:
         return "not measured yet"
     cpu = f" ({duration(run['cpu_seconds'])} of CPU)" if run.get("cpu_seconds") else ""
-    return f"{duration(run['seconds'])}{cpu}, peak RAM {memory(run['peak_mib'])}"
+    where = f", on {run['machine']}" if run.get("machine") else ""
+    return f"{duration(run['seconds'])}{cpu}, peak RAM {memory(run['peak_mib'])}{where}"
 
 
 def paragraph(name: str, report: Path) -> str:

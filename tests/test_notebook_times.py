@@ -34,3 +34,4 @@ def test_durations_and_sizes_read_as_a_person_would_write_them():
     assert times.measured(None) == "not measured yet"
     run = {"seconds": 200, "cpu_seconds": 90, "peak_mib": 2048}
     assert times.measured(run) == "3 min (90 s of CPU), peak RAM 2.0 GiB"
+    assert times.measured({**run, "machine": "a 2-core Intel Xeon"}).endswith("2.0 GiB, on a 2-core Intel Xeon")
