@@ -5,6 +5,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 STANDARD = ROOT / "reports/standard-2026-11-26"
@@ -64,6 +66,21 @@ def test_benchmark_numbers_come_from_its_json():
     for key, digits in (("speedup_samples_per_s", 2), ("speedup_vs_trl", 2), ("rl_speedup_vs_trl", 2),
                         ("resident_param_ratio", 2)):
         assert f"{bench[key]:.{digits}f}" in section, key
+
+
+@pytest.mark.parametrize("title, path", [
+    ("**The real step, measured (2026-12-06).**", "reports/bench-2026-12-06/bench.json"),
+    ("**The same on the Intel Xeon, fp32 and bf16 (2026-12-07).**", "reports/bench-2026-12-07-xeon/bench-fp32.json"),
+    ("**bf16** (`dtype: auto`", "reports/bench-2026-12-07-xeon/bench-bf16.json")])
+def test_the_real_step_benchmark_numbers_come_from_their_json(title, path):
+    bench = json.loads((ROOT / path).read_text())
+    start = README.index(title)
+    ends = [README.find(mark, start + len(title)) for mark in ("\n\n", "**bf16**")]  # the paragraph's fp32 part
+    text = README[start:min(end for end in ends if end > 0)]  # or its bf16 part
+    for side in ("naive", "trl", "kit", "kit_fast", "kit_rl"):
+        assert f"{bench[f'{side}_samples_per_s']:.3f}" in text, side
+    for key in ("speedup_samples_per_s", "speedup_vs_trl", "fast_speedup_vs_trl", "rl_speedup_vs_trl"):
+        assert f"{bench[key]:.2f}x" in text, key
 
 
 def test_the_discriminator_comparison_comes_from_its_reports():
