@@ -52,9 +52,9 @@ def plot_metrics(summary: pd.DataFrame, metrics=None, most: int = 12) -> Figure:
     fig, axes = plots.subplots(nrows, ncols, (4.2 * ncols, height * nrows), squeeze=False)
     for ax in axes.flat[len(metrics):]:
         ax.set_visible(False)
+    bars = dict(color=list(plots.colors(arms).values()), capsize=2 if lying else 3)
     for i, (ax, metric) in enumerate(zip(axes.flat, metrics)):
         part = summary[summary["metric"] == metric].set_index("arm").reindex(arms)
-        bars = dict(color=list(plots.colors(arms).values()), capsize=2 if lying else 3)
         if lying:  # the first arm on top, as in a table
             ax.barh(range(len(arms)), part["mean"], xerr=error_bars(part, metric), **bars)
             ax.set_yticks(range(len(arms)), arms if i % ncols == 0 else [], fontsize=8)
